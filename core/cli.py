@@ -1,0 +1,254 @@
+"""The ``jpeg-restore`` command line: restore, quality, eval, demo, embed, train, models."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+
+def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
+    p.add_argument("--model", default=None,
+                   help="registry name (see `jpeg-restore models`) or a weights file; "
+                        "default: the shipped model for gray or colour input")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto uses CUDA when present (default: auto)")
+    if tile:
+        p.add_argument("--tile", type=int, default=512, help="tile side in pixels (default: 512)")
+        p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default: 32)")
+
+
+def _storage_options(text: str | None) -> dict:
+    return json.loads(text) if text else {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jpeg-restore",
+        description="Blind JPEG artifact removal with a contrastively trained compression-quality "
+                    "encoder (Wang et al.). One model per colour type serves every quality.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("restore", help="restore images into a folder",
+                       description="Restore JPEG-degraded images. Inputs are files, folders, globs or "
+                                   "fsspec URLs; outputs are lossless <stem>.png (16-bit kept) in --output.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, help="output folder or URL (created if missing)")
+    _add_model_args(p)
+    p.add_argument("--format", default="png", choices=["png", "tiff"], help="output format (default: png)")
+    p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
+    p.add_argument("--allow-large", action="store_true",
+                   help="allow images above the decompression-bomb limit")
+    p.add_argument("--storage-options", help="JSON dict of fsspec options, e.g. '{\"anon\": true}'")
+
+    p = sub.add_parser("quality", help="estimate the JPEG quality factor of files",
+                       description="Quality factor from each file's quantization tables (exact for "
+                                   "libjpeg files) and the encoder's embedding-based estimate.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", default=None, help="model whose encoder scores quality (default: shipped)")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+    p = sub.add_parser("eval", help="benchmark on a folder of clean images",
+                       description="Compress each clean image with libjpeg at each quality, restore it, "
+                                   "and print mean PSNR / SSIM / PSNR-B of JPEG and restored images.")
+    p.add_argument("--data", required=True, help="folder/URL of clean (ground-truth) images")
+    p.add_argument("--quality", nargs="+", default=["10", "20", "30", "40"],
+                   help="qualities; 'A+B' means double compression (default: 10 20 30 40)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="evaluate as gray (1) or RGB (3); default: the model's")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--jpeg-only", action="store_true", help="score the JPEG row only")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    _add_model_args(p)
+
+    p = sub.add_parser("demo", help="restore the bundled sample (the README's main job)")
+    p.add_argument("-o", "--output", default="demo-output", help="folder for the PNGs (default: demo-output)")
+    p.add_argument("--quality", type=int, default=10, help="JPEG quality of the sample (default: 10)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    p = sub.add_parser("models", help="list the model registry and which models ship weights")
+
+    p = sub.add_parser("embed", help="plot quality embeddings of a folder of clean images",
+                       description="Embed crops of each image compressed at each quality and plot a 2-D "
+                                   "projection coloured by quality; prints how well the embedding orders Q.")
+    p.add_argument("data", help="folder/URL of clean images")
+    p.add_argument("--quality", nargs="+", type=int, default=list(range(10, 91, 10)))
+    p.add_argument("--unseen", nargs="*", type=int, default=[5, 95],
+                   help="extra qualities not seen in training (default: 5 95)")
+    p.add_argument("--limit", type=int, default=20, help="images to use (default: 20)")
+    p.add_argument("--crop", type=int, default=128, help="centre crop side (default: 128)")
+    p.add_argument("--projection", default="tsne", choices=["tsne", "pca"])
+    p.add_argument("--plot", default="embeddings.png", help="output PNG (default: embeddings.png)")
+    p.add_argument("--model", default=None)
+
+    p = sub.add_parser("train", help="train the encoder, the restorer or ARCNN",
+                       description="Stage 1 'encoder' (MoCo contrastive CQE), stage 2 'restorer' (frozen "
+                                   "encoder, L1 + 0.1 L1-FFT) or the 'arcnn' baseline. Checkpoints go "
+                                   "to OUT/last.pt atomically; --resume continues; OUT/model.pt at the end.")
+    p.add_argument("stage", choices=["encoder", "restorer", "arcnn"])
+    p.add_argument("--data", required=True, help="folder/URL of clean training images")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, model.pt)")
+    p.add_argument("--preset", default="lite", choices=["lite", "paper"])
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    p.add_argument("--steps", type=int, default=20000, help="total steps (default: 20000)")
+    p.add_argument("--batch", type=int, default=None, help="default: 32 (encoder), 16 (others)")
+    p.add_argument("--patch", type=int, default=None, help="default: 64 (encoder), 96 (others)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    p.add_argument("--encoder", help="restorer stage: trained encoder weights (model.pt)")
+    p.add_argument("--encoder-mode", default="frozen", choices=["frozen", "none", "joint"],
+                   help="frozen pre-trained encoder (default), none (ablation model-1), "
+                        "joint without pre-training (model-2)")
+    p.add_argument("--temperature", type=float, default=0.2, help="InfoNCE temperature (default: 0.2)")
+    p.add_argument("--val-data", help="folder/URL of clean validation images")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--storage-options", help="JSON dict of fsspec options")
+    return parser
+
+
+def cmd_restore(a: argparse.Namespace) -> int:
+    from .batch import restore_files
+    from .sources import expand
+
+    opts = _storage_options(a.storage_options)
+    inputs = []
+    for item in a.inputs:
+        try:
+            inputs += expand(item, opts)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+    report = restore_files(inputs, a.output, model=a.model, tile=a.tile, overlap=a.overlap,
+                           device=a.device, fmt=a.format, skip_existing=a.skip_existing,
+                           allow_large=a.allow_large, storage_options=opts)
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.failed or len(inputs) < len(a.inputs) else 0
+
+
+def cmd_quality(a: argparse.Namespace) -> int:
+    from .embedding import embed
+    from .images import ImageReadError, read_image
+    from .registry import ModelNotAvailableError, default_model_name, load_model
+
+    failed = 0
+    for path in a.paths:
+        try:
+            loaded = read_image(path)
+        except ImageReadError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        row = {"path": path, "format": loaded.format, "table_quality": None, "exact": None,
+               "encoder_quality": None}
+        if loaded.quality is not None:
+            row.update(table_quality=loaded.quality.quality, exact=loaded.quality.exact,
+                       table_distance=round(loaded.quality.distance, 3))
+        try:
+            planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
+            net = load_model(a.model or default_model_name(min(planes, 3)))
+            row["encoder_quality"] = round(float(embed(net, [loaded.array])[1][0]), 1)
+        except (ModelNotAvailableError, ValueError) as err:
+            row["encoder_note"] = str(err)
+        if a.json:
+            print(json.dumps(row))
+        else:
+            table = ("-" if row["table_quality"] is None else
+                     f"Q{row['table_quality']}" + ("" if row["exact"] else f" (nearest, distance {row['table_distance']})"))
+            enc = "-" if row["encoder_quality"] is None else f"{row['encoder_quality']:.0f}"
+            print(f"{path}\ttables: {table}\tencoder: {enc}")
+    return 1 if failed else 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model, format_table
+    from .registry import load_model
+    from .sources import expand
+    from .training.data import load_images
+
+    model = None if a.jpeg_only else load_model(a.model) if a.model else None
+    channels = a.channels or (model.cfg.in_channels if model is not None else 1)
+    if model is None and not a.jpeg_only:
+        from .registry import default_model_name
+        model = load_model(default_model_name(channels))
+    urls = expand(a.data)[: a.limit]
+    images = load_images(urls, channels)
+    rows = evaluate_model(images, a.quality, model, device=a.device, tile=a.tile)
+    print(format_table(rows))
+    if a.json:
+        Path(a.json).write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    s = run_demo(a.output, a.quality, a.model, a.device)
+    print(f"sample: astronaut.png compressed at Q{a.quality}, restored with {s['model']}")
+    print(f"{'':10s} {'PSNR':>8s} {'SSIM':>8s} {'PSNR-B':>8s}")
+    for k in ("jpeg", "restored"):
+        m = s[k]
+        print(f"{k:10s} {m['psnr']:8.2f} {m['ssim']:8.4f} {m['psnr_b']:8.2f}")
+    print(f"gain: {s['restored']['psnr'] - s['jpeg']['psnr']:+.2f} dB PSNR")
+    print(f"wrote {Path(a.output) / 'side_by_side.png'}")
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from .registry import available_models
+
+    for m in available_models():
+        state = "weights shipped" if m.has_weights else "no weights yet"
+        print(f"{m.name:16s} {state:16s} {m.description}")
+    return 0
+
+
+def cmd_embed(a: argparse.Namespace) -> int:
+    from .embedding_plot import embed_command
+
+    return embed_command(a)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    import torch
+
+    from .training.stages import TrainOptions, train
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    enc = a.stage == "encoder"
+    opts = TrainOptions(stage=a.stage, data=a.data, out=a.out, preset=a.preset, channels=a.channels,
+                        steps=a.steps, batch=a.batch or (32 if enc else 16),
+                        patch=a.patch or (64 if enc else 96), lr=a.lr, encoder=a.encoder,
+                        encoder_mode=a.encoder_mode, temperature=a.temperature, val_data=a.val_data,
+                        val_every=a.val_every, seed=a.seed, resume=a.resume, device=a.device,
+                        storage_options=_storage_options(a.storage_options))
+    print(f"wrote {train(opts)}")
+    return 0
+
+
+COMMANDS = {"restore": cmd_restore, "quality": cmd_quality, "eval": cmd_eval, "demo": cmd_demo,
+            "models": cmd_models, "embed": cmd_embed, "train": cmd_train}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .images import ImageWriteError
+    from .registry import ModelNotAvailableError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ModelNotAvailableError, ImageWriteError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Compression-quality embeddings: compute them, project them to 2-D, score how well they
+order quality, and map image tiles to a quality heatmap."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .inference import resolve_device, split_alpha
+from .models import QualityEncoder
+
+
+def as_encoder(model: nn.Module) -> QualityEncoder:
+    """The CQE of a restorer, or the encoder itself."""
+    enc = model if isinstance(model, QualityEncoder) else getattr(model, "encoder", None)
+    if enc is None:
+        raise ValueError("this model has no compression quality encoder (ARCNN has none)")
+    return enc
+
+
+def _tensor(image: np.ndarray, channels: int) -> torch.Tensor:
+    planes, _ = split_alpha(np.asarray(image))
+    x = planes.astype(np.float32) / (65535.0 if planes.dtype == np.uint16 else 255.0)
+    if channels == 1 and x.shape[2] == 3:
+        x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
+    elif channels == 3 and x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, images: Sequence[np.ndarray], device: str = "auto",
+          batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings N x D, estimated quality N) for equally sized crops (sides multiple of 16).
+
+    Images of other sizes are embedded one at a time after cropping to the encoder's stride.
+    """
+    enc = as_encoder(model).eval()
+    dev = resolve_device(device)
+    enc.to(dev)
+    s = enc.cfg.stride
+    tensors = [_tensor(im, enc.cfg.in_channels) for im in images]
+    tensors = [t[:, : t.shape[1] // s * s, : t.shape[2] // s * s] for t in tensors]
+    embs = []
+    same = len({tuple(t.shape) for t in tensors}) == 1
+    groups = [tensors[i:i + batch] for i in range(0, len(tensors), batch)] if same else [[t] for t in tensors]
+    for g in groups:
+        embs.append(enc(torch.stack(g).to(dev)).embedding.float().cpu())
+    e = torch.cat(embs)
+    return e.numpy(), enc.quality(e.to(dev)).cpu().numpy()
+
+
+def tiles(image: np.ndarray, size: int) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """Non-overlapping ``size`` tiles (the remainder at the right/bottom is dropped) and the grid."""
+    h, w = image.shape[:2]
+    rows, cols = h // size, w // size
+    if rows == 0 or cols == 0:
+        raise ValueError(f"image {w}x{h} is smaller than one {size}px tile")
+    return [image[r * size:(r + 1) * size, c * size:(c + 1) * size]
+            for r in range(rows) for c in range(cols)], (rows, cols)
+
+
+def quality_heatmap(model: nn.Module, image: np.ndarray, tile: int = 64, device: str = "auto") -> np.ndarray:
+    """Per-tile estimated quality (rows x cols float32): low values mark degraded regions."""
+    parts, (rows, cols) = tiles(image, tile)
+    _, q = embed(model, parts, device)
+    return q.reshape(rows, cols).astype(np.float32)
+
+
+def project_2d(embeddings: np.ndarray, method: str = "auto", seed: int = 0) -> np.ndarray:
+    """2-D projection: PCA, or t-SNE (``auto`` uses t-SNE from 30 points on)."""
+    from sklearn.decomposition import PCA
+
+    n = len(embeddings)
+    if method == "auto":
+        method = "tsne" if n >= 30 else "pca"
+    if n < 3:
+        return np.pad(embeddings[:, :2], ((0, 0), (0, max(0, 2 - embeddings.shape[1]))))
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(embeddings)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30, max(5, n // 4)))
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
+    raise ValueError(f"unknown projection {method!r}; use pca, tsne or auto")
+
+
+def quality_ordering(embeddings: np.ndarray, qualities: np.ndarray, k: int = 5) -> dict[str, float]:
+    """How well embeddings order quality: |Spearman ρ| of the first principal component with Q,
+    and leave-one-out k-NN accuracy of the quality level (chance = 1 / number of levels)."""
+    from scipy.stats import spearmanr
+    from sklearn.decomposition import PCA
+
+    q = np.asarray(qualities)
+    pc1 = PCA(n_components=1).fit_transform(embeddings)[:, 0]
+    rho = abs(float(spearmanr(pc1, q).statistic))
+    d = ((embeddings[:, None, :] - embeddings[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn_idx = np.argsort(d, axis=1)[:, :k]
+    votes = q[nn_idx]
+    pred = np.array([np.bincount(v).argmax() for v in votes])
+    return {"spearman_pc1": rho, "knn_accuracy": float((pred == q).mean()),
+            "chance": 1.0 / len(np.unique(q))}

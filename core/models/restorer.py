@@ -1,0 +1,93 @@
+"""Restoration network: frozen CQE features fused into an attention decoder.
+
+Data flow (s = pixel-unshuffle factor; the encoder sees the same input):
+
+    D0 = head(unshuffle(x))                       at E0's scale
+    D1 = down(D0), D2 = down(D1)                  at E1's and E2's scales
+    E'1 = EFFM[E0, E1, E2], E'2 = EFFM[E1, E2, E3]
+    B2 = attention(IFM(E'2, D2))
+    B1 = attention(IFM(E'1, up(B2) + D1))
+    B0 = blocks(IFM(proj(E0), up(B1) + D0))
+    y  = x + shuffle(conv1x1(B0))                 global residual
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .blocks import FeatureFusion, InvertibleFusion, LocalAttentionBlock, ResBlock, conv3x3
+from .cqe import EncoderConfig, QualityEncoder
+
+
+@dataclass(frozen=True)
+class RestorerConfig:
+    in_channels: int = 1
+    widths: tuple[int, int, int] = (64, 96, 128)
+    unshuffle: int = 1
+    top_blocks: int = 2
+    mid_attention: int = 1
+    bottom_attention: int = 2
+    use_encoder: bool = True
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    @property
+    def stride(self) -> int:
+        """Input sides are padded to a multiple of this."""
+        return max(self.encoder.stride, self.unshuffle * 4)
+
+
+def _upsample(cin: int, cout: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, 4 * cout, 1), nn.PixelShuffle(2))
+
+
+class Restorer(nn.Module):
+    """Blind JPEG restorer; ``encoder`` is the (frozen) compression quality encoder."""
+
+    def __init__(self, cfg: RestorerConfig) -> None:
+        super().__init__()
+        if cfg.encoder.unshuffle != cfg.unshuffle or cfg.encoder.in_channels != cfg.in_channels:
+            raise ValueError("encoder and restorer must share in_channels and unshuffle")
+        self.cfg = cfg
+        c0, c1, c2 = cfg.widths
+        e = cfg.encoder.widths
+        s2 = cfg.in_channels * cfg.unshuffle**2
+        self.encoder = QualityEncoder(cfg.encoder) if cfg.use_encoder else None
+        self.head = conv3x3(s2, c0)
+        self.down1 = nn.Sequential(conv3x3(c0, c1, stride=2), nn.LeakyReLU(0.2, inplace=True))
+        self.down2 = nn.Sequential(conv3x3(c1, c2, stride=2), nn.LeakyReLU(0.2, inplace=True))
+        if cfg.use_encoder:
+            self.proj0 = nn.Conv2d(e[0], c0, 1)
+            self.effm1 = FeatureFusion(e[0], e[1], e[2], c1)
+            self.effm2 = FeatureFusion(e[1], e[2], e[3], c2)
+            self.ifm0, self.ifm1, self.ifm2 = InvertibleFusion(c0), InvertibleFusion(c1), InvertibleFusion(c2)
+        self.bottom = nn.Sequential(*[LocalAttentionBlock(c2) for _ in range(cfg.bottom_attention)])
+        self.up2 = _upsample(c2, c1)
+        self.mid = nn.Sequential(*[LocalAttentionBlock(c1) for _ in range(cfg.mid_attention)])
+        self.up1 = _upsample(c1, c0)
+        self.top = nn.Sequential(*[ResBlock(c0) for _ in range(cfg.top_blocks)])
+        self.tail = nn.Conv2d(c0, s2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.cfg.unshuffle
+        xs = F.pixel_unshuffle(x, s) if s > 1 else x
+        d0 = self.head(xs)
+        d1 = self.down1(d0)
+        d2 = self.down2(d1)
+        if self.encoder is not None:
+            e0, e1, e2, e3 = self.encoder(x).features
+            b2 = self.ifm2(self.effm2(e1, e2, e3), d2)
+        else:
+            b2 = d2
+        b2 = self.bottom(b2)
+        b1 = self.up2(b2) + d1
+        if self.encoder is not None:
+            b1 = self.ifm1(self.effm1(e0, e1, e2), b1)
+        b1 = self.mid(b1)
+        b0 = self.up1(b1) + d0
+        if self.encoder is not None:
+            b0 = self.ifm0(self.proj0(e0), b0)
+        out = self.tail(self.top(b0))
+        return x + (F.pixel_shuffle(out, s) if s > 1 else out)

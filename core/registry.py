@@ -1,0 +1,108 @@
+"""Named models whose weights ship inside the package (``core/weights/<name>.pt``).
+
+A weights file is a ``torch.save`` dict: ``config`` (see ``models.config_to_dict``),
+``state_dict`` and ``meta`` (training data, steps, validation figures).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import config_from_dict, config_to_dict, model_from_config
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class ModelNotAvailableError(LookupError):
+    """The model name is unknown or its weights are not shipped."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str
+    channels: int
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.pt"
+
+    @property
+    def has_weights(self) -> bool:
+        return self.path.is_file()
+
+
+MODELS: dict[str, ModelInfo] = {m.name: m for m in [
+    ModelInfo("crl-lite-gray", "crl", 1, "contrastive-encoder restorer, CPU preset, grayscale"),
+    ModelInfo("crl-lite-color", "crl", 3, "contrastive-encoder restorer, CPU preset, RGB"),
+    ModelInfo("arcnn-gray", "arcnn", 1, "ARCNN baseline, grayscale"),
+    ModelInfo("arcnn-color", "arcnn", 3, "ARCNN baseline, RGB"),
+]}
+DEFAULT_MODELS = {1: "crl-lite-gray", 3: "crl-lite-color"}
+
+
+def available_models() -> list[ModelInfo]:
+    return list(MODELS.values())
+
+
+def default_model_name(channels: int) -> str:
+    """The default for gray (1) or colour (3) input; falls back to the other if not shipped."""
+    first = DEFAULT_MODELS[3 if channels >= 3 else 1]
+    if MODELS[first].has_weights:
+        return first
+    other = DEFAULT_MODELS[1 if channels >= 3 else 3]
+    if MODELS[other].has_weights:
+        return other
+    raise ModelNotAvailableError(
+        f"no shipped weights for {first} or {other} yet; train one with "
+        "`jpeg-restore train` and pass --model PATH")
+
+
+def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write a self-describing weights file (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"config": config_to_dict(model.cfg), "state_dict": model.state_dict(),
+                "meta": meta or {}}, tmp)
+    tmp.replace(path)
+
+
+def _resolve(name_or_path: str | Path) -> Path:
+    if str(name_or_path) in MODELS:
+        info = MODELS[str(name_or_path)]
+        if not info.has_weights:
+            raise ModelNotAvailableError(
+                f"model {info.name} has no shipped weights in this release; "
+                f"models with weights: {', '.join(m.name for m in MODELS.values() if m.has_weights) or 'none'}")
+        return info.path
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    raise ModelNotAvailableError(
+        f"unknown model {name_or_path!r}: not a registry name ({', '.join(MODELS)}) nor a weights file")
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, mtime: float) -> tuple[nn.Module, dict[str, Any]]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    state = blob.get("state_dict", blob.get("model"))
+    model = model_from_config(config_from_dict(blob["config"]))
+    model.load_state_dict(state)
+    return model.eval(), dict(blob.get("meta", {}))
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A ready-to-run model (eval mode) from a registry name or a weights/checkpoint file.
+
+    The returned module carries ``.cfg`` and ``.meta``; loads are cached per file.
+    """
+    path = _resolve(name_or_path)
+    model, meta = _load_cached(str(path.resolve()), path.stat().st_mtime)
+    model.meta = meta
+    return model.to(device)

@@ -1,0 +1,26 @@
+"""Losses: L1 + weighted L1 of the FFT difference (restorer), InfoNCE with a queue (encoder)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def fft_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 of the real and imaginary parts of the 2-D FFT difference."""
+    diff = torch.fft.rfft2(pred.float()) - torch.fft.rfft2(target.float())
+    return torch.view_as_real(diff).abs().mean()
+
+
+def restoration_loss(pred: torch.Tensor, target: torch.Tensor, fft_weight: float = 0.1) -> torch.Tensor:
+    return F.l1_loss(pred, target) + fft_weight * fft_l1(pred, target)
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo's InfoNCE: row i of ``k`` is the positive of ``q[i]``; ``queue`` (K, D) holds negatives.
+
+    The other keys of the batch are negatives too (their JPEGs differ), so logits are
+    ``[q·k_i, q·k_j≠i, q·queue]`` — positives on the diagonal of the in-batch block.
+    """
+    logits = torch.cat([q @ k.t(), q @ queue.t()], dim=1) / temperature
+    labels = torch.arange(q.shape[0], device=q.device)
+    return F.cross_entropy(logits, labels)

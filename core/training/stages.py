@@ -1,0 +1,159 @@
+"""The two training stages (and the ARCNN baseline) as runnable jobs: options → task → fit →
+exported weights file (``<out>/model.pt``) loadable by the registry and the CLI."""
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..embedding import embed, quality_ordering
+from ..inference import run_model
+from ..jpeg import compress
+from ..metrics import psnr
+from ..models import create_model
+from ..registry import save_weights
+from ..sources import expand
+from .data import ContrastiveSampler, PairSampler, load_images, to_tensor
+from .loop import fit
+from .tasks import ContrastiveTask, RestorationTask, load_frozen_encoder
+
+STAGES = ("encoder", "restorer", "arcnn")
+VAL_QUALITIES = (10, 40)
+
+
+@dataclass
+class TrainOptions:
+    stage: str
+    data: str
+    out: str
+    preset: str = "lite"
+    channels: int = 1
+    steps: int = 20000
+    batch: int = 16
+    patch: int = 96
+    lr: float = 1e-4
+    encoder: str | None = None
+    encoder_mode: str = "frozen"  # frozen | none (ablation model-1) | joint (model-2)
+    temperature: float = 0.2
+    queue: int = 4096
+    val_data: str | None = None
+    val_images: int = 8
+    val_every: int = 500
+    seed: int = 0
+    resume: bool = False
+    device: str = "cpu"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+def build_model(opts: TrainOptions) -> nn.Module:
+    if opts.stage == "encoder":
+        return create_model("cqe", opts.preset, opts.channels)
+    if opts.stage == "arcnn":
+        return create_model("arcnn", channels=opts.channels)
+    model = create_model("crl", opts.preset, opts.channels, use_encoder=opts.encoder_mode != "none")
+    if opts.encoder_mode == "frozen":
+        if not opts.encoder:
+            raise ValueError("the restorer stage needs --encoder (weights of a trained encoder), "
+                             "or --encoder-mode none|joint for the ablations")
+        load_frozen_encoder(model, opts.encoder)
+    return model
+
+
+def build_task(opts: TrainOptions, images: list[np.ndarray], model: nn.Module,
+               gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    if opts.stage == "encoder":
+        return ContrastiveTask(model, ContrastiveSampler(images, patch=opts.patch), batch=opts.batch,
+                               queue_size=opts.queue, temperature=opts.temperature, gather=gather)
+    return RestorationTask(model, PairSampler(images, patch=opts.patch), batch=opts.batch,
+                           train_encoder=opts.encoder_mode == "joint")
+
+
+def restoration_validator(model: nn.Module, images: list[np.ndarray],
+                          qualities: tuple[int, ...] = VAL_QUALITIES) -> Callable[[], dict[str, float]]:
+    """Mean PSNR of JPEG and restored images per quality (whole images, libjpeg via Pillow)."""
+    pairs = [(q, im, compress(im, q)) for q in qualities for im in images]
+
+    def validate() -> dict[str, float]:
+        dev = next(model.parameters()).device
+        out: dict[str, list[float]] = {}
+        for q, clean, jpeg in pairs:
+            y = run_model(model, to_tensor([jpeg]).to(dev))[0].cpu().numpy()
+            y = np.round(y.clip(0, 1) * 255).astype(np.uint8)
+            y = y[0] if y.shape[0] == 1 else y.transpose(1, 2, 0)
+            out.setdefault(f"val_jpeg_q{q}", []).append(psnr(clean, jpeg))
+            out.setdefault(f"val_psnr_q{q}", []).append(psnr(clean, y))
+        return {k: float(np.mean(v)) for k, v in out.items()}
+    return validate
+
+
+def quality_crops(images: list[np.ndarray], qualities, crop: int = 128) -> tuple[list[np.ndarray], np.ndarray]:
+    """Centre crops of every image compressed at every quality, with the quality labels."""
+    crops, labels = [], []
+    for im in images:
+        h, w = im.shape[:2]
+        y, x = (h - crop) // 2 // 8 * 8, (w - crop) // 2 // 8 * 8
+        for q in qualities:
+            crops.append(compress(im, q)[y:y + crop, x:x + crop])
+            labels.append(q)
+    return crops, np.array(labels)
+
+
+def encoder_validator(model: nn.Module, images: list[np.ndarray]) -> Callable[[], dict[str, float]]:
+    crops, labels = quality_crops(images, range(10, 91, 10))
+
+    def validate() -> dict[str, float]:
+        e, _ = embed(model, crops, device=str(next(model.parameters()).device))
+        scores = quality_ordering(e, labels)
+        return {"val_spearman": scores["spearman_pc1"], "val_knn_acc": scores["knn_accuracy"]}
+    return validate
+
+
+def fit_quality_probe(model: nn.Module, images: list[np.ndarray], ridge: float = 1e-3) -> float:
+    """Fit the encoder's linear quality read-out (ridge regression on embeddings of training
+    crops at Q5..Q95). Returns the mean absolute error in quality units."""
+    crops, labels = quality_crops(images, range(5, 96, 5), crop=96)
+    e, _ = embed(model, crops, device=str(next(model.parameters()).device))
+    x = np.hstack([e, np.ones((len(e), 1))])
+    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ labels.astype(np.float64))
+    head = model.quality_head
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(w[:-1]).float()[None])
+        head.bias.fill_(float(w[-1]))
+    return float(np.abs(x @ w - labels).mean())
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def train(opts: TrainOptions) -> Path:
+    """Run one stage and export ``<out>/model.pt``; returns its path."""
+    if opts.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}")
+    device = torch.device(opts.device)
+    urls = expand(opts.data, opts.storage_options)
+    images = load_images(urls, opts.channels, opts.storage_options)
+    val = load_images(expand(opts.val_data, opts.storage_options)[: opts.val_images], opts.channels,
+                      opts.storage_options) if opts.val_data else []
+    model = build_model(opts).to(device)
+    task = build_task(opts, images, model)
+    validator = None
+    if val:
+        validator = encoder_validator(model, val) if opts.stage == "encoder" else restoration_validator(model, val)
+    meta = {"options": {k: v for k, v in asdict(opts).items() if k != "storage_options"},
+            "train_images": len(urls), "machine": machine()}
+    state = fit(task, steps=opts.steps, out_dir=opts.out, lr=opts.lr, device=device, seed=opts.seed,
+                resume=opts.resume, val_every=opts.val_every, validate=validator, meta=meta)
+    meta = {**state["meta"], "steps": state["step"], "cpu_hours": state["wall_seconds"] * state["threads"] / 3600,
+            "history_tail": state["history"][-3:]}
+    model.eval()
+    if opts.stage == "encoder":
+        meta["quality_probe_mae"] = fit_quality_probe(model, images)
+    dest = Path(opts.out) / "model.pt"
+    save_weights(model.cpu(), dest, meta)
+    return dest

@@ -1,0 +1,131 @@
+"""What one training step computes, per stage. The loop (``loop.fit``) and the Ray DDP job
+both drive these, so single-process and distributed training share the same code."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..models import QualityEncoder, Restorer
+from .data import ContrastiveSampler, PairSampler
+from .losses import info_nce, restoration_loss
+
+
+class RestorationTask:
+    """Stage 2 (and ARCNN): L1 + w·L1(FFT) on (JPEG, clean) patch pairs.
+
+    For the CRL restorer the encoder is frozen (no grad, BatchNorm in eval mode) unless
+    ``train_encoder`` is set (the paper's model-2 ablation).
+    """
+
+    def __init__(self, model: nn.Module, sampler: PairSampler, batch: int = 16,
+                 fft_weight: float = 0.1, train_encoder: bool = False) -> None:
+        self.model, self.sampler, self.batch, self.fft_weight = model, sampler, batch, fft_weight
+        self.frozen = getattr(model, "encoder", None) if not train_encoder else None
+        if self.frozen is not None:
+            self.frozen.requires_grad_(False)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.frozen is not None:
+            self.frozen.eval()
+
+    def loss(self, rng: np.random.Generator, device: torch.device,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        x, y = (t.to(device) for t in self.sampler.sample(self.batch, rng))
+        return restoration_loss((forward or self.model)(x), y, self.fft_weight)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class ContrastiveTask:
+    """Stage 1, MoCo: query encoder, momentum key encoder, a queue of negative keys, InfoNCE.
+
+    BatchNorm must not let a query see its key through batch statistics; as MoCo's
+    single-machine "shuffle BN", keys are encoded in ``bn_groups`` shuffled sub-batches.
+    Under DDP, ``gather`` collects every rank's keys before they enter the queue.
+    """
+
+    def __init__(self, encoder: QualityEncoder, sampler: ContrastiveSampler, batch: int = 32,
+                 queue_size: int = 4096, momentum: float = 0.999, temperature: float = 0.2,
+                 bn_groups: int = 2, gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.model, self.sampler, self.batch = encoder, sampler, batch
+        encoder.quality_head.requires_grad_(False)  # fitted afterwards as a probe, not here
+        self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.momentum, self.temperature, self.bn_groups = momentum, temperature, bn_groups
+        self.queue = F.normalize(torch.randn(queue_size, encoder.cfg.proj_dim), dim=1)
+        self.ptr = 0
+        self.gather = gather
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train_mode(self) -> None:
+        self.model.train()
+        self.key_encoder.train()
+
+    @torch.no_grad()
+    def _momentum_update(self, query: nn.Module) -> None:
+        for pk, pq in zip(self.key_encoder.parameters(), query.parameters()):
+            pk.mul_(self.momentum).add_(pq.detach(), alpha=1 - self.momentum)
+        for bk, bq in zip(self.key_encoder.buffers(), query.buffers()):
+            bk.copy_(bq)
+
+    @torch.no_grad()
+    def _keys(self, x: torch.Tensor) -> torch.Tensor:
+        perm = torch.randperm(x.shape[0], device=x.device)
+        chunks = [self.key_encoder(c, project=True) for c in x[perm].chunk(self.bn_groups)]
+        k = torch.empty_like(torch.cat(chunks))
+        k[perm] = torch.cat(chunks)
+        return k
+
+    @torch.no_grad()
+    def _enqueue(self, k: torch.Tensor) -> None:
+        k = self.gather(k) if self.gather is not None else k
+        n = k.shape[0]
+        idx = (torch.arange(n) + self.ptr) % self.queue.shape[0]
+        self.queue[idx] = k.detach().cpu().to(self.queue.dtype)
+        self.ptr = int((self.ptr + n) % self.queue.shape[0])
+
+    def loss(self, rng: np.random.Generator, device: torch.device,
+             forward: Callable[..., torch.Tensor] | None = None,
+             query_module: nn.Module | None = None) -> torch.Tensor:
+        """``forward``/``query_module``: the DDP-wrapped encoder and its inner module, if any."""
+        xq, xk, _ = self.sampler.sample(self.batch, rng)
+        xq, xk = xq.to(device), xk.to(device)
+        self.key_encoder.to(device)
+        self._momentum_update(query_module or self.model)
+        q = (forward or self.model)(xq, project=True)
+        k = self._keys(xk)
+        loss = info_nce(q, k, self.queue.to(device), self.temperature)
+        self._enqueue(k)
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"key_encoder": self.key_encoder.state_dict(), "queue": self.queue, "ptr": self.ptr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.key_encoder.load_state_dict(state["key_encoder"])
+        self.queue = state["queue"]
+        self.ptr = state["ptr"]
+
+
+def load_frozen_encoder(model: Restorer, encoder_weights: str) -> None:
+    """Copy a trained CQE (weights file or encoder checkpoint) into the restorer."""
+    from ..registry import load_model
+
+    encoder = load_model(encoder_weights)
+    if not isinstance(encoder, QualityEncoder):
+        encoder = encoder.encoder
+    model.encoder.load_state_dict(encoder.state_dict())

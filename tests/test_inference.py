@@ -1,0 +1,96 @@
+"""restore(): tiling, dtypes, channel layouts, determinism."""
+import numpy as np
+import pytest
+import torch
+
+from napari_jpeg_restore.core import restore
+from napari_jpeg_restore.core.inference import _windows, restore_steps
+from napari_jpeg_restore.core.models import create_model
+
+
+@pytest.fixture(scope="module")
+def gray_model():
+    torch.manual_seed(0)
+    return create_model("crl", "lite", 1).eval()
+
+
+@pytest.fixture(scope="module")
+def color_model():
+    torch.manual_seed(1)
+    return create_model("crl", "lite", 3).eval()
+
+
+def _smooth(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    base = 127 + 60 * np.sin(xx / 17.0) * np.cos(yy / 23.0)
+    if len(shape) == 3:
+        base = base[..., None] + rng.integers(-20, 20, size=(1, 1, shape[2]))
+    return np.clip(base + rng.normal(0, 5, shape), 0, 255).astype(np.uint8)
+
+
+def test_windows_cover_and_align():
+    for size in (50, 512, 513, 1000, 2049):
+        spans = _windows(size, 256, 32, 16)
+        covered = np.zeros(size, bool)
+        for s, e in spans:
+            assert s % 16 == 0
+            covered[s:e] = True
+        assert covered.all() and spans[-1][1] == size
+
+
+def test_tiled_matches_untiled(gray_model):
+    img = _smooth((300, 457))
+    whole = restore(img, gray_model, tile=4096)
+    tiled = restore(img, gray_model, tile=128, overlap=48)
+    diff = np.abs(whole.astype(int) - tiled)
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 3
+
+
+def test_dtypes_and_ranges_round_trip(gray_model):
+    img8 = _smooth((64, 80))
+    img8[0, 0], img8[0, 1] = 0, 255  # full range, so the float mapping below is exact
+    out8 = restore(img8, gray_model)
+    assert out8.dtype == np.uint8 and out8.shape == img8.shape
+    img16 = img8.astype(np.uint16) * 257
+    out16 = restore(img16, gray_model)
+    assert out16.dtype == np.uint16
+    assert np.abs(out16.astype(int) / 257 - out8).mean() < 1.0
+    f = img8.astype(np.float32) / 255 * 1000 - 200  # float outside [0, 1]: range kept
+    outf = restore(f, gray_model)
+    assert outf.dtype == np.float32
+    assert np.abs((outf + 200) / 1000 * 255 - out8).mean() < 1.0
+
+
+def test_rgba_alpha_passes_through(color_model):
+    rgb = _smooth((64, 64, 3))
+    alpha = np.random.default_rng(2).integers(0, 256, (64, 64), dtype=np.uint8)
+    out = restore(np.dstack([rgb, alpha]), color_model)
+    assert out.shape == (64, 64, 4)
+    np.testing.assert_array_equal(out[..., 3], alpha)
+
+
+def test_gray_model_on_rgb_and_color_model_on_gray(gray_model, color_model):
+    rgb = _smooth((48, 48, 3))
+    assert restore(rgb, gray_model).shape == rgb.shape
+    gray = _smooth((48, 48))
+    assert restore(gray, color_model).shape == gray.shape
+
+
+def test_deterministic(gray_model):
+    img = _smooth((96, 96))
+    np.testing.assert_array_equal(restore(img, gray_model, tile=64), restore(img, gray_model, tile=64))
+
+
+def test_steps_report_progress_and_can_stop_early(gray_model):
+    steps = restore_steps(_smooth((256, 256)), gray_model, tile=64, overlap=16)
+    first = next(steps)
+    assert first[0] == 1 and first[1] > 1
+    steps.close()  # a cancelled worker: no exception, nothing left running
+
+
+def test_bad_shapes_are_refused(gray_model):
+    with pytest.raises(ValueError, match="expected a 2-D"):
+        restore(np.zeros((4, 4, 4, 4), np.uint8), gray_model)
+    with pytest.raises(TypeError, match="dtype"):
+        restore(np.zeros((16, 16), np.int64), gray_model)

@@ -1,0 +1,59 @@
+"""Networks: shapes, presets, config round trip, and that a tiny model learns."""
+import numpy as np
+import pytest
+import torch
+
+from napari_jpeg_restore.core.models import (
+    build_config, config_from_dict, config_to_dict, count_parameters, create_model, model_from_config)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_encoder_returns_four_scales_and_embedding(channels):
+    enc = create_model("cqe", "paper", channels).eval()
+    out = enc(torch.rand(2, channels, 64, 64))
+    assert [f.shape[1] for f in out.features] == [64, 64, 128, 256]
+    assert [f.shape[-1] for f in out.features] == [64, 32, 16, 8]
+    assert out.embedding.shape == (2, 256)
+    proj = enc(torch.rand(2, channels, 64, 64), project=True)
+    assert torch.allclose(proj.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("family,preset,channels", [("crl", "lite", 1), ("crl", "lite", 3),
+                                                    ("crl", "paper", 1), ("arcnn", "lite", 1)])
+def test_restorers_keep_shape(family, preset, channels):
+    model = create_model(family, preset, channels).eval()
+    x = torch.rand(1, channels, 64, 96)
+    with torch.no_grad():
+        assert model(x).shape == x.shape
+
+
+def test_restorer_without_encoder_has_no_encoder_parameters():
+    with_enc = create_model("crl", "lite", 1)
+    without = create_model("crl", "lite", 1, use_encoder=False)
+    assert without.encoder is None
+    assert count_parameters(without) < count_parameters(with_enc)
+
+
+def test_config_round_trip_rebuilds_identical_model():
+    cfg = build_config("crl", "lite", 3)
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg
+    a, b = model_from_config(cfg), model_from_config(again)
+    b.load_state_dict(a.state_dict())
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="channels"):
+        build_config("crl", "lite", 2)
+    with pytest.raises(ValueError, match="preset"):
+        build_config("crl", "huge", 1)
+    with pytest.raises(ValueError, match="family"):
+        build_config("unet", "lite", 1)
+
+
+def test_global_residual_starts_near_identity_for_arcnn():
+    torch.manual_seed(0)
+    model = create_model("arcnn", channels=1).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert (model(x) - x).abs().mean() < 0.2
