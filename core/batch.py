@@ -54,9 +54,10 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
                   tile: int = 512, overlap: int = 32, device: str = "auto", fmt: str = "png",
                   skip_existing: bool = False, allow_large: bool = False,
                   storage_options: dict | None = None,
-                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> BatchReport:
+                  log: Callable[[str], None] | None = None) -> BatchReport:
     """Restore every input into ``out_dir/<stem>.<fmt>``; never overwrites an input."""
     inputs = list(inputs)
+    log = log or (lambda m: tqdm.write(m, file=sys.stderr))  # keeps lines clear of the bar
     check_writable(out_dir, storage_options)
     fs, _, _ = fsspec.get_fs_token_paths(out_dir, storage_options=storage_options)
     report = BatchReport()

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--until", type=int, default=None,
+                   help="stop at this step (the lr schedule still spans --steps); --resume later")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--storage-options", help="JSON dict of fsspec options")
     return parser
@@ -225,7 +227,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                         steps=a.steps, batch=a.batch or (32 if enc else 16),
                         patch=a.patch or (64 if enc else 96), lr=a.lr, encoder=a.encoder,
                         encoder_mode=a.encoder_mode, temperature=a.temperature, val_data=a.val_data,
-                        val_every=a.val_every, seed=a.seed, resume=a.resume, device=a.device,
+                        val_every=a.val_every, seed=a.seed, resume=a.resume, until=a.until, device=a.device,
                         storage_options=_storage_options(a.storage_options))
     print(f"wrote {train(opts)}")
     return 0

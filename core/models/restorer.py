@@ -69,6 +69,8 @@ class Restorer(nn.Module):
         self.up1 = _upsample(c1, c0)
         self.top = nn.Sequential(*[ResBlock(c0) for _ in range(cfg.top_blocks)])
         self.tail = nn.Conv2d(c0, s2, 1)
+        nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
+        nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.cfg.unshuffle

@@ -70,20 +70,39 @@ class PairSampler:
 
 @dataclass
 class ContrastiveSampler:
-    """Two crops from each of ``batch`` JPEGs, every JPEG at its own random quality."""
+    """MoCo views: two crops of each of ``batch`` JPEGs (each at its own random quality) are the
+    positive pair; the key crop recompressed from the clean region at another quality is a hard
+    negative, so the encoder cannot match pairs by image content alone."""
 
     images: Sequence[np.ndarray]
     patch: int = 64
-    region: int = 160
+    region: int | None = None  # side of the compressed region both views come from; 2.5 x patch
     qualities: tuple[int, int, int] = (10, 90, 10)
 
-    def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q_views, k_views, qualities = [], [], []
+    def __post_init__(self) -> None:
+        self.region = self.region or self.patch * 5 // 2 // 8 * 8
+
+    def _crop_box(self, rng: np.random.Generator) -> tuple[int, int]:
+        n = (self.region - self.patch) // 8 + 1
+        return int(rng.integers(n)) * 8, int(rng.integers(n)) * 8
+
+    def sample(self, batch: int, rng: np.random.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(query views, key views, hard negatives, qualities)."""
+        views: tuple[list, list, list] = ([], [], [])
+        qualities = []
+        p = self.patch
         for _ in range(batch):
             img = self.images[int(rng.integers(len(self.images)))]
+            clean = np.ascontiguousarray(_augment(random_crop(img, self.region, rng, 8), rng))
             q = random_quality(rng, *self.qualities)
-            region = compress(np.ascontiguousarray(_augment(random_crop(img, self.region, rng, 8), rng)), q)
-            q_views.append(random_crop(region, self.patch, rng, align=8))
-            k_views.append(random_crop(region, self.patch, rng, align=8))
+            other = q
+            while other == q:
+                other = random_quality(rng, *self.qualities)
+            jpeg, hard = compress(clean, q), compress(clean, other)
+            (y0, x0), (y1, x1) = self._crop_box(rng), self._crop_box(rng)
+            views[0].append(jpeg[y0:y0 + p, x0:x0 + p])
+            views[1].append(jpeg[y1:y1 + p, x1:x1 + p])
+            views[2].append(hard[y1:y1 + p, x1:x1 + p])
             qualities.append(q)
-        return to_tensor(q_views), to_tensor(k_views), torch.tensor(qualities)
+        return (*(to_tensor(v) for v in views), torch.tensor(qualities))

@@ -19,13 +19,13 @@ from .checkpoint import load_checkpoint, save_checkpoint
 LAST = "last.pt"
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, floor: float = 0.01) -> LambdaLR:
-    """Cosine annealing from the base lr to ``floor``·lr over ``total_steps`` (closed form, so a
-    resumed run with more steps just stretches the curve)."""
+def cosine_factor(total_steps: int, floor: float = 0.01) -> Callable[[int], float]:
+    """Cosine annealing from 1 to ``floor`` over ``total_steps`` (closed form, so a resumed run
+    with more steps just stretches the curve)."""
     def factor(step: int) -> float:
         t = min(step, total_steps) / max(1, total_steps)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-    return LambdaLR(optimizer, factor)
+    return factor
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
@@ -51,13 +51,14 @@ class Logger:
 def fit(task, *, steps: int, out_dir: str | Path, lr: float, device: torch.device, seed: int = 0,
         resume: bool = False, log_every: int = 50, val_every: int = 500, ckpt_every: int = 200,
         validate: Callable[[], dict[str, float]] | None = None,
-        meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``task`` (see tasks.py) for ``steps`` steps in total; returns the final checkpoint."""
+        meta: dict[str, Any] | None = None, until: int | None = None) -> dict[str, Any]:
+    """Train ``task`` (see tasks.py) for ``steps`` steps in total, or stop at step ``until`` (the
+    schedule still spans ``steps``; ``resume`` continues later). Returns the last checkpoint."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = task.model.to(device)
     optimizer = make_optimizer(task.parameters(), lr)
-    scheduler = cosine_schedule(optimizer, steps)
+    scheduler = LambdaLR(optimizer, cosine_factor(steps))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     state: dict[str, Any] = {"step": 0, "wall_seconds": 0.0, "history": [], "meta": dict(meta or {})}
@@ -66,7 +67,7 @@ def fit(task, *, steps: int, out_dir: str | Path, lr: float, device: torch.devic
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scheduler.lr_lambdas[0] = cosine_schedule(optimizer, steps).lr_lambdas[0]
+        scheduler.lr_lambdas[0] = cosine_factor(steps)  # lambdas are not in the state dict
         task.load_state_dict(ckpt["task"])
         rng.bit_generator.state = ckpt["rng"]
         torch.set_rng_state(ckpt["torch_rng"])
@@ -85,7 +86,8 @@ def fit(task, *, steps: int, out_dir: str | Path, lr: float, device: torch.devic
 
     running, t0 = [], time.perf_counter()
     bar = tqdm(total=steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
-    while state["step"] < steps:
+    stop = min(steps, until or steps)
+    while state["step"] < stop:
         task.train_mode()
         loss = task.loss(rng, device)
         optimizer.zero_grad(set_to_none=True)
@@ -96,19 +98,19 @@ def fit(task, *, steps: int, out_dir: str | Path, lr: float, device: torch.devic
         running.append(loss.item())
         bar.update(1)
         step = state["step"]
-        if step % log_every == 0 or step == steps:
+        if step % log_every == 0 or step == stop:
             now = time.perf_counter()
             state["wall_seconds"] += now - t0
             t0 = now
             record = {"step": step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0],
                       "wall_h": state["wall_seconds"] / 3600}
             running = []
-            if validate is not None and (step % val_every == 0 or step == steps):
+            if validate is not None and (step % val_every == 0 or step == stop):
                 model.eval()
                 record.update(validate())
             state["history"].append(record)
             log(record)
-        if step % ckpt_every == 0 or step == steps:
+        if step % ckpt_every == 0 or step == stop:
             save_checkpoint(out / LAST, snapshot())
     bar.close()
     return snapshot()

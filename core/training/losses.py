@@ -15,12 +15,11 @@ def restoration_loss(pred: torch.Tensor, target: torch.Tensor, fft_weight: float
     return F.l1_loss(pred, target) + fft_weight * fft_l1(pred, target)
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """MoCo's InfoNCE: row i of ``k`` is the positive of ``q[i]``; ``queue`` (K, D) holds negatives.
-
-    The other keys of the batch are negatives too (their JPEGs differ), so logits are
-    ``[q·k_i, q·k_j≠i, q·queue]`` — positives on the diagonal of the in-batch block.
-    """
-    logits = torch.cat([q @ k.t(), q @ queue.t()], dim=1) / temperature
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float,
+             hard: torch.Tensor | None = None) -> torch.Tensor:
+    """MoCo's InfoNCE: row i of ``k`` is the positive of ``q[i]``; negatives are the other keys
+    of the batch, the ``hard`` keys (same content, other quality) and the ``queue`` (K, D)."""
+    parts = [q @ k.t()] + ([q @ hard.t()] if hard is not None else []) + [q @ queue.t()]
+    logits = torch.cat(parts, dim=1) / temperature
     labels = torch.arange(q.shape[0], device=q.device)
     return F.cross_entropy(logits, labels)

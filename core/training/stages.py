@@ -46,6 +46,7 @@ class TrainOptions:
     val_every: int = 500
     seed: int = 0
     resume: bool = False
+    until: int | None = None
     device: str = "cpu"
     storage_options: dict[str, Any] = field(default_factory=dict)
 
@@ -148,7 +149,8 @@ def train(opts: TrainOptions) -> Path:
     meta = {"options": {k: v for k, v in asdict(opts).items() if k != "storage_options"},
             "train_images": len(urls), "machine": machine()}
     state = fit(task, steps=opts.steps, out_dir=opts.out, lr=opts.lr, device=device, seed=opts.seed,
-                resume=opts.resume, val_every=opts.val_every, validate=validator, meta=meta)
+                resume=opts.resume, val_every=opts.val_every, validate=validator, meta=meta,
+                until=opts.until)
     meta = {**state["meta"], "steps": state["step"], "cpu_hours": state["wall_seconds"] * state["threads"] / 3600,
             "history_tail": state["history"][-3:]}
     model.eval()

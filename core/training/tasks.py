@@ -102,13 +102,12 @@ class ContrastiveTask:
              forward: Callable[..., torch.Tensor] | None = None,
              query_module: nn.Module | None = None) -> torch.Tensor:
         """``forward``/``query_module``: the DDP-wrapped encoder and its inner module, if any."""
-        xq, xk, _ = self.sampler.sample(self.batch, rng)
-        xq, xk = xq.to(device), xk.to(device)
+        xq, xk, xh, _ = (t.to(device) for t in self.sampler.sample(self.batch, rng))
         self.key_encoder.to(device)
         self._momentum_update(query_module or self.model)
         q = (forward or self.model)(xq, project=True)
-        k = self._keys(xk)
-        loss = info_nce(q, k, self.queue.to(device), self.temperature)
+        k, hard = self._keys(torch.cat([xk, xh])).chunk(2)
+        loss = info_nce(q, k, self.queue.to(device, copy=True), self.temperature, hard)  # enqueue edits it
         self._enqueue(k)
         return loss
 

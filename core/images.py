@@ -1,0 +1,331 @@
+"""Robust image reading and atomic writing, for local paths, fsspec URLs and bytes.
+
+Reading (:func:`read_image`) turns every failure into one :class:`ImageReadError` line, refuses
+images over ``MAX_PIXELS`` from the header before decoding (decompression bombs), applies the
+EXIF orientation, keeps the ICC profile and a JPEG's quantization tables, and returns uint8 or
+uint16 arrays shaped HxW, HxWx3 or HxWx4 (CMYK, palette and gray+alpha images become RGB(A)).
+16-bit gray, RGB and RGBA PNG/TIFF stay 16-bit; 16-bit gray+alpha PNG is read at 8 bits (Pillow).
+
+Writing (:func:`write_image`) is lossless PNG or TIFF, 16 bits kept, and atomic: a temp file
+beside the destination, then a rename (or a temp key then a move for fsspec URLs).
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import threading
+import uuid
+import zlib
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import fsspec
+import numpy as np
+import tifffile
+from fsspec.implementations.local import LocalFileSystem
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from .jpeg import QualityEstimate, estimate_quality, read_quant_tables
+
+MAX_PIXELS = 100_000_000  # refuse larger images unless allow_large (--allow-large)
+EXTENSIONS = {"png": ".png", "tiff": ".tif", "tif": ".tif"}
+
+_PILLOW_LIMIT = threading.Lock()
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"II*\x00": "TIFF",
+          b"MM\x00*": "TIFF", b"GIF8": "GIF", b"BM": "BMP"}
+_ORIENT = {  # EXIF orientation -> the numpy equivalent of ImageOps.exif_transpose
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1),
+}
+
+
+class ImageReadError(ValueError):
+    """An input that cannot be read as an image; ``str()`` is one line naming the source."""
+
+
+class ImageWriteError(OSError):
+    """An output that cannot be written; ``str()`` is one line naming the destination."""
+
+
+@dataclass
+class LoadedImage:
+    array: np.ndarray  # HxW, HxWx3 or HxWx4; uint8 or uint16; upright (EXIF applied)
+    path: str
+    format: str  # Pillow's format name: "JPEG", "PNG", "TIFF", ...
+    icc_profile: bytes | None = None  # only when it matches the array's colour space
+    quant_tables: dict[int, np.ndarray] | None = None  # JPEG only, 8x8 natural order
+    quality: QualityEstimate | None = None  # JPEG only, from table 0
+    has_alpha: bool = False
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _icc_matching(profile: bytes | None, array: np.ndarray) -> bytes | None:
+    """``profile`` if its colour space (ICC header bytes 16..19) fits the array, else None."""
+    space = b"GRAY" if array.ndim == 2 else b"RGB "
+    return profile if profile and profile[16:20] == space else None
+
+
+def _fetch(source: str | os.PathLike | bytes, storage_options: dict | None) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), "<bytes>"
+    name = os.fspath(source)
+    try:
+        with fsspec.open(name, "rb", **(storage_options or {})) as f:
+            return f.read(), name
+    except FileNotFoundError:
+        raise ImageReadError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{name}: is a folder, not an image") from None
+    except PermissionError:
+        raise ImageReadError(f"{name}: permission denied") from None
+    except Exception as err:  # any backend failure becomes one line
+        raise ImageReadError(f"{name}: cannot read ({_one_line(err)})") from err
+
+
+def _sniff(data: bytes) -> str | None:
+    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
+
+
+def _open(data: bytes, name: str) -> Image.Image:
+    """Identify the image from its header. Pillow's global pixel limit is lifted for this call
+    only (under a lock, restored after): the caller checks MAX_PIXELS instead."""
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            kind = _sniff(data)
+            why = (f"corrupt {kind} (unreadable header)" if kind
+                   else "not an image (unrecognised file format)")
+            raise ImageReadError(f"{name}: {why}") from None
+        except Exception as err:  # a plugin failing inside the header
+            raise ImageReadError(f"{name}: truncated or corrupt {_sniff(data) or 'image'} "
+                                 f"({_one_line(err)})") from err
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _png16_colour(im: Image.Image, data: bytes, name: str) -> np.ndarray:
+    """16-bit RGB(A) PNG. Pillow unpacks only the high byte of each sample ("RGB;16B"); decoding
+    a second time as little-endian ("RGB;16L") yields the low bytes; together they are exact."""
+    codec, extents, offset, rawmode = im.tile[0]
+    im.load()
+    low = _open(data, name)
+    low.tile = [(codec, extents, offset, rawmode.replace(";16B", ";16L"))]
+    low.load()
+    return np.asarray(im).astype(np.uint16) << 8 | np.asarray(low)
+
+
+def _tiff_deep_colour(data: bytes, name: str) -> np.ndarray:
+    """Multi-sample TIFF deeper than 8 bits (Pillow would truncate it) through tifffile."""
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        a, axes = page.asarray(), page.axes
+    if axes.startswith("S"):  # planar configuration
+        a = np.moveaxis(a, 0, -1)
+    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] < 2:
+        raise ImageReadError(f"{name}: unsupported TIFF ({a.dtype}, shape {a.shape}); "
+                             "expected 8- or 16-bit gray or RGB(A)")
+    if a.shape[2] == 2:  # gray + alpha
+        return np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2)
+    return a[..., :4]
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    """Through the embedded CMYK profile when there is one, else Pillow's plain conversion."""
+    profile = im.info.get("icc_profile")
+    if profile:
+        with suppress(ImageCms.PyCMSError, OSError):
+            return ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                             ImageCms.createProfile("sRGB"), outputMode="RGB")
+    return im.convert("RGB")
+
+
+def _to_array(im: Image.Image, name: str) -> np.ndarray:
+    """A loaded Pillow image as uint8/uint16 HxW, HxWx3 or HxWx4."""
+    mode = im.mode
+    if mode in ("L", "RGB", "RGBA"):
+        return np.asarray(im)
+    if mode == "1":
+        return np.asarray(im.convert("L"))
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)  # I;16B is big-endian
+    if mode in ("I", "F"):
+        a = np.asarray(im)
+        if mode == "F" or a.min() < 0 or a.max() > 65535:
+            raise ImageReadError(f"{name}: unsupported pixel values ({mode}: 32-bit "
+                                 f"{'float' if mode == 'F' else 'integers beyond 16 bits'})")
+        return a.astype(np.uint16)
+    if mode == "CMYK":
+        return np.asarray(_cmyk_to_rgb(im))
+    return np.asarray(im.convert("RGBA" if im.has_transparency_data else "RGB"))
+
+
+def _pixels(im: Image.Image, data: bytes, name: str) -> np.ndarray:
+    if im.format == "PNG" and im.tile and im.tile[0][3] in ("RGB;16B", "RGBA;16B"):
+        return _png16_colour(im, data, name)
+    if im.format == "JPEG" and im.mode == "CMYK" and "adobe" not in im.info:
+        # Pillow assumes Adobe's inverted CMYK; without an Adobe APP14 marker the data is plain.
+        im.tile = [(*im.tile[0][:3], ("CMYK", ""))]
+    elif (im.format == "TIFF" and len(im.getbands()) > 1
+          and max(np.atleast_1d(im.tag_v2.get(258, 8))) > 8):  # BitsPerSample
+        return _tiff_deep_colour(data, name)
+    im.load()
+    return _to_array(im, name)
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - unreadable EXIF: keep the stored orientation
+        return 1
+
+
+def _decode(data: bytes, name: str, allow_large: bool) -> LoadedImage:
+    if not data:
+        raise ImageReadError(f"{name}: empty file")
+    im = _open(data, name)
+    w, h = im.size
+    if w * h > MAX_PIXELS and not allow_large:
+        raise ImageReadError(f"{name}: {w}x{h} pixels ({w * h / 1e6:.0f} MP) is over the "
+                             f"{MAX_PIXELS / 1e6:.0f} MP limit (possible decompression bomb); "
+                             "use --allow-large (allow_large=True) to read it")
+    fmt = im.format or "image"
+    try:
+        array = _pixels(im, data, name)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(f"{name}: not enough memory to decode {w}x{h} pixels") from None
+    except Exception as err:  # Pillow/libjpeg/zlib errors all mean a bad file
+        raise ImageReadError(f"{name}: truncated or corrupt {fmt} ({_one_line(err)})") from err
+    array = np.require(_ORIENT.get(_orientation(im), lambda a: a)(array), requirements=["C", "W"])
+    tables = read_quant_tables(im) if fmt == "JPEG" else None
+    return LoadedImage(array=array, path=name, format=fmt,
+                       icc_profile=_icc_matching(im.info.get("icc_profile"), array),
+                       quant_tables=tables, quality=estimate_quality(tables) if tables else None,
+                       has_alpha=array.ndim == 3 and array.shape[2] == 4)
+
+
+def read_image(source: str | os.PathLike | bytes, *, allow_large: bool = False,
+               storage_options: dict | None = None) -> LoadedImage:
+    """Read a local path, an fsspec URL (``s3://``, ``memory://``, ``file://``...) opened with
+    ``storage_options``, or raw bytes. Any failure raises :class:`ImageReadError`."""
+    data, name = _fetch(source, storage_options)
+    try:
+        return _decode(data, name, allow_large)
+    except ImageReadError:
+        raise
+    except Exception as err:  # never let a decoder traceback through
+        raise ImageReadError(f"{name}: cannot read image ({_one_line(err)})") from err
+
+
+def _png16_rgb(array: np.ndarray, icc_profile: bytes | None) -> bytes:
+    """16-bit RGB(A) PNG, which Pillow cannot write: Sub-filtered rows in one IDAT chunk."""
+    h, w, c = array.shape
+    rows = array.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
+    filtered = rows.copy()
+    filtered[:, 2 * c:] -= rows[:, :-2 * c]  # uint8 arithmetic wraps modulo 256, as PNG wants
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0))]
+    if icc_profile:
+        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+    scanlines = np.hstack([np.ones((h, 1), np.uint8), filtered])  # filter type 1 (Sub)
+    chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+        for tag, body in chunks)
+
+
+def _encode(array: np.ndarray, format: str, icc_profile: bytes | None) -> bytes:
+    fmt = format.lower()
+    if fmt not in EXTENSIONS:
+        raise ValueError(f"output format must be png or tiff, got {format!r}")
+    array = np.ascontiguousarray(array)
+    if array.dtype not in (np.uint8, np.uint16) or not (
+            array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError("expected a uint8/uint16 HxW, HxWx3 or HxWx4 array, "
+                         f"got {array.dtype} {array.shape}")
+    icc = _icc_matching(icc_profile, array)
+    alpha = array.ndim == 3 and array.shape[2] == 4
+    buf = io.BytesIO()
+    if fmt != "png":
+        tifffile.imwrite(buf, array, photometric="minisblack" if array.ndim == 2 else "rgb",
+                         extrasamples=["unassalpha"] if alpha else None,
+                         compression="zlib", predictor=True, iccprofile=icc, metadata=None)
+    elif array.dtype == np.uint16 and array.ndim == 3:
+        return _png16_rgb(array, icc)
+    else:
+        Image.fromarray(array).save(buf, "PNG", icc_profile=icc)  # uint16 HxW: 16-bit "I;16"
+    return buf.getvalue()
+
+
+def _write_local(path: str, payload: bytes) -> None:
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_remote(fs: fsspec.AbstractFileSystem, path: str, payload: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        fs.pipe_file(tmp, payload)
+        fs.mv(tmp, path)
+    except BaseException:
+        with suppress(Exception):
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        raise
+
+
+def write_image(dest: str | os.PathLike, array: np.ndarray, *, format: str = "png",
+                icc_profile: bytes | None = None, storage_options: dict | None = None) -> None:
+    """Write ``array`` (uint8/uint16 HxW, HxWx3, HxWx4) losslessly and atomically.
+
+    PNG: 8-bit through Pillow, 16-bit gray as Pillow "I;16", 16-bit RGB(A) by a small built-in
+    encoder (Pillow cannot write it). TIFF: tifffile, deflate + predictor. ``icc_profile`` is
+    embedded when its colour space fits the array (a mismatched one is left out). Local
+    destinations get ``.<name>.tmp-<random>`` beside them and ``os.replace``; fsspec URLs a
+    ``<dest>.tmp-<uuid>`` key then ``fs.mv``. Nothing half-written remains on failure; I/O
+    failures raise :class:`ImageWriteError`, a bad array or format ValueError.
+    """
+    payload = _encode(array, format, icc_profile)
+    dest = os.fspath(dest)
+    try:
+        fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+        if isinstance(fs, LocalFileSystem):
+            _write_local(path, payload)
+        else:
+            _write_remote(fs, path, payload)
+    except OSError as err:
+        raise ImageWriteError(f"{dest}: cannot write ({err.strerror or _one_line(err)})") from err
+    except Exception as err:  # any backend failure becomes one line
+        raise ImageWriteError(f"{dest}: cannot write ({_one_line(err)})") from err
+
+
+def output_path(input_name: str | os.PathLike, out_dir: str | os.PathLike,
+                format: str = "png") -> str:
+    """``<out_dir>/<stem>.<ext>`` (``.png`` or ``.tif``) for local paths and URLs alike."""
+    fmt = format.lower()
+    if fmt not in EXTENSIONS:
+        raise ValueError(f"output format must be png or tiff, got {format!r}")
+    stem = PurePosixPath(os.fspath(input_name).replace("\\", "/")).stem
+    out = os.fspath(out_dir)
+    sep = "" if not out or out.endswith("/") else "/"
+    return f"{out}{sep}{stem}{EXTENSIONS[fmt]}"

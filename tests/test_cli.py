@@ -1,0 +1,169 @@
+"""The jpeg-restore CLI end to end: a batch with bad files goes on, outputs are written
+atomically, inputs are never overwritten, and each bad input gets one clear line."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from napari_jpeg_restore.core import images
+from napari_jpeg_restore.core.cli import main
+from napari_jpeg_restore.core.images import read_image, write_image
+from napari_jpeg_restore.core.jpeg import encode_jpeg
+from napari_jpeg_restore.core.models import create_model
+from napari_jpeg_restore.core.registry import MODELS, save_weights
+
+
+def _photo(h=64, w=96, seed=0):
+    yy, xx = np.mgrid[:h, :w]
+    rgb = np.stack([xx * 2, yy * 3, (xx + yy)], axis=2) + np.random.default_rng(seed).normal(0, 4, (h, w, 3))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A small colour model (ARCNN, perturbed so outputs differ from inputs)."""
+    torch.manual_seed(0)
+    model = create_model("arcnn", channels=3)
+    with torch.no_grad():
+        model.body[-1].weight.normal_(0, 1e-3)
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    save_weights(model, path, {"note": "test"})
+    return str(path)
+
+
+@pytest.fixture
+def batch(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "good.jpg").write_bytes(encode_jpeg(_photo(), 20))
+    (src / "gray.jpg").write_bytes(encode_jpeg(_photo()[..., 0], 20))
+    data = encode_jpeg(_photo(seed=1), 90)
+    (src / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (src / "empty.jpg").write_bytes(b"")
+    (src / "notes.jpg").write_text("this is not a picture\n")
+    return src
+
+
+def _outputs(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_batch_goes_on_past_bad_files(batch, tmp_path, weights, capsys):
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in batch.iterdir()}
+    rc = main(["restore", str(batch), "-o", str(out), "--model", weights])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert _outputs(out) == ["good.png", "gray.png"]
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(lines) == 3 and "Traceback" not in err
+    assert any("truncated.jpg" in l and "truncated or corrupt JPEG" in l for l in lines)
+    assert any("empty.jpg" in l and "empty" in l for l in lines)
+    assert any("notes.jpg" in l and "not an image" in l for l in lines)
+    assert "restored 2, skipped 0, failed 3" in err
+    assert {p.name: p.read_bytes() for p in batch.iterdir()} == before  # inputs untouched
+    good = read_image(out / "good.png").array
+    assert good.shape == (64, 96, 3) and read_image(out / "gray.png").array.shape == (64, 96)
+
+
+def test_skip_existing_and_resume(batch, tmp_path, weights, capsys):
+    out = tmp_path / "out"
+    main(["restore", str(batch / "good.jpg"), "-o", str(out), "--model", weights])
+    stamp = (out / "good.png").stat().st_mtime_ns
+    rc = main(["restore", str(batch / "good.jpg"), str(batch / "gray.jpg"), "-o", str(out),
+               "--model", weights, "--skip-existing"])
+    assert rc == 0 and "restored 1, skipped 1" in capsys.readouterr().err
+    assert (out / "good.png").stat().st_mtime_ns == stamp
+
+
+def test_never_overwrites_an_input(tmp_path, weights, capsys):
+    src = tmp_path / "pic.png"
+    write_image(src, _photo())
+    before = src.read_bytes()
+    rc = main(["restore", str(src), "-o", str(tmp_path), "--model", weights])
+    assert rc == 1 and "overwrite the input" in capsys.readouterr().err
+    assert src.read_bytes() == before
+
+
+def test_output_folder_not_writable(batch, tmp_path, weights, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(["restore", str(batch / "good.jpg"), "-o", str(blocker / "sub"), "--model", weights])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_input_is_reported(tmp_path, weights, capsys):
+    rc = main(["restore", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o"), "--model", weights])
+    assert rc == 1 and "nope.jpg" in capsys.readouterr().err
+
+
+def test_decompression_bomb_needs_allow_large(tmp_path, weights, capsys, monkeypatch):
+    src = tmp_path / "big.jpg"
+    src.write_bytes(encode_jpeg(_photo(), 50))
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    rc = main(["restore", str(src), "-o", str(tmp_path / "o"), "--model", weights])
+    assert rc == 1 and "--allow-large" in capsys.readouterr().err
+    rc = main(["restore", str(src), "-o", str(tmp_path / "o"), "--model", weights, "--allow-large"])
+    assert rc == 0 and (tmp_path / "o" / "big.png").is_file()
+
+
+def test_cmyk_palette_alpha_16bit_exif_icc(tmp_path, weights):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    photo = _photo()
+    Image.fromarray(photo).convert("CMYK").save(src / "cmyk.jpg", quality=90)
+    Image.fromarray(photo).quantize(16).save(src / "palette.png")
+    write_image(src / "alpha.png", np.dstack([photo, np.full(photo.shape[:2], 77, np.uint8)]))
+    write_image(src / "deep.png", (photo[..., 0].astype(np.uint16) * 257))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise for display
+    Image.fromarray(photo).save(src / "rotated.jpg", quality=80, exif=exif.tobytes())
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(photo).save(src / "icc.jpg", quality=80, icc_profile=srgb)
+    assert main(["restore", str(src), "-o", str(out), "--model", weights]) == 0
+    assert read_image(out / "cmyk.png").array.shape == (64, 96, 3)
+    assert read_image(out / "palette.png").array.shape == (64, 96, 3)
+    alpha = read_image(out / "alpha.png").array
+    assert alpha.shape == (64, 96, 4) and (alpha[..., 3] == 77).all()
+    deep = read_image(out / "deep.png").array
+    assert deep.dtype == np.uint16 and abs(deep.astype(int) - photo[..., 0].astype(int) * 257).mean() < 2 * 257
+    assert read_image(out / "rotated.png").array.shape == (96, 64, 3)  # shown upright
+    assert read_image(out / "icc.png").icc_profile == srgb
+
+
+def test_quality_command(tmp_path, capsys):
+    (tmp_path / "a.jpg").write_bytes(encode_jpeg(_photo(), 37))
+    write_image(tmp_path / "b.png", _photo())
+    assert main(["quality", str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "tables: Q37" in out[0] and "tables: -" in out[1]
+
+
+def test_eval_jpeg_row(tmp_path, capsys):
+    for i in range(2):
+        write_image(tmp_path / f"{i}.png", _photo(seed=i)[..., 1])
+    assert main(["eval", "--data", str(tmp_path), "--quality", "10", "10+30", "--jpeg-only"]) == 0
+    table = capsys.readouterr().out
+    assert "| 10 |" in table and "| 10+30 |" in table
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in MODELS:
+        assert name in out
+
+
+def test_demo_with_shipped_weights(tmp_path, capsys):
+    if not any(m.has_weights for m in MODELS.values()):
+        assert main(["demo", "-o", str(tmp_path)]) == 2
+        assert "no shipped weights" in capsys.readouterr().err
+        return
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "side_by_side.png").is_file()
+    gain = float(out.split("gain: ")[1].split(" dB")[0])
+    assert gain > 0.3

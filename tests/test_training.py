@@ -1,0 +1,100 @@
+"""Training: a tiny run raises PSNR, checkpoints resume exactly, contrastive step works."""
+import numpy as np
+import pytest
+import torch
+
+from napari_jpeg_restore.core.models import create_model
+from napari_jpeg_restore.core.registry import load_model
+from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
+from napari_jpeg_restore.core.training.data import ContrastiveSampler, PairSampler
+from napari_jpeg_restore.core.training.loop import fit
+from napari_jpeg_restore.core.training.losses import fft_l1, info_nce, restoration_loss
+from napari_jpeg_restore.core.training.stages import TrainOptions, restoration_validator, train
+from napari_jpeg_restore.core.training.tasks import ContrastiveTask, RestorationTask
+
+
+def _image(seed=0, size=(128, 160)):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    img = 128 + 70 * np.sin(xx / 9.0 + seed) * np.cos(yy / 13.0) + 40 * (xx > size[1] // 2)
+    return np.clip(img + rng.normal(0, 3, size), 0, 255).astype(np.uint8)
+
+
+def test_losses():
+    x = torch.rand(2, 1, 16, 16)
+    assert restoration_loss(x, x) == 0 and fft_l1(x, x) == 0
+    assert restoration_loss(x, x + 0.1) > 0.1
+    q = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    good = info_nce(q, q, torch.nn.functional.normalize(torch.randn(16, 8), dim=1), 0.1)
+    bad = info_nce(q, q.roll(1, 0), torch.nn.functional.normalize(torch.randn(16, 8), dim=1), 0.1)
+    assert good < bad
+
+
+def test_tiny_restorer_overfit_raises_psnr(tmp_path):
+    torch.manual_seed(0)
+    img = _image()
+    model = create_model("crl", "lite", 1, use_encoder=False)
+    task = RestorationTask(model, PairSampler([img], patch=64, qualities=(10, 10, 10)), batch=4)
+    validate = restoration_validator(model, [img], qualities=(10,))
+    before = validate()
+    fit(task, steps=60, out_dir=tmp_path, lr=2e-3, device=torch.device("cpu"), log_every=20,
+        val_every=60, validate=validate)
+    after = validate()
+    assert before["val_psnr_q10"] == pytest.approx(before["val_jpeg_q10"], abs=1e-6)
+    assert after["val_psnr_q10"] > before["val_psnr_q10"] + 0.3
+
+
+def test_resume_continues_exactly(tmp_path):
+    img = _image(1)
+
+    def run(out, resume, until=None):
+        torch.manual_seed(0)
+        model = create_model("arcnn", channels=1)
+        task = RestorationTask(model, PairSampler([img], patch=32), batch=2)
+        return fit(task, steps=10, out_dir=out, lr=1e-3, device=torch.device("cpu"),
+                   resume=resume, log_every=5, ckpt_every=5, until=until)
+
+    straight = run(tmp_path / "a", False)
+    run(tmp_path / "b", False, until=5)  # an interrupted run
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 5
+    resumed = run(tmp_path / "b", True)
+    assert resumed["step"] == 10
+    for k, v in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v)
+
+
+def test_contrastive_step_updates_queue_and_key_encoder():
+    img = _image(2, (192, 192))
+    enc = create_model("cqe", "lite", 1)
+    task = ContrastiveTask(enc, ContrastiveSampler([img], patch=32, region=64), batch=4, queue_size=16)
+    before = task.key_encoder.stem.weight.clone()
+    opt = torch.optim.Adam(task.parameters(), 1e-2)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        task.train_mode()
+        loss = task.loss(rng, torch.device("cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert task.ptr == 8
+    assert not torch.equal(task.key_encoder.stem.weight, before)
+    assert not any(p.requires_grad for p in task.key_encoder.parameters())
+
+
+def test_train_stage_exports_loadable_weights(tmp_path):
+    from napari_jpeg_restore.core.images import write_image
+
+    data = tmp_path / "data"
+    for i in range(3):
+        write_image(data / f"im{i}.png", _image(i))
+    enc_opts = TrainOptions(stage="encoder", data=str(data), out=str(tmp_path / "enc"), steps=3,
+                            batch=4, patch=32, queue=16)
+    enc_path = train(enc_opts)
+    encoder = load_model(enc_path)
+    assert encoder.meta["steps"] == 3 and "quality_probe_mae" in encoder.meta
+    res_opts = TrainOptions(stage="restorer", data=str(data), out=str(tmp_path / "res"), steps=2,
+                            batch=2, patch=32, encoder=str(enc_path), val_data=str(data), val_images=1)
+    model = load_model(train(res_opts))
+    torch.testing.assert_close(model.encoder.stem.weight, encoder.stem.weight)
+    with pytest.raises(ValueError, match="--encoder"):
+        train(TrainOptions(stage="restorer", data=str(data), out=str(tmp_path / "x"), steps=1))
