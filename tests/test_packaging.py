@@ -1,0 +1,32 @@
+"""Packaging: one import root, headless core, data and weights inside the wheel."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_core_imports_without_napari_qt_or_ray():
+    code = ("import sys, napari_jpeg_restore.core, napari_jpeg_restore.core.cli;"
+            "bad = [m for m in ('napari', 'ray', 'qtpy', 'PyQt5', 'PyQt6', 'PySide6') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd="/").returncode == 0
+
+
+@pytest.mark.slow
+def test_wheel_maps_core_and_distributed_under_one_root(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("napari_jpeg_restore-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"napari_jpeg_restore"}  # never a top-level core or distributed
+    assert "napari_jpeg_restore/core/inference.py" in names
+    assert "napari_jpeg_restore/distributed/__init__.py" in names
+    assert "napari_jpeg_restore/core/data/astronaut.png" in names
+    shipped = sorted(p.name for p in (ROOT / "core" / "weights").glob("*.pt"))
+    assert sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("napari_jpeg_restore/core/weights/")
+                  and n.endswith(".pt")) == shipped

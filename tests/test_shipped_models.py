@@ -1,0 +1,50 @@
+"""Shipped weights: each registry model with weights loads offline and restores for real."""
+import numpy as np
+import pytest
+
+from napari_jpeg_restore.core import restore
+from napari_jpeg_restore.core.demo import SAMPLE
+from napari_jpeg_restore.core.images import read_image
+from napari_jpeg_restore.core.jpeg import compress
+from napari_jpeg_restore.core.metrics import psnr, psnr_b
+from napari_jpeg_restore.core.registry import MODELS, ModelNotAvailableError, load_model
+from napari_jpeg_restore.core.sources import expand
+from napari_jpeg_restore.core.training.data import load_images, to_channels
+
+SHIPPED = [m for m in MODELS.values() if m.has_weights]
+MISSING = [m for m in MODELS.values() if not m.has_weights]
+
+
+def _sample(channels):
+    return to_channels(read_image(SAMPLE).array, channels)
+
+
+def test_registry_is_honest_about_missing_weights():
+    for info in MISSING:
+        with pytest.raises(ModelNotAvailableError, match="no shipped weights"):
+            load_model(info.name)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no model weights are shipped in this checkout")
+@pytest.mark.parametrize("info", SHIPPED, ids=lambda m: m.name)
+def test_shipped_model_restores_the_sample(info):
+    model = load_model(info.name)
+    assert model.cfg.in_channels == info.channels
+    assert sum(p.numel() for p in model.parameters()) * 4 < 20e6  # under 20 MB of weights
+    clean = _sample(info.channels)
+    jpeg = compress(clean, 10)
+    out = restore(jpeg, info.name)
+    assert psnr(clean, out) > psnr(clean, jpeg) + 0.3
+    assert psnr_b(clean, out) > psnr_b(clean, jpeg)
+    tiled = restore(jpeg, info.name, tile=128, overlap=32)
+    assert np.abs(tiled.astype(int) - out).mean() < 0.2
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no model weights are shipped in this checkout")
+@pytest.mark.parametrize("info", SHIPPED, ids=lambda m: m.name)
+def test_shipped_model_gains_on_validation_images(info, shared_datasets):
+    folder = "val-gray-bsd68" if info.channels == 1 else "val-cbsd68"
+    images = load_images(expand(str(shared_datasets / folder))[:6], info.channels)
+    for q in (10, 40):
+        gains = [psnr(im, restore(compress(im, q), info.name)) - psnr(im, compress(im, q)) for im in images]
+        assert np.mean(gains) > 0.2, (q, gains)
