@@ -119,17 +119,18 @@ def cmd_restore(a: argparse.Namespace) -> int:
     from .sources import expand
 
     opts = _storage_options(a.storage_options)
-    inputs = []
+    inputs, missing = [], 0
     for item in a.inputs:
         try:
             inputs += expand(item, opts)
         except FileNotFoundError as err:
             print(f"error: {err}", file=sys.stderr)
+            missing += 1
     report = restore_files(inputs, a.output, model=a.model, tile=a.tile, overlap=a.overlap,
                            device=a.device, fmt=a.format, skip_existing=a.skip_existing,
                            allow_large=a.allow_large, storage_options=opts)
     print(report.summary(), file=sys.stderr)
-    return 1 if report.failed or len(inputs) < len(a.inputs) else 0
+    return 1 if report.failed or missing else 0
 
 
 def cmd_quality(a: argparse.Namespace) -> int:
@@ -168,15 +169,12 @@ def cmd_quality(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from .evaluate import evaluate_model, format_table
-    from .registry import load_model
+    from .registry import default_model_name, load_model
     from .sources import expand
     from .training.data import load_images
 
-    model = None if a.jpeg_only else load_model(a.model) if a.model else None
+    model = None if a.jpeg_only else load_model(a.model or default_model_name(a.channels or 1))
     channels = a.channels or (model.cfg.in_channels if model is not None else 1)
-    if model is None and not a.jpeg_only:
-        from .registry import default_model_name
-        model = load_model(default_model_name(channels))
     urls = expand(a.data)[: a.limit]
     images = load_images(urls, channels)
     rows = evaluate_model(images, a.quality, model, device=a.device, tile=a.tile)

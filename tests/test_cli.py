@@ -167,3 +167,18 @@ def test_demo_with_shipped_weights(tmp_path, capsys):
     assert (tmp_path / "side_by_side.png").is_file()
     gain = float(out.split("gain: ")[1].split(" dB")[0])
     assert gain > 0.3
+
+
+def test_embed_plots_and_scores(tmp_path, capsys):
+    import json
+
+    enc = tmp_path / "enc.pt"
+    save_weights(create_model("cqe", "lite", 1), enc)
+    for i in range(3):
+        write_image(tmp_path / "data" / f"{i}.png", _photo(128, 128, seed=i)[..., 0])
+    plot = tmp_path / "emb.png"
+    rc = main(["embed", str(tmp_path / "data"), "--model", str(enc), "--crop", "64", "--projection", "pca",
+               "--quality", "10", "50", "90", "--unseen", "30", "--plot", str(plot)])
+    assert rc == 0 and plot.stat().st_size > 10_000
+    report = json.loads(capsys.readouterr().out)
+    assert report["qualities"] == [10, 30, 50, 90] and 0 <= report["spearman_pc1"] <= 1
