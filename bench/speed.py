@@ -6,7 +6,6 @@ peak RSS restoring a large image in a fresh process. Writes bench/speed.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from napari_jpeg_restore.core import restore
+from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.models import count_parameters, create_model
 
 CASES = [("crl", "lite", 1), ("crl", "lite", 3), ("arcnn", "lite", 1), ("crl", "paper", 1)]
@@ -58,8 +58,7 @@ def main() -> None:
     if a.child:
         peak_rss_child(a.child[0], int(a.child[1]))
         return
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()}"
-    lines = [f"Machine: {machine}", "", "| model | preset | channels | parameters | MP/s (2 MP image) |", "|---|---|---|---|---|"]
+    lines = [f"Machine: {describe()}", "", "| model | preset | channels | parameters | MP/s (2 MP image) |", "|---|---|---|---|---|"]
     for family, preset, ch in CASES:
         mps = megapixels_per_second(family, preset, ch, side=724 if preset == "paper" else 1448)
         n = count_parameters(create_model(family, preset, ch))

@@ -2,7 +2,6 @@
 exported weights file (``<out>/model.pt``) loadable by the registry and the CLI."""
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +13,7 @@ from torch import nn
 from ..embedding import embed, quality_ordering
 from ..inference import run_model
 from ..jpeg import compress
+from ..machine import describe
 from ..metrics import psnr
 from ..models import create_model
 from ..registry import save_weights
@@ -128,10 +128,6 @@ def fit_quality_probe(model: nn.Module, images: list[np.ndarray], ridge: float =
     return float(np.abs(x @ w - labels).mean())
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def train(opts: TrainOptions) -> Path:
     """Run one stage and export ``<out>/model.pt``; returns its path."""
     if opts.stage not in STAGES:
@@ -147,7 +143,7 @@ def train(opts: TrainOptions) -> Path:
     if val:
         validator = encoder_validator(model, val) if opts.stage == "encoder" else restoration_validator(model, val)
     meta = {"options": {k: v for k, v in asdict(opts).items() if k != "storage_options"},
-            "train_images": len(urls), "machine": machine()}
+            "train_images": len(urls), "machine": describe()}
     state = fit(task, steps=opts.steps, out_dir=opts.out, lr=opts.lr, device=device, seed=opts.seed,
                 resume=opts.resume, val_every=opts.val_every, validate=validator, meta=meta,
                 until=opts.until)
