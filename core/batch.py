@@ -61,13 +61,18 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
     check_writable(out_dir, storage_options)
     fs, _, _ = fsspec.get_fs_token_paths(out_dir, storage_options=storage_options)
     report = BatchReport()
+    claimed: dict[str, str] = {}
     start = time.perf_counter()
     for src in tqdm(inputs, desc="restore", unit="img", disable=len(inputs) < 2, file=sys.stderr):
         dest = output_path(src, out_dir, fmt)
-        if _same_file(src, dest):
-            report.failed[src] = "output would overwrite the input; choose another --output"
-            log(f"error: {src}: {report.failed[src]}")
+        problem = ("output would overwrite the input; choose another --output" if _same_file(src, dest)
+                   else f"{claimed[dest]} already writes {dest} (same file name)" if dest in claimed
+                   else None)
+        if problem:
+            report.failed[src] = f"{src}: {problem}"
+            log(f"error: {report.failed[src]}")
             continue
+        claimed[dest] = src
         if skip_existing and fs.exists(dest):
             report.skipped.append(src)
             continue

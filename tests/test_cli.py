@@ -182,3 +182,25 @@ def test_embed_plots_and_scores(tmp_path, capsys):
     assert rc == 0 and plot.stat().st_size > 10_000
     report = json.loads(capsys.readouterr().out)
     assert report["qualities"] == [10, 30, 50, 90] and 0 <= report["spearman_pc1"] <= 1
+
+
+def test_restore_between_fsspec_urls(weights, capsys):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/cli-in/a.jpg", encode_jpeg(_photo(), 30))
+    fs.pipe("/cli-in/sub/b.jpg", encode_jpeg(_photo(seed=2), 30))
+    fs.pipe("/cli-in/broken.jpg", b"\xff\xd8 nope")
+    rc = main(["restore", "memory://cli-in/", "-o", "memory://cli-out", "--model", weights])
+    assert rc == 1 and "broken.jpg" in capsys.readouterr().err
+    assert sorted(fs.ls("/cli-out", detail=False)) == ["/cli-out/a.png", "/cli-out/b.png"]
+
+
+def test_same_stem_in_two_folders_is_not_overwritten(tmp_path, weights, capsys):
+    for sub, seed in (("a", 1), ("b", 2)):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.jpg").write_bytes(encode_jpeg(_photo(seed=seed), 30))
+    rc = main(["restore", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "out"), "--model", weights])
+    assert rc == 1 and "already writes" in capsys.readouterr().err
+    assert _outputs(tmp_path / "out") == ["x.png"]
+    assert read_image("memory://cli-out/a.png").array.shape == (64, 96, 3)
