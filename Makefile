@@ -15,7 +15,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,napari]"
 	touch $@
 
 venv: $(VENV)/.base
@@ -32,8 +32,8 @@ system-deps:
 		libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 \
 		libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1 >/dev/null; fi
 
-test: venv-dev
-	$(PY) -m pytest -q
+test: venv-dev system-deps
+	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q
 
 bench: venv-dev
 	$(PY) bench/run_bench.py

@@ -1,0 +1,609 @@
+"""The two napari dock widgets: "Restore JPEG artifacts" and "Compression quality inspector".
+
+Both are thin shells over :mod:`napari_jpeg_restore.core`: the heavy work runs in a napari
+thread worker (a generator, so a Cancel click stops it between two tiles) and the results come
+back to the Qt thread as new layers. Every expected failure (an unsupported layer, a model
+without weights, no CUDA) becomes a napari notification, never a traceback.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+if TYPE_CHECKING:
+    import napari
+
+AUTO = "auto"
+WEIGHTS_FILE = "weights file…"
+DEVICES = ("auto", "cpu", "cuda")
+MAX_LAYER_NDIM = 4  # 2-D planes, stacks and time series of stacks
+MIN_SIDE = 8  # one JPEG block
+MAX_PLOT_POINTS = 600
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer the restorer cannot work on; the message says why and what would work."""
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def model_names(require_encoder: bool = False) -> list[str]:
+    """Registry names that have weights in this installation."""
+    from napari_jpeg_restore.core.registry import available_models
+
+    return [m.name for m in available_models()
+            if m.has_weights and (m.family == "crl" or not require_encoder)]
+
+
+def _model_choices(require_encoder: bool = False) -> list[str]:
+    return [AUTO, *model_names(require_encoder), WEIGHTS_FILE]
+
+
+def resolve_model_spec(choice: str, weights: str | os.PathLike | None, channels: int) -> str:
+    """A registry name or a weights path for ``load_model``; raises ModelNotAvailableError.
+
+    ``choice`` is "auto" (the default model for ``channels``), a registry name, the
+    "weights file…" entry (then ``weights`` is used) or directly a path to a weights file.
+    """
+    from napari_jpeg_restore.core.registry import MODELS, ModelNotAvailableError, default_model_name
+
+    if choice == AUTO:
+        return default_model_name(channels)
+    if choice == WEIGHTS_FILE:
+        path = os.fspath(weights) if weights else ""
+        if not path or path == "." or not Path(path).is_file():
+            raise ModelNotAvailableError(
+                f"choose an existing weights file (.pt) for the model; got {path or 'nothing'!r}")
+        return path
+    if choice in MODELS or Path(choice).is_file():
+        return choice
+    raise ModelNotAvailableError(f"unknown model {choice!r}")
+
+
+def _layer_channels(layer: Image) -> int:
+    return 3 if getattr(layer, "rgb", False) else 1
+
+
+def plane_layout(layer: Any) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """(shape of the leading plane axes, (height, width)) for a layer the restorer accepts.
+
+    Raises :class:`UnsupportedLayerError` with a message meant for the user otherwise.
+    """
+    name = getattr(layer, "name", "?")
+    if not isinstance(layer, Image):
+        kind = type(layer).__name__
+        raise UnsupportedLayerError(
+            f"'{name}' is a {kind} layer; JPEG restoration works on Image layers "
+            "(2-D gray or RGB, or stacks / time series of them)")
+    if layer.multiscale:
+        raise UnsupportedLayerError(
+            f"'{name}' is a multiscale (pyramid) image, which is not supported; "
+            "add its full-resolution level as a plain Image layer")
+    data = layer.data
+    dtype = np.dtype(data.dtype)
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise UnsupportedLayerError(f"'{name}' has {dtype} pixels; expected integer or float values")
+    if layer.rgb:
+        if data.shape[-1] not in (3, 4):
+            raise UnsupportedLayerError(f"'{name}' has {data.shape[-1]} colour channels; expected RGB or RGBA")
+        spatial = data.shape[:-1]
+    else:
+        spatial = data.shape
+    if len(spatial) < 2:
+        raise UnsupportedLayerError(f"'{name}' is {len(spatial)}-D; expected at least one 2-D plane")
+    if len(spatial) > MAX_LAYER_NDIM:
+        raise UnsupportedLayerError(
+            f"'{name}' is {len(spatial)}-D {tuple(data.shape)}; up to {MAX_LAYER_NDIM}-D "
+            "(e.g. time x z x y x x) is supported")
+    h, w = int(spatial[-2]), int(spatial[-1])
+    if min(h, w) < MIN_SIDE:
+        hint = (" — it looks like a multichannel image with the channels last that napari does "
+                "not show as RGB; split its channels or move them first"
+                if not layer.rgb and w <= 4 else "")
+        raise UnsupportedLayerError(
+            f"'{name}' has {h}x{w} planes, smaller than one {MIN_SIDE}x{MIN_SIDE} JPEG block{hint}")
+    return tuple(int(s) for s in spatial[:-2]), (h, w)
+
+
+def _restorable(plane: np.ndarray) -> tuple[np.ndarray, Any]:
+    """The plane in a dtype ``restore_steps`` accepts and a function back to the plane's dtype."""
+    if plane.dtype in (np.uint8, np.uint16) or np.issubdtype(plane.dtype, np.floating):
+        return plane, lambda y: y
+    info = np.iinfo(plane.dtype)  # other integers: through float32, rounded and clipped back
+    return plane.astype(np.float32), lambda y: np.clip(np.round(y), info.min, info.max).astype(plane.dtype)
+
+
+def _difference(restored: np.ndarray, original: np.ndarray, rgb: bool) -> np.ndarray:
+    d = restored.astype(np.float32) - original.astype(np.float32)
+    return d[..., :3].mean(axis=-1) if rgb else d
+
+
+@dataclass
+class RestoreResult:
+    restored: np.ndarray | None = None
+    difference: np.ndarray | None = None
+    model: str = ""
+    error: str | None = None
+
+
+def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model_spec: str,
+                        tile: int, device: str, difference: bool
+                        ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
+    """Restore every 2-D (or RGB) plane of ``data`` one after the other.
+
+    Yields ``(plane, planes, tiles_done, tiles_total)`` after each tile (the worker may stop
+    there), returns a :class:`RestoreResult`. Only one plane of ``data`` is in memory at a time
+    (``data`` may be a dask array); expected failures come back as ``RestoreResult.error``.
+    """
+    from napari_jpeg_restore.core.inference import resolve_device, restore_steps
+    from napari_jpeg_restore.core.registry import load_model
+
+    try:
+        dev = resolve_device(device)
+        model = load_model(model_spec, dev)
+        n_planes = int(np.prod(lead_shape)) if lead_shape else 1
+        out: np.ndarray | None = None
+        diff: np.ndarray | None = None
+        for p, idx in enumerate(np.ndindex(*lead_shape) if lead_shape else [()]):
+            plane = np.asarray(data[idx] if idx else data)
+            work, back = _restorable(plane)
+            steps = restore_steps(work, model, tile=tile, device=dev)
+            while True:
+                try:
+                    done, total = next(steps)
+                except StopIteration as stop:
+                    restored = back(stop.value)
+                    break
+                yield p, n_planes, done, total
+            if out is None:
+                out = np.empty(tuple(lead_shape) + restored.shape, restored.dtype)
+                if difference:
+                    spatial = restored.shape[:-1] if rgb else restored.shape
+                    diff = np.empty(tuple(lead_shape) + spatial, np.float32)
+            out[idx] = restored
+            if diff is not None:
+                diff[idx] = _difference(restored, plane, rgb)
+        return RestoreResult(out, diff, model_spec)
+    except Exception as err:  # noqa: BLE001 - shown to the user as one notification
+        return RestoreResult(error=f"{type(err).__name__}: {err}")
+
+
+def _copy_layer_kwargs(layer: Image) -> dict[str, Any]:
+    return {"scale": layer.scale, "translate": layer.translate, "rotate": layer.rotate,
+            "shear": layer.shear, "metadata": copy.deepcopy(dict(layer.metadata))}
+
+
+# ------------------------------------------------------------------------------ restore widget
+class RestoreWidget(QWidget):
+    """Dock widget "Restore JPEG artifacts"."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self._job: dict[str, Any] = {}
+        self.image = ComboBox(label="image", choices=self._layer_choices, nullable=True)
+        self.model = ComboBox(label="model", choices=lambda _w: _model_choices(), value=AUTO)
+        self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False)
+        self.tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512)
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.difference = CheckBox(text="add difference layer", value=False)
+        self.run_button = PushButton(text="Restore")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
+        self.status = Label(value="")
+        self.form = Container(widgets=[
+            self.image, self.model, self.weights, self.tile, self.device, self.difference,
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.progress, self.status])
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addStretch(1)
+        self.model.changed.connect(self._on_model_changed)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+        self.reset_choices()
+        self._select_active_layer()
+        if not model_names():
+            self.status.value = ("No shipped model weights are installed:\n"
+                                 "choose 'weights file…' and a .pt file.")
+
+    # choices and model selection
+    def _layer_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self.viewer.layers]
+
+    def reset_choices(self, *_args) -> None:
+        self.form.reset_choices()
+
+    def _select_active_layer(self) -> None:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            self.image.value = active
+        elif self.image.value is None:
+            images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+            if images:
+                self.image.value = images[-1]
+
+    def _on_model_changed(self, value: str) -> None:
+        self.weights.visible = value == WEIGHTS_FILE
+
+    def set_model(self, value: str | os.PathLike) -> None:
+        """Choose "auto", a registry name, or a weights file path."""
+        value = os.fspath(value)
+        if value in self.model.choices:
+            self.model.value = value
+        else:
+            self.weights.value = value
+            self.model.value = WEIGHTS_FILE
+
+    # running
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run(self, *_args):
+        """Start restoring the chosen layer; returns the worker, or None after a notification."""
+        from napari_jpeg_restore.core.inference import resolve_device
+        from napari_jpeg_restore.core.registry import ModelNotAvailableError
+
+        if self.running:
+            show_warning("A restoration is already running; cancel it first.")
+            return None
+        layer = self.image.value
+        if layer is None:
+            show_warning("Add or choose an Image layer to restore.")
+            return None
+        try:
+            lead_shape, _hw = plane_layout(layer)
+            spec = resolve_model_spec(self.model.value, self.weights.value, _layer_channels(layer))
+            resolve_device(self.device.value)
+        except UnsupportedLayerError as err:
+            show_warning(f"Cannot restore: {err}")
+            return None
+        except (ModelNotAvailableError, RuntimeError) as err:
+            show_error(f"Cannot restore '{layer.name}': {err}")
+            return None
+        self._job = {"layer": layer, "difference": bool(self.difference.value)}
+        worker = thread_worker(restore_layer_steps, start_thread=False)(
+            layer.data, lead_shape, bool(layer.rgb), spec, int(self.tile.value),
+            self.device.value, bool(self.difference.value))
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.status.value = f"Restoring '{layer.name}' with {Path(spec).name}…"
+        worker.start()
+        return worker
+
+    def cancel(self, *_args) -> None:
+        if self.worker is not None:
+            self.status.value = "Cancelling…"
+            self.worker.quit()
+
+    def _on_progress(self, step: tuple[int, int, int, int]) -> None:
+        plane, planes, done, total = step
+        self.progress.value = int(1000 * (plane * total + done) / max(1, planes * total))
+        where = f"plane {plane + 1}/{planes}, " if planes > 1 else ""
+        self.status.value = f"{where}tile {done}/{total}"
+
+    def _on_returned(self, result: RestoreResult) -> None:
+        layer = self._job.get("layer")
+        if result.error is not None or layer is None:
+            show_error(f"Restoration failed: {result.error}")
+            self.status.value = "Failed."
+            return
+        kwargs = _copy_layer_kwargs(layer)
+        extra: dict[str, Any] = {"rgb": True} if layer.rgb else {
+            "rgb": False, "colormap": layer.colormap, "contrast_limits": layer.contrast_limits,
+            "gamma": layer.gamma}
+        self.viewer.add_image(result.restored, name=f"{layer.name} (restored)", **kwargs, **extra)
+        if result.difference is not None:
+            d = result.difference
+            lim = float(np.percentile(np.abs(d), 99.9)) if d.size else 1.0
+            self.viewer.add_image(d, name=f"{layer.name} (difference)", colormap="twilight_shifted",
+                                  contrast_limits=(-(lim or 1.0), lim or 1.0), **kwargs)
+        self.progress.value = 1000
+        self.status.value = f"Added '{layer.name} (restored)'."
+
+    def _on_aborted(self) -> None:
+        self.status.value = "Cancelled; no layer added."
+        show_info("JPEG restoration cancelled")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._job = {}
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+
+# ---------------------------------------------------------------------------- quality inspector
+def _as_uint(plane: np.ndarray) -> np.ndarray:
+    """uint8/uint16 for the encoder (which scales by 255 or 65535)."""
+    if plane.dtype in (np.uint8, np.uint16):
+        return plane
+    p = plane.astype(np.float32)
+    lo, hi = float(np.nanmin(p)), float(np.nanmax(p))
+    if np.issubdtype(plane.dtype, np.floating) and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    elif np.issubdtype(plane.dtype, np.integer) and lo >= 0 and hi <= 255:
+        lo, hi = 0.0, 255.0
+    return np.round(np.nan_to_num((p - lo) / (hi - lo or 1.0)).clip(0, 1) * 255).astype(np.uint8)
+
+
+def table_quality(metadata: dict[str, Any]) -> tuple[int, bool] | None:
+    """(quality, exact) from a layer's JPEG metadata (the reader's), or None."""
+    from napari_jpeg_restore.core.jpeg import estimate_quality
+
+    if metadata.get("jpeg_quality") is not None:
+        return int(metadata["jpeg_quality"]), bool(metadata.get("jpeg_quality_exact", False))
+    tables = metadata.get("quant_tables")
+    if tables:
+        est = estimate_quality({int(k): np.asarray(v) for k, v in tables.items()})
+        return est.quality, est.exact
+    return None
+
+
+@dataclass
+class InspectItem:
+    name: str
+    plane: Any  # 2-D / HxWxC array of the plane to inspect
+    table_q: tuple[int, bool] | None
+
+
+@dataclass
+class InspectResult:
+    heatmaps: list[np.ndarray] = field(default_factory=list)
+    tile: int = 0
+    xy: np.ndarray | None = None
+    colour: np.ndarray | None = None  # quality shown for each point
+    owner: np.ndarray | None = None  # index of the item each point belongs to
+    estimates: list[float] = field(default_factory=list)  # mean CQE estimate per item
+    method: str = ""
+    error: str | None = None
+
+
+def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, method: str,
+                  device: str) -> Generator[int, None, InspectResult]:
+    """Embed the tiles of each item (yielding after each item), then project them to 2-D."""
+    from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d, tiles
+    from napari_jpeg_restore.core.inference import resolve_device
+    from napari_jpeg_restore.core.registry import load_model
+
+    try:
+        dev = resolve_device(device)
+        encoder = as_encoder(load_model(model_spec, dev))
+        stride = encoder.cfg.stride
+        res = InspectResult(method=method)
+        embs, colour, owner = [], [], []
+        for i, item in enumerate(items):
+            plane = _as_uint(np.asarray(item.plane))
+            side = min(tile, min(plane.shape[:2]) // stride * stride)
+            side = max(stride, side // stride * stride)
+            if res.tile and side != res.tile:
+                side = res.tile  # one tile size for the whole plot
+            res.tile = side
+            parts, (rows, cols) = tiles(plane, side)
+            e, q = embed(encoder, parts, dev)
+            res.heatmaps.append(q.reshape(rows, cols).astype(np.float32))
+            res.estimates.append(float(q.mean()))
+            embs.append(e)
+            colour.append(np.full(len(q), item.table_q[0], np.float32) if item.table_q else q)
+            owner.append(np.full(len(q), i))
+            yield i
+        e, c, o = np.concatenate(embs), np.concatenate(colour), np.concatenate(owner)
+        if len(e) > MAX_PLOT_POINTS:
+            keep = np.sort(np.random.default_rng(0).choice(len(e), MAX_PLOT_POINTS, replace=False))
+            e, c, o = e[keep], c[keep], o[keep]
+        if method == "auto":
+            method = "tsne" if len(e) >= 30 else "pca"
+        res.xy, res.colour, res.owner, res.method = project_2d(e, method), c, o, method
+        return res
+    except Exception as err:  # noqa: BLE001 - shown to the user as one notification
+        return InspectResult(error=f"{type(err).__name__}: {err}")
+
+
+class QualityInspectorWidget(QWidget):
+    """Dock widget "Compression quality inspector"."""
+
+    MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.viewer = napari_viewer
+        self.worker = None
+        self._items: list[tuple[Image, InspectItem]] = []
+        self.layers = Select(label="images", choices=self._image_choices)
+        self.layers.native.setMaximumHeight(100)
+        self.model = ComboBox(label="model", choices=lambda _w: _model_choices(True), value=AUTO)
+        self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False)
+        self.tile = SpinBox(label="tile size", min=16, max=1024, step=16, value=64)
+        self.method = ComboBox(label="projection", choices=["auto", "pca", "tsne"], value="auto")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.run_button = PushButton(text="Inspect")
+        self.quality_label = Label(value="")
+        self.status = Label(value="")
+        self.form = Container(widgets=[self.layers, self.model, self.weights, self.tile,
+                                       self.method, self.device, self.run_button,
+                                       self.quality_label, self.status])
+        self.figure = Figure(figsize=(4, 3.4), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(280)
+        self.axes = self.figure.add_subplot(111)
+        self._draw_empty()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.canvas, 1)
+        self.model.changed.connect(lambda v: setattr(self.weights, "visible", v == WEIGHTS_FILE))
+        self.run_button.changed.connect(self.run)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+        self.reset_choices()
+        selected = [layer for layer in self.viewer.layers.selection if isinstance(layer, Image)]
+        if selected:
+            self.layers.value = selected
+        if not model_names(True):
+            self.status.value = ("No shipped model weights are installed:\n"
+                                 "choose 'weights file…' and a .pt file.")
+
+    def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Image) and not layer.name.endswith("(quality heatmap)")]
+
+    def reset_choices(self, *_args) -> None:
+        self.form.reset_choices()
+
+    def set_model(self, value: str | os.PathLike) -> None:
+        value = os.fspath(value)
+        if value in self.model.choices:
+            self.model.value = value
+        else:
+            self.weights.value = value
+            self.model.value = WEIGHTS_FILE
+
+    def _draw_empty(self) -> None:
+        self.axes.clear()
+        self.axes.set_title("compression-quality embeddings")
+        self.axes.text(0.5, 0.5, "choose images and press Inspect", ha="center", va="center",
+                       transform=self.axes.transAxes, color="0.5")
+        self.axes.set_xticks([])
+        self.axes.set_yticks([])
+        self.canvas.draw_idle()
+
+    def _current_plane(self, layer: Image) -> Any:
+        data = layer.data
+        lead = data.ndim - 2 - (1 if layer.rgb else 0)
+        if lead <= 0:
+            return data
+        pos = layer.world_to_data(self.viewer.dims.point)
+        idx = tuple(int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(pos[:lead], data.shape[:lead]))
+        return data[idx]
+
+    def run(self, *_args):
+        from napari_jpeg_restore.core.inference import resolve_device
+        from napari_jpeg_restore.core.registry import ModelNotAvailableError
+
+        if self.worker is not None:
+            show_warning("The inspector is already running.")
+            return None
+        layers = list(self.layers.value) or [
+            layer for layer in self.viewer.layers.selection if isinstance(layer, Image)]
+        if not layers:
+            show_warning("Choose one or more Image layers to inspect.")
+            return None
+        items = []
+        try:
+            for layer in layers:
+                plane_layout(layer)
+                items.append((layer, InspectItem(layer.name, self._current_plane(layer),
+                                                 table_quality(layer.metadata))))
+            channels = max(_layer_channels(layer) for layer in layers)
+            spec = resolve_model_spec(self.model.value, self.weights.value, channels)
+            resolve_device(self.device.value)
+        except UnsupportedLayerError as err:
+            show_warning(f"Cannot inspect: {err}")
+            return None
+        except (ModelNotAvailableError, RuntimeError) as err:
+            show_error(f"Cannot inspect: {err}")
+            return None
+        self._items = items
+        worker = thread_worker(inspect_steps, start_thread=False)(
+            [it for _, it in items], spec, int(self.tile.value), self.method.value, self.device.value)
+        worker.yielded.connect(lambda i: setattr(self.status, "value", f"embedded {i + 1}/{len(items)}"))
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.status.value = "Embedding tiles…"
+        worker.start()
+        return worker
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.enabled = True
+
+    def _on_returned(self, res: InspectResult) -> None:
+        if res.error is not None:
+            show_error(f"Quality inspection failed: {res.error}")
+            self.status.value = "Failed."
+            return
+        lines = []
+        for (layer, item), heat, est in zip(self._items, res.heatmaps, res.estimates):
+            self._add_heatmap(layer, heat, res.tile, item, est)
+            if item.table_q:
+                q, exact = item.table_q
+                lines.append(f"{item.name}: JPEG tables Q{q}{'' if exact else ' (approx.)'}; "
+                             f"CQE estimate ≈ Q{est:.0f}")
+            else:
+                lines.append(f"{item.name}: no JPEG tables; CQE estimate ≈ Q{est:.0f}")
+        self.quality_label.value = "\n".join(lines)
+        self._plot(res)
+        self.status.value = f"{len(res.xy)} tiles of {res.tile} px, {res.method.upper()}"
+
+    def _add_heatmap(self, layer: Image, heat: np.ndarray, tile: int, item: InspectItem,
+                     estimate: float) -> None:
+        scale = np.asarray(layer.scale[-2:], float)
+        translate = np.asarray(layer.translate[-2:], float) + (tile - 1) / 2 * scale
+        name = f"{layer.name} (quality heatmap)"
+        meta = {"tile": tile, "source_layer": layer.name, "cqe_quality_mean": estimate}
+        if name in self.viewer.layers:
+            old = self.viewer.layers[name]
+            old.data, old.scale, old.translate, old.metadata = heat, scale * tile, translate, meta
+            return
+        self.viewer.add_image(heat, name=name, colormap="inferno", opacity=0.45,
+                              blending="translucent", contrast_limits=(0, 100),
+                              scale=scale * tile, translate=translate, metadata=meta)
+
+    def _plot(self, res: InspectResult) -> None:
+        ax = self.axes
+        self.figure.clear()
+        ax = self.axes = self.figure.add_subplot(111)
+        sc = None
+        for i, (_, item) in enumerate(self._items):
+            m = res.owner == i
+            if not m.any():
+                continue
+            sc = ax.scatter(res.xy[m, 0], res.xy[m, 1], c=res.colour[m], cmap="inferno",
+                            vmin=0, vmax=100, s=22, marker=self.MARKERS[i % len(self.MARKERS)],
+                            edgecolors="0.3", linewidths=0.3, label=item.name)
+        if sc is not None:
+            self.figure.colorbar(sc, ax=ax, label="JPEG quality")
+        if len(self._items) > 1:
+            ax.legend(fontsize=7, loc="best")
+        ax.set_title(f"{res.method.upper()} of compression-quality embeddings", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        self.canvas.draw_idle()
+
+    @property
+    def plotted_points(self) -> int:
+        """Number of points in the embedding plot (for tests and scripts)."""
+        return sum(len(c.get_offsets()) for c in self.axes.collections)

@@ -1,0 +1,353 @@
+"""napari plugin widgets, driven through a real viewer (pytest-qt; run under xvfb-run).
+
+A tiny restorer is trained once per session (cached in pytest's cache folder) so that the
+tests do not depend on the shipped weights; "auto" is exercised too when those exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+pytest.importorskip("magicgui")
+
+import torch
+from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, read_quant_tables
+from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.registry import MODELS, save_weights
+
+from napari_jpeg_restore import _widget
+from napari_jpeg_restore._reader import jpeg_metadata
+from napari_jpeg_restore._widget import (
+    AUTO,
+    WEIGHTS_FILE,
+    QualityInspectorWidget,
+    RestoreWidget,
+    restore_layer_steps,
+)
+
+pytestmark = [
+    pytest.mark.napari,
+    pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                            or os.environ.get("QT_QPA_PLATFORM")),
+                       reason="needs a display for Qt: run under xvfb-run"),
+]
+WAIT_MS = 90_000
+
+
+def smooth_image(seed: int = 0, size: tuple[int, int] = (128, 160)) -> np.ndarray:
+    """The synthetic image family of tests/test_training.py."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    img = 128 + 70 * np.sin(xx / 9.0 + seed) * np.cos(yy / 13.0) + 40 * (xx > size[1] // 2)
+    return np.clip(img + rng.normal(0, 3, size), 0, 255).astype(np.uint8)
+
+
+def _cache_dir(pytestconfig, tmp_path_factory) -> Path:
+    core = Path(_widget.__file__).resolve().parents[1] / "core"
+    digest = hashlib.sha1(torch.__version__.encode())
+    for f in sorted((core / "models").glob("*.py")) + sorted((core / "training").glob("*.py")):
+        digest.update(f.read_bytes())
+    try:
+        root = Path(pytestconfig.cache.mkdir("napari-jpeg-restore"))
+    except (AttributeError, OSError):  # -p no:cacheprovider
+        root = tmp_path_factory.mktemp("weights")
+    return root / digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def restorer_weights(pytestconfig, tmp_path_factory) -> Path:
+    """A gray CRL-lite restorer (no encoder) briefly trained at Q10: it raises PSNR."""
+    from napari_jpeg_restore.core.models import create_model
+    from napari_jpeg_restore.core.training.data import PairSampler
+    from napari_jpeg_restore.core.training.loop import fit
+    from napari_jpeg_restore.core.training.tasks import RestorationTask
+
+    folder = _cache_dir(pytestconfig, tmp_path_factory)
+    path = folder / "restorer.pt"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = create_model("crl", "lite", 1, use_encoder=False)
+        task = RestorationTask(model, PairSampler([smooth_image()], patch=48, qualities=(10, 10, 10)),
+                               batch=4)
+        fit(task, steps=50, out_dir=tmp_path_factory.mktemp("train"), lr=3e-3,
+            device=torch.device("cpu"), log_every=50, val_every=10**9, ckpt_every=10**9)
+        save_weights(model.eval(), path, meta={"purpose": "napari plugin tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def encoder_weights(tmp_path_factory) -> Path:
+    """An untrained gray CRL-lite restorer with its quality encoder (for the inspector)."""
+    from napari_jpeg_restore.core.models import create_model
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("enc") / "crl-with-encoder.pt"
+    save_weights(create_model("crl", "lite", 1).eval(), path)
+    return path
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Warnings and errors the widgets show, as (level, message)."""
+    seen: list[tuple[str, str]] = []
+    for level in ("warning", "error", "info"):
+        monkeypatch.setattr(_widget, f"show_{level}",
+                            lambda msg, _level=level: seen.append((_level, str(msg))))
+    return seen
+
+
+def _wait(qtbot, widget, timeout=WAIT_MS):
+    worker = widget.worker
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+    return worker
+
+
+def _restore_dock(viewer) -> RestoreWidget:
+    widget = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Restore JPEG artifacts")
+    return widget
+
+
+# ------------------------------------------------------------------------------------ restore
+def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_weights, notes):
+    viewer = make_napari_viewer()
+    clean = smooth_image(3)
+    jpeg = compress(clean, 10)
+    meta = {"jpeg_quality": 10, "note": "kept"}
+    layer = viewer.add_image(jpeg, name="cells", scale=(0.5, 0.25), translate=(10.0, -3.0),
+                             metadata=meta)
+    widget = _restore_dock(viewer)
+    assert widget.image.value is layer
+    widget.set_model(restorer_weights)
+    assert widget.model.value == WEIGHTS_FILE and not widget.weights.native.isHidden()
+    widget.tile.value = 64
+    widget.difference.value = True
+    widget.run_button.native.click()
+    _wait(qtbot, widget)
+    assert not [n for n in notes if n[0] != "info"], notes
+    out = viewer.layers["cells (restored)"]
+    assert "cells" in viewer.layers  # the original stays
+    np.testing.assert_allclose(out.scale, layer.scale)
+    np.testing.assert_allclose(out.translate, layer.translate)
+    assert out.metadata == meta and out.rgb is False
+    assert out.data.shape == jpeg.shape and out.data.dtype == np.uint8
+    assert psnr(clean, out.data) > psnr(clean, jpeg) + 0.2
+    diff = viewer.layers["cells (difference)"]
+    np.testing.assert_allclose(diff.data, out.data.astype(np.float32) - jpeg)
+    np.testing.assert_allclose(diff.scale, layer.scale)
+    assert widget.progress.value == 1000 and widget.run_button.enabled
+
+
+def test_restore_rgb_layer_keeps_rgb(make_napari_viewer, qtbot, restorer_weights, notes):
+    viewer = make_napari_viewer()
+    clean = np.stack([smooth_image(s, (64, 72)) for s in (4, 5, 6)], axis=-1)
+    jpeg = compress(clean, 10)
+    layer = viewer.add_image(jpeg, name="rgb", rgb=True, translate=(2, 2))
+    widget = _restore_dock(viewer)
+    widget.image.value = layer
+    widget.set_model(str(restorer_weights))
+    widget.run()
+    _wait(qtbot, widget)
+    out = viewer.layers["rgb (restored)"]
+    assert out.rgb and out.data.shape == jpeg.shape
+    np.testing.assert_allclose(out.translate, layer.translate)
+    assert psnr(clean, out.data) > psnr(clean, jpeg)
+
+
+def test_cancel_stops_worker_without_layer(make_napari_viewer, qtbot, restorer_weights, notes):
+    viewer = make_napari_viewer()
+    big = compress(smooth_image(7, (1024, 1024)), 10)
+    viewer.add_image(big, name="big")
+    widget = _restore_dock(viewer)
+    widget.set_model(restorer_weights)
+    widget.tile.value = 64  # ~400 tiles: still running when Cancel is clicked
+    worker = widget.run()
+    with qtbot.waitSignal(worker.aborted, timeout=WAIT_MS):
+        qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=WAIT_MS)
+        assert widget.cancel_button.enabled
+        widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert "Cancelled" in widget.status.value and widget.progress.value < 1000
+
+
+def test_stack_restores_plane_by_plane(make_napari_viewer, qtbot, restorer_weights, notes):
+    da = pytest.importorskip("dask.array")
+    from napari_jpeg_restore.core.inference import restore
+
+    viewer = make_napari_viewer()
+    planes = np.stack([compress(smooth_image(s, (64, 80)), 10) for s in (1, 2, 3)])
+    stack = da.from_array(planes, chunks=(1, 64, 80))
+    layer = viewer.add_image(stack, name="stack", scale=(2.0, 0.5, 0.5))
+    widget = _restore_dock(viewer)
+    widget.image.value = layer
+    widget.set_model(restorer_weights)
+    widget.tile.value = 64
+    widget.run()
+    _wait(qtbot, widget)
+    out = viewer.layers["stack (restored)"]
+    assert isinstance(out.data, np.ndarray) and out.data.shape == planes.shape
+    np.testing.assert_allclose(out.scale, layer.scale)
+    for i in range(3):
+        np.testing.assert_array_equal(out.data[i], restore(planes[i], str(restorer_weights), tile=64))
+
+
+class _PlanesOnly:
+    """An array-like that hands out single planes and refuses to be read whole."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.reads = []
+
+    def __getitem__(self, idx):
+        assert isinstance(idx, tuple) and len(idx) == self.ndim - 2, idx
+        self.reads.append(idx)
+        return self.data[idx]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole stack was read")
+
+
+def test_restore_steps_reads_one_plane_at_a_time(restorer_weights):
+    planes = np.stack([compress(smooth_image(s, (32, 40)), 10) for s in range(4)]).reshape(2, 2, 32, 40)
+    guard = _PlanesOnly(planes)
+    steps = restore_layer_steps(guard, (2, 2), False, str(restorer_weights), 64, "cpu", False)
+    progress = []
+    while True:
+        try:
+            progress.append(next(steps))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert result.error is None and result.restored.shape == planes.shape
+    assert guard.reads == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert progress[-1] == (3, 4, 1, 1)
+
+
+@pytest.mark.parametrize("kind", ["labels", "shapes", "four_channels", "five_d", "tiny"])
+def test_unsupported_layer_notifies(make_napari_viewer, restorer_weights, notes, kind):
+    viewer = make_napari_viewer()
+    if kind == "labels":
+        layer = viewer.add_labels(np.zeros((32, 32), np.uint8), name="x")
+    elif kind == "shapes":
+        layer = viewer.add_shapes([[[0, 0], [10, 10], [0, 10]]], shape_type="polygon", name="x")
+    elif kind == "four_channels":
+        layer = viewer.add_image(np.zeros((32, 32, 4), np.uint8), rgb=False, name="x")
+    elif kind == "five_d":
+        layer = viewer.add_image(np.zeros((2, 2, 2, 16, 16), np.uint8), name="x")
+    else:
+        layer = viewer.add_image(np.zeros((4, 64), np.uint8), name="x")
+    widget = _restore_dock(viewer)
+    widget.image.value = layer
+    widget.set_model(restorer_weights)
+    assert widget.run() is None
+    assert widget.worker is None and widget.run_button.enabled
+    assert len(notes) == 1 and notes[0][0] == "warning" and "'x'" in notes[0][1], notes
+    assert [lay.name for lay in viewer.layers] == ["x"]
+
+
+def test_missing_weights_file_and_auto(make_napari_viewer, qtbot, notes):
+    viewer = make_napari_viewer()
+    clean = smooth_image(8, (64, 64))
+    viewer.add_image(compress(clean, 10), name="img")
+    widget = _restore_dock(viewer)
+    widget.model.value = WEIGHTS_FILE
+    assert widget.run() is None
+    assert notes and notes[-1][0] == "error" and "weights file" in notes[-1][1]
+    widget.model.value = AUTO
+    if not (MODELS["crl-lite-gray"].has_weights or MODELS["crl-lite-color"].has_weights):
+        assert widget.run() is None
+        assert notes[-1][0] == "error" and "no shipped weights" in notes[-1][1]
+        assert "No shipped model weights" in widget.status.value
+        return
+    assert set(widget.model.choices) >= {AUTO, WEIGHTS_FILE}
+    widget.tile.value = 64
+    widget.run()
+    _wait(qtbot, widget, timeout=120_000)
+    out = viewer.layers["img (restored)"]
+    assert psnr(clean, out.data) > psnr(clean, viewer.layers["img"].data)
+
+
+# ---------------------------------------------------------------------------------- inspector
+def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, notes):
+    viewer = make_napari_viewer()
+    clean = smooth_image(9, (128, 128))
+    layers = []
+    for q in (10, 60):
+        data = encode_jpeg(clean, q)
+        meta = jpeg_metadata(read_quant_tables(data), f"q{q}.jpg")
+        layers.append(viewer.add_image(compress(clean, q), name=f"q{q}", metadata=meta,
+                                       scale=(2.0, 2.0), translate=(5.0, 7.0)))
+    widget = QualityInspectorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Compression quality inspector")
+    widget.layers.value = layers
+    widget.set_model(encoder_weights)
+    widget.tile.value = 32
+    widget.run_button.native.click()
+    _wait(qtbot, widget)
+    assert not [n for n in notes if n[0] != "info"], notes
+    heat = viewer.layers["q10 (quality heatmap)"]
+    assert heat.data.shape == (4, 4) and heat.colormap.name == "inferno" and heat.opacity < 1
+    np.testing.assert_allclose(heat.scale, (64.0, 64.0))
+    np.testing.assert_allclose(heat.translate, (5.0 + 31, 7.0 + 31))
+    assert "q60 (quality heatmap)" in viewer.layers
+    assert widget.plotted_points == 32 and widget.status.value.endswith("TSNE")
+    assert "Q10" in widget.quality_label.value and "Q60" in widget.quality_label.value
+    colours = np.concatenate([c.get_array() for c in widget.axes.collections])
+    assert set(np.unique(colours)) == {10.0, 60.0}  # tables' quality wins over the estimate
+
+
+def test_inspector_one_layer_without_tables(make_napari_viewer, qtbot, encoder_weights, notes):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(compress(smooth_image(10, (96, 96)), 30), name="plain")
+    widget = QualityInspectorWidget(viewer)
+    widget.layers.value = [layer]
+    widget.set_model(encoder_weights)
+    widget.tile.value = 32
+    widget.method.value = "pca"
+    widget.run()
+    _wait(qtbot, widget)
+    assert viewer.layers["plain (quality heatmap)"].data.shape == (3, 3)
+    assert widget.plotted_points == 9 and "no JPEG tables" in widget.quality_label.value
+    widget.close()
+
+
+def test_inspector_rejects_restorer_without_encoder(make_napari_viewer, qtbot, restorer_weights,
+                                                    notes):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(smooth_image(11, (64, 64)), name="img")
+    widget = QualityInspectorWidget(viewer)
+    widget.layers.value = [layer]
+    widget.set_model(restorer_weights)
+    widget.run()
+    _wait(qtbot, widget)
+    assert notes and notes[-1][0] == "error" and "encoder" in notes[-1][1]
+    assert "img (quality heatmap)" not in viewer.layers
+    widget.close()
+
+
+def test_inspector_uses_current_plane_of_float_stack(make_napari_viewer, qtbot, encoder_weights,
+                                                      notes):
+    viewer = make_napari_viewer()
+    stack = np.stack([compress(smooth_image(s, (64, 96)), q) for s, q in ((12, 90), (13, 10))])
+    layer = viewer.add_image(stack.astype(np.float32) / 255, name="stack")
+    viewer.dims.set_current_step(0, 1)
+    widget = QualityInspectorWidget(viewer)
+    widget.layers.value = [layer]
+    widget.set_model(encoder_weights)
+    widget.tile.value = 32
+    widget.run()
+    _wait(qtbot, widget)
+    assert not notes, notes
+    assert viewer.layers["stack (quality heatmap)"].data.shape == (2, 3)
+    np.testing.assert_array_equal(widget._items[0][1].plane, layer.data[1])  # the shown plane
+    assert widget.plotted_points == 6 and widget.status.value.endswith("PCA")
+    widget.close()
