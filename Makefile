@@ -15,7 +15,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) -e ".[dev,napari]"
+	$(PIP) -e ".[all,dev]"
 	touch $@
 
 venv: $(VENV)/.base

@@ -1,0 +1,116 @@
+"""Ray overhead benchmark: archive restoration on a local S3 (moto) with 1 and 2 Ray CPU actors
+against the plain single-process loop (``core.batch.restore_files``) over the same files, same
+model and the same thread budget (1 torch thread per process); then DDP training samples/s with
+1 and 2 Ray Train workers. Writes bench/ray_results.md.
+
+    python bench/ray_archive.py [--images 200] [--size 96] [--train-steps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import fsspec
+import ray
+import torch
+from napari_jpeg_restore.core.batch import restore_files
+from napari_jpeg_restore.core.jpeg import encode_jpeg
+from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.models import create_model
+from napari_jpeg_restore.core.registry import save_weights
+from napari_jpeg_restore.core.training.stages import TrainOptions
+from napari_jpeg_restore.distributed._testing import moto_s3, synthetic
+from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, run
+from napari_jpeg_restore.distributed.train import run_training
+
+OUT = Path(__file__).with_name("ray_results.md")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--train-steps", type=int, default=20)
+    a = p.parse_args()
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="ray-bench-"))
+    model = tmp / "model.pt"
+    torch.manual_seed(0)
+    save_weights(create_model("crl", "lite", 1, use_encoder=False).eval(), model)
+    rows, notes = [], []
+    with moto_s3() as endpoint:
+        so = {"endpoint_url": endpoint}
+        fs = fsspec.filesystem("s3", **so)
+        fs.mkdir("bench")
+        for i in range(a.images):
+            fs.pipe_file(f"bench/in/{i:05d}.jpg", encode_jpeg(synthetic(i, (a.size, a.size)), 20))
+        urls = [f"s3://bench/in/{i:05d}.jpg" for i in range(a.images)]
+        mp = a.images * a.size * a.size / 1e6
+
+        torch.set_num_threads(1)
+        restore_files(urls[:4], "s3://bench/warm", model=str(model), device="cpu",
+                      storage_options=so, log=lambda m: None)  # imports, model cache
+        t = time.perf_counter()
+        rep = restore_files(urls, "s3://bench/plain", model=str(model), device="cpu",
+                            storage_options=so, log=lambda m: None)
+        plain = time.perf_counter() - t
+        assert len(rep.restored) == a.images, rep.summary()
+        rows.append(("plain loop (core.batch.restore_files), 1 thread", a.images / plain,
+                     mp / plain, 1.0, plain))
+
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        notes.append(f"ray.init (local, 2 CPUs): {time.perf_counter() - t0:.1f} s, not counted")
+        for workers in (1, 2):
+            t = time.perf_counter()
+            s = run(ArchiveConfig(src="s3://bench/in", dst=f"s3://bench/ray{workers}",
+                                  model=str(model), workers=workers, batch_size=8,
+                                  storage_options=so, progress_every=1e9), log=lambda m: None)
+            wall = time.perf_counter() - t
+            assert s.counts.get("restored") == a.images, s.counts
+            rows.append((f"Ray, {workers} CPU actor(s) x 1 thread, batch 8", a.images / wall,
+                         mp / wall, (a.images / wall) / (a.images / plain), wall))
+        train_rows = []
+        data = tmp / "clean"
+        data.mkdir()
+        from PIL import Image
+
+        for i in range(4):
+            Image.fromarray(synthetic(i, (128, 160))).save(data / f"{i}.png")
+        for workers in (1, 2):
+            opts = TrainOptions(stage="restorer", data=str(data), out=str(tmp), encoder_mode="none",
+                                steps=a.train_steps, batch=8, patch=64, lr=1e-3)
+            result, _ = run_training(opts, storage=str(tmp / "store"), name=f"t{workers}",
+                                     workers=workers, ckpt_every=a.train_steps,
+                                     log_every=a.train_steps, log=lambda m: None)
+            train_rows.append((workers, result.metrics["samples_per_s"]))
+        ray.shutdown()
+    load_after = os.getloadavg()
+    lines = [
+        "# Ray jobs benchmark (`bench/ray_archive.py`)", "",
+        f"Machine: {describe()}.",
+        f"Load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
+        "(another CPU training job was running on this machine: the figures are indicative, "
+        "and 2 workers on 2 shared cores cannot scale).", "",
+        f"## Archive restoration: {a.images} gray {a.size}x{a.size} JPEGs (Q20) on moto S3, "
+        "CRL-lite gray, tile 512, output PNG to S3", "",
+        "| runner | images/s | MP/s | vs plain loop | seconds |", "|---|---|---|---|---|",
+        *[f"| {n} | {ips:.2f} | {mps:.3f} | {ratio:.2f}x | {sec:.1f} |"
+          for n, ips, mps, ratio, sec in rows], "",
+        "Ray timings include creating the actors and loading the model in them, listing and the "
+        "manifest; not `ray.init`. Overhead with 1 worker = 1 - ratio "
+        f"= {100 * (1 - rows[1][3]):.0f}% (target <= 15%).", "",
+        *[f"- {n}" for n in notes], "",
+        f"## DDP training (restorer, CRL-lite gray, batch 8 per worker, patch 64, {a.train_steps} steps, gloo)", "",
+        "| workers | samples/s (whole group, step time only) |", "|---|---|",
+        *[f"| {w} | {sps:.1f} |" for w, sps in train_rows], "",
+    ]
+    OUT.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,518 @@
+"""Restore a whole JPEG archive (local folder, ``s3://`` or ``gs://`` prefix) on a Ray cluster.
+
+    python -m napari_jpeg_restore.distributed.restore_archive \\
+        --src s3://archive/jpeg --dst s3://archive/restored --model crl-lite-gray --workers 8
+
+How it works
+* The driver lists ``--src`` as a stream (S3: one page of 1000 keys at a time; other
+  filesystems: one folder at a time) and cuts it into batches of ``--batch-size`` files, so a
+  prefix with millions of objects is never held in memory.
+* A pool of ``Restorer`` actors (one model load each, through ``core.registry.load_model``;
+  ``num_gpus=--gpus-per-worker`` when the cluster has GPUs, CPU actors otherwise) reads each
+  file with ``core.images.read_image``, restores it with ``core.inference.restore`` and writes
+  ``<dst>/<same relative key>.png`` (or ``.tif``) with ``core.images.write_image``, which is
+  atomic (temp key, then a move): an output that exists is complete.
+* At most two batches per actor are in flight (back-pressure on the listing).
+* Resumable: a rerun skips every input whose output exists (status ``exists``). A killed job
+  loses no work that reached the destination; a rerun completes the rest, so every input ends
+  with exactly one output.
+* Actors are started with ``max_restarts=-1, max_task_retries=2``: a crashed actor is replaced
+  and its batch retried by Ray; if a batch keeps killing its actor, it is split into single
+  files and a file that still crashes it is recorded as failed.
+* Per-file problems (corrupt JPEG, not an image, access denied, ...) are rows in the manifest,
+  never a stopped job. The manifest is JSON Lines under ``<dst>/_manifest/``: locally one file
+  ``<run-id>.jsonl`` appended after every batch; on object stores ``<run-id>/part-NNNNNN.jsonl``
+  objects written every ``--manifest-every`` seconds. Each row: key, status
+  (restored/skipped/failed/exists), quality (IJG factor from the quantization tables), seconds,
+  megapixels, error. ``<run-id>.run.json`` records the (redacted) options and the summary.
+* Credentials: ``--storage-options`` (JSON or a JSON file) goes to fsspec; the standard AWS/GCS
+  environment variables of the driver are handed to the actors as constructor arguments.
+  Secret-looking keys are redacted from everything printed or written.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from napari_jpeg_restore.core.images import EXTENSIONS, read_image, write_image
+from napari_jpeg_restore.core.inference import resolve_device, restore
+from napari_jpeg_restore.core.registry import MODELS, default_model_name, load_model
+from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
+
+from ._common import credential_env, init_ray, parse_storage_options, redact, scrub, secret_values
+
+MANIFEST_DIR = "_manifest"
+STATUSES = ("restored", "exists", "skipped", "failed")
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class Item:
+    src: str  # full URL (or local path) of the input
+    key: str  # path relative to --src
+    dst: str  # full URL (or local path) of the output
+
+
+def _fs(url: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def _full(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def _iter_s3(fs, root: str) -> Iterator[str]:
+    """Keys under ``root`` page by page (s3fs' paginated ListObjectsV2, no delimiter)."""
+    from fsspec.asyn import sync
+
+    bucket, _, prefix = root.partition("/")
+    agen = fs._iterdir(bucket, prefix=f"{prefix}/" if prefix else "", delimiter="")
+    while True:
+        try:
+            info = sync(fs.loop, agen.__anext__)
+        except StopAsyncIteration:
+            return
+        if info.get("type", "file") != "directory" and not info["name"].endswith("/"):
+            yield info["name"]
+
+
+def iter_files(src: str, storage_options: dict | None = None) -> Iterator[tuple[str, str]]:
+    """(full path, key relative to ``src``) of every file under ``src``, streamed."""
+    fs, root = _fs(src, storage_options)
+    root = root.rstrip("/")
+    if fs.isfile(root):
+        yield _full(fs, root), PurePosixPath(root).name
+        return
+    if hasattr(fs, "_iterdir") and "s3" in (fs.protocol if isinstance(fs.protocol, tuple)
+                                            else (fs.protocol,)):
+        paths: Iterator[str] = _iter_s3(fs, root)
+    else:
+        paths = (f"{folder.rstrip('/')}/{name}" for folder, _, files in fs.walk(root)
+                 for name in sorted(files))
+    for path in paths:
+        yield _full(fs, path), path[len(root) + 1:]
+
+
+def output_url(dst: str, key: str, fmt: str) -> str:
+    return f"{dst.rstrip('/')}/{PurePosixPath(key).with_suffix(EXTENSIONS[fmt.lower()])}"
+
+
+def iter_items(src: str, dst: str, fmt: str = "png", storage_options: dict | None = None,
+               window: int = 100_000) -> Iterator[Item | dict]:
+    """Images under ``src`` with their outputs. Keys under ``dst`` (when it lies inside ``src``)
+    are left out. Two inputs that would write the same output (``a.jpg``, ``a.jpeg``) are
+    caught within a sliding window of recent outputs (same-stem keys sort next to each other);
+    the later one comes back as a ``failed`` manifest row instead of an Item."""
+    _, dst_root = _fs(dst, storage_options)
+    _, src_root = _fs(src, storage_options)
+    inside = dst_root.rstrip("/").startswith(src_root.rstrip("/") + "/")
+    skip_prefix = dst_root.rstrip("/")[len(src_root.rstrip("/")) + 1:] + "/" if inside else None
+    recent: collections.OrderedDict[str, str] = collections.OrderedDict()
+    for url, key in iter_files(src, storage_options):
+        if not key.lower().endswith(IMAGE_SUFFIXES) or (skip_prefix and key.startswith(skip_prefix)):
+            continue
+        out = output_url(dst, key, fmt)
+        if out in recent:
+            yield {"key": key, "status": "failed", "quality": None, "seconds": 0.0,
+                   "error": f"{key}: {recent[out]} already writes {out} (same name, other suffix)"}
+            continue
+        recent[out] = key
+        if len(recent) > window:
+            recent.popitem(last=False)
+        yield Item(url, key, out)
+
+
+# --------------------------------------------------------------------------- actor
+
+
+class Restorer:
+    """One model, many files. Wrapped with ``ray.remote`` by :func:`restorer_actor`."""
+
+    def __init__(self, model: str | None, model_blob: bytes | None, *, device: str = "cpu",
+                 threads: int = 1, tile: int = 512, fmt: str = "png",
+                 skip_above_quality: int | None = None, storage_options: dict | None = None,
+                 env: dict[str, str] | None = None, throttle: float = 0.0) -> None:
+        os.environ.update(env or {})
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+        self.device = resolve_device(device)
+        self.so = storage_options or {}
+        self.secrets = secret_values(self.so, env)
+        self.tile, self.fmt, self.skip_above, self.throttle = tile, fmt, skip_above_quality, throttle
+        if model_blob is not None:  # a weights file shipped through the object store
+            fd, path = tempfile.mkstemp(suffix=".pt", prefix="jpeg-restore-model-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(model_blob)
+            model = path
+        self.model = load_model(model, self.device) if model else None  # None: per image default
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def _exists(self, url: str) -> bool:
+        fs, path = _fs(url, self.so)
+        return fs.exists(path)
+
+    def process(self, batch: list[Item]) -> list[dict[str, Any]]:
+        return [self._one(item) for item in batch]
+
+    def _one(self, item: Item) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"key": item.key, "status": "failed", "quality": None,
+                               "seconds": 0.0, "error": None}
+        try:
+            if self._exists(item.dst):
+                row["status"] = "exists"
+            else:
+                loaded = read_image(item.src, storage_options=self.so)
+                if loaded.quality is not None:
+                    row["quality"] = loaded.quality.quality
+                    row["quality_exact"] = loaded.quality.exact
+                if (self.skip_above is not None and loaded.quality is not None
+                        and loaded.quality.quality > self.skip_above):
+                    row["status"] = "skipped"
+                else:
+                    result = restore(loaded.array, self.model, tile=self.tile, device=self.device)
+                    write_image(item.dst, result, format=self.fmt, icc_profile=loaded.icc_profile,
+                                storage_options=self.so)
+                    row["status"] = "restored"
+                    row["megapixels"] = loaded.array.shape[0] * loaded.array.shape[1] / 1e6
+                    row["output"] = item.dst
+                if self.throttle:
+                    time.sleep(self.throttle)
+        except Exception as err:  # noqa: BLE001 - every per-file problem is a manifest row
+            row["error"] = scrub(" ".join(str(err).split()) or type(err).__name__, self.secrets)
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        return row
+
+
+def restorer_actor(num_cpus: float, num_gpus: float):
+    """``Restorer`` as a Ray actor class with restart/retry options."""
+    import ray
+
+    return ray.remote(Restorer).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1,
+                                        max_task_retries=2)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+class Manifest:
+    """JSON Lines under ``<dst>/_manifest/``; append-per-batch locally, part objects remotely."""
+
+    def __init__(self, dst: str, run_id: str, storage_options: dict | None = None,
+                 flush_seconds: float = 10.0) -> None:
+        self.fs, root = _fs(dst, storage_options)
+        self.root = f"{root.rstrip('/')}/{MANIFEST_DIR}"
+        self.run_id = run_id
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.fs.makedirs(self.root, exist_ok=True)
+        self.rows: list[dict] = []
+        self.part = 0
+        self.flush_seconds = flush_seconds
+        self.last = time.monotonic()
+        self.path = f"{self.root}/{run_id}.jsonl" if self.local else f"{self.root}/{run_id}/"
+        self.url = _full(self.fs, self.path)
+
+    def add(self, rows: list[dict]) -> None:
+        self.rows += [{**r, "run": self.run_id} for r in rows]
+        if self.local or time.monotonic() - self.last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last = time.monotonic()
+        if not self.rows:
+            return
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows)
+        if self.local:
+            with open(self.path, "a") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            self.fs.pipe_file(f"{self.path}part-{self.part:06d}.jsonl", text.encode())
+            self.part += 1
+        self.rows = []
+
+    def write_info(self, info: dict) -> None:
+        self.fs.pipe_file(f"{self.root}/{self.run_id}.run.json",
+                          json.dumps(redact(info), indent=2, sort_keys=True, default=str).encode())
+
+
+def read_manifest(dst: str, storage_options: dict | None = None) -> list[dict]:
+    """Every manifest row under ``dst`` in the order written (runs sort by their time-stamped id)."""
+    fs, root = _fs(dst, storage_options)
+    base = f"{root.rstrip('/')}/{MANIFEST_DIR}"
+    if not fs.exists(base):
+        return []
+    rows = []
+    for path in sorted(p for p in fs.find(base) if p.endswith(".jsonl")):
+        rows += [json.loads(line) for line in fs.cat_file(path).decode().splitlines() if line]
+    return rows
+
+
+def final_state(rows: list[dict]) -> dict[str, dict]:
+    """The last row of every key: what the archive looks like after all runs."""
+    return {r["key"]: r for r in rows}
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass
+class ArchiveConfig:
+    src: str
+    dst: str
+    model: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 1.0
+    cpus_per_worker: float = 1.0
+    batch_size: int = 8
+    skip_above_quality: int | None = None
+    format: str = "png"
+    tile: int = 512
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    address: str | None = None
+    progress_every: float = 10.0
+    manifest_every: float = 10.0
+    throttle: float = 0.0
+    strict: bool = False
+
+
+@dataclass
+class Summary:
+    run_id: str
+    manifest: str
+    counts: dict[str, int]
+    seconds: float
+    megapixels: float
+    workers: int
+    device: str
+
+    @property
+    def images_per_second(self) -> float:
+        return self.counts.get("restored", 0) / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        c = ", ".join(f"{s} {self.counts.get(s, 0)}" for s in STATUSES)
+        return (f"{c} in {self.seconds:.1f} s on {self.workers} {self.device} worker(s): "
+                f"{self.images_per_second:.2f} images/s, "
+                f"{self.megapixels / self.seconds if self.seconds else 0:.2f} MP/s")
+
+
+def _model_args(model: str | None, storage_options: dict) -> tuple[str | None, Any]:
+    """(registry name or None, object-store ref of a weights file's bytes or None)."""
+    import ray
+
+    if model is None:
+        default_model_name(1)  # fail early, on the driver, when nothing is shipped
+        return None, None
+    if model in MODELS:
+        load_model(model)  # raises ModelNotAvailableError before any actor starts
+        return model, None
+    with fsspec.open(model, "rb", **storage_options) as f:
+        return None, ray.put(f.read())
+
+
+def _batches(items: Iterator[Item | dict], size: int) -> Iterator[list[Item] | dict]:
+    batch: list[Item] = []
+    for it in items:
+        if isinstance(it, dict):
+            yield it
+            continue
+        batch.append(it)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run(cfg: ArchiveConfig, log=print) -> Summary:
+    """Restore ``cfg.src`` into ``cfg.dst`` on the connected (or a local) Ray cluster."""
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    where = init_ray(cfg.address)
+    so = dict(cfg.storage_options)
+    fmt = cfg.format.lower()
+    if fmt not in EXTENSIONS:
+        raise ValueError(f"--format must be png or tiff, got {cfg.format!r}")
+    if _fs(cfg.src, so)[1].rstrip("/") == _fs(cfg.dst, so)[1].rstrip("/"):
+        raise ValueError("--dst must differ from --src")
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0))
+    if gpus > 0 and cfg.gpus_per_worker > 0:
+        n = cfg.workers or max(1, int(gpus // cfg.gpus_per_worker))
+        device, num_gpus = "cuda", cfg.gpus_per_worker
+    else:
+        n = cfg.workers or max(1, int(resources.get("CPU", 1) // cfg.cpus_per_worker))
+        device, num_gpus = "cpu", 0.0
+        log(f"no GPUs in the cluster: restoring with {n} CPU actor(s)")
+    model_name, model_blob = _model_args(cfg.model, so)
+    actor_cls = restorer_actor(cfg.cpus_per_worker, num_gpus)
+    env = credential_env()
+    actors = [actor_cls.remote(model_name, model_blob, device=device,
+                               threads=max(1, int(cfg.cpus_per_worker)), tile=cfg.tile, fmt=fmt,
+                               skip_above_quality=cfg.skip_above_quality, storage_options=so,
+                               env=env, throttle=cfg.throttle) for _ in range(n)]
+    run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    manifest = Manifest(cfg.dst, run_id, so, cfg.manifest_every)
+    info = {"run_id": run_id, "config": asdict(cfg), "ray": where, "device": device, "workers": n,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest.write_info(info)
+    log(f"run {run_id}: {redact(cfg.src)} -> {cfg.dst} on {where}, {n} {device} actor(s), "
+        f"manifest {manifest.url}")
+
+    counts: collections.Counter[str] = collections.Counter()
+    megapixels = 0.0
+    start = last_print = time.perf_counter()
+
+    def record(rows: list[dict]) -> None:
+        nonlocal megapixels, last_print
+        manifest.add(rows)
+        for r in rows:
+            counts[r["status"]] += 1
+            megapixels += r.get("megapixels", 0.0)
+            if r["status"] == "failed":
+                log(f"failed: {r['key']}: {r['error']}")
+        now = time.perf_counter()
+        if now - last_print >= cfg.progress_every:
+            last_print = now
+            done = sum(counts.values())
+            log(f"progress: {done} files ({', '.join(f'{s} {counts[s]}' for s in STATUSES)}), "
+                f"{counts['restored'] / (now - start):.2f} restored/s")
+
+    work = _batches(iter_items(cfg.src, cfg.dst, fmt, so), cfg.batch_size)
+    retry: collections.deque[tuple[list[Item], int]] = collections.deque()
+    inflight: dict[Any, tuple[int, list[Item], int]] = {}
+    load = [0] * n
+    exhausted = False
+
+    def next_batch() -> tuple[list[Item], int] | None:
+        nonlocal exhausted
+        if retry:
+            return retry.popleft()
+        while not exhausted:
+            b = next(work, None)
+            if b is None:
+                exhausted = True
+            elif isinstance(b, dict):
+                record([b])
+            else:
+                return b, 0
+        return None
+
+    try:
+        while True:
+            while min(load) < 2:
+                nb = next_batch()
+                if nb is None:
+                    break
+                i = load.index(min(load))
+                inflight[actors[i].process.remote(nb[0])] = (i, nb[0], nb[1])
+                load[i] += 1
+            if not inflight:
+                break
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            for ref in ready:
+                i, batch, tries = inflight.pop(ref)
+                load[i] -= 1
+                try:
+                    record(ray.get(ref))
+                except ActorUnavailableError as err:  # transient: same batch again
+                    retry.append((batch, tries))
+                    log(f"actor {i} unavailable ({type(err).__name__}); batch requeued")
+                except (ActorDiedError, RayActorError) as err:
+                    log(f"actor {i} died on a batch of {len(batch)} after Ray's retries "
+                        f"({type(err).__name__})")
+                    if len(batch) > 1:
+                        retry.extend(([it], tries + 1) for it in batch)
+                    else:
+                        record([{"key": batch[0].key, "status": "failed", "quality": None,
+                                 "seconds": 0.0, "error": "the worker process died on this "
+                                 "file (killed, out of memory or crashed) in every retry"}])
+    finally:
+        manifest.flush()
+        seconds = time.perf_counter() - start
+        summary = Summary(run_id, manifest.url, dict(counts), seconds, megapixels, n, device)
+        info.update(summary=asdict(summary), finished=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                     time.gmtime()))
+        manifest.write_info(info)
+        for a in actors:
+            ray.kill(a)
+    log(f"done: {summary.line()}")
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m napari_jpeg_restore.distributed.restore_archive",
+        description="Restore every JPEG under a local, s3:// or gs:// prefix with Ray actors.")
+    p.add_argument("--src", required=True, help="input folder or prefix URL")
+    p.add_argument("--dst", required=True, help="output folder or prefix URL (gets _manifest/)")
+    p.add_argument("--model", help="registry name, weights file or weights URL "
+                   "(default: the shipped default for each image's channels)")
+    p.add_argument("--workers", type=int, help="actors (default: GPUs / --gpus-per-worker, "
+                   "or CPUs / --cpus-per-worker without GPUs)")
+    p.add_argument("--gpus-per-worker", type=float, default=1.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs reserved per actor, also its torch thread count")
+    p.add_argument("--batch-size", type=int, default=8, help="files per actor task")
+    p.add_argument("--skip-above-quality", type=int, metavar="Q",
+                   help="leave JPEGs whose tables say quality > Q untouched (status skipped)")
+    p.add_argument("--format", choices=["png", "tiff"], default="png")
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--storage-options", help="JSON object (or a JSON file) passed to fsspec, "
+                   'e.g. \'{"endpoint_url": "http://127.0.0.1:5555"}\'')
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local "
+                   "Ray instance)")
+    p.add_argument("--progress-every", type=float, default=10.0, help="seconds between lines")
+    p.add_argument("--manifest-every", type=float, default=10.0,
+                   help="seconds between manifest part objects on object stores")
+    p.add_argument("--throttle", type=float, default=0.0,
+                   help="seconds each actor sleeps after a file (rate limiting, tests)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any file failed (default: 0, see the manifest)")
+    a = p.parse_args(argv)
+    if a.batch_size < 1:
+        p.error("--batch-size must be >= 1")
+    return ArchiveConfig(src=a.src, dst=a.dst, model=a.model, workers=a.workers,
+                         gpus_per_worker=a.gpus_per_worker, cpus_per_worker=a.cpus_per_worker,
+                         batch_size=a.batch_size, skip_above_quality=a.skip_above_quality,
+                         format=a.format, tile=a.tile,
+                         storage_options=parse_storage_options(a.storage_options),
+                         address=a.address, progress_every=a.progress_every,
+                         manifest_every=a.manifest_every, throttle=a.throttle,
+                         strict=a.strict)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        summary = run(cfg, log=lambda m: print(m, flush=True))
+    except (ValueError, LookupError, OSError) as err:
+        print(f"error: {scrub(str(err), secret_values(cfg.storage_options, credential_env()))}",
+              file=sys.stderr)
+        return 2
+    # Per-file failures are in the manifest; they fail the process only with --strict.
+    return 1 if cfg.strict and summary.counts.get("failed", 0) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Ray bulk restoration against a real local Ray cluster and moto's S3 server (through s3fs)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'napari-jpeg-restore[ray]'")
+pytest.importorskip("s3fs", reason="needs s3fs (the s3 extra)")
+pytest.importorskip("moto.server", reason="needs moto[server] (dev extra)")
+
+import fsspec
+from napari_jpeg_restore.core.images import read_image
+from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
+from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.distributed._testing import moto_s3, synthetic, train_tiny_restorer
+from napari_jpeg_restore.distributed.restore_archive import (
+    ArchiveConfig,
+    Item,
+    final_state,
+    read_manifest,
+    restorer_actor,
+    run,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {"a.jpg": 1, "b.jpg": 2, "sub/c.jpg": 3, "sub/deeper/d.jpeg": 4}  # key -> image seed
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(train_tiny_restorer(tmp_path_factory.mktemp("model") / "tiny.pt", steps=100))
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_s3() as endpoint:
+        so = {"endpoint_url": endpoint}
+        fs = fsspec.filesystem("s3", **so)
+        fs.mkdir("archive")
+        for key, seed in GOOD.items():
+            fs.pipe_file(f"archive/in/{key}", encode_jpeg(synthetic(seed), 10))
+        fs.pipe_file("archive/in/high.jpg", encode_jpeg(synthetic(5), 95))
+        fs.pipe_file("archive/in/corrupt.jpg", encode_jpeg(synthetic(6), 10)[:300] + b"\0" * 64)
+        fs.pipe_file("archive/in/notes.jpg", b"this is a text file, not a JPEG\n")
+        fs.pipe_file("archive/in/readme.txt", b"ignored: not an image name")
+        yield so
+
+
+def _cfg(src, dst, model, so=None, **kw):
+    kw.setdefault("workers", 2)
+    return ArchiveConfig(src=src, dst=dst, model=model, batch_size=2, storage_options=so or {},
+                         progress_every=0.5, manifest_every=0.0, **kw)
+
+
+def test_s3_archive_restore_manifest_and_rerun(cluster, tiny_model, s3):
+    fs = fsspec.filesystem("s3", **s3)
+    summary = run(_cfg("s3://archive/in", "s3://archive/out", tiny_model, s3,
+                       skip_above_quality=50), log=lambda m: None)
+    assert summary.counts == {"restored": 4, "skipped": 1, "failed": 2}
+    assert summary.images_per_second > 0 and summary.megapixels > 0
+    for key, seed in GOOD.items():
+        out = f"s3://archive/out/{Path(key).with_suffix('.png')}"
+        restored = read_image(out, storage_options=s3).array
+        clean = synthetic(seed)
+        assert restored.shape == clean.shape and restored.dtype == np.uint8
+        assert psnr(clean, restored) > psnr(clean, compress(clean, 10)) + 0.5
+    assert not fs.exists("archive/out/high.png")
+    assert not fs.exists("archive/out/corrupt.png") and not fs.exists("archive/out/notes.png")
+    assert not [p for p in fs.find("archive/out") if ".tmp-" in p]  # atomic writes left nothing
+
+    rows = final_state(read_manifest("s3://archive/out", s3))
+    assert set(rows) == {*GOOD, "high.jpg", "corrupt.jpg", "notes.jpg"}
+    for key in GOOD:
+        assert rows[key]["status"] == "restored" and rows[key]["quality"] == 10
+        assert rows[key]["quality_exact"] is True and rows[key]["seconds"] > 0
+    assert rows["high.jpg"]["status"] == "skipped" and rows["high.jpg"]["quality"] == 95
+    assert rows["corrupt.jpg"]["status"] == "failed" and "corrupt" in rows["corrupt.jpg"]["error"]
+    assert rows["notes.jpg"]["status"] == "failed" and "not an image" in rows["notes.jpg"]["error"]
+    info = fs.cat_file(f"archive/out/_manifest/{summary.run_id}.run.json").decode()
+    assert "testing-secret-value" not in info and s3["endpoint_url"] in info
+
+    mtimes = {p: fs.info(p)["LastModified"] for p in fs.find("archive/out") if p.endswith(".png")}
+    again = run(_cfg("s3://archive/in", "s3://archive/out", tiny_model, s3,
+                     skip_above_quality=50), log=lambda m: None)
+    assert again.counts == {"exists": 4, "skipped": 1, "failed": 2}
+    assert {p: fs.info(p)["LastModified"] for p in mtimes} == mtimes  # nothing rewritten
+    latest = final_state(read_manifest("s3://archive/out", s3))
+    assert all(latest[k]["status"] == "exists" and latest[k]["run"] == again.run_id for k in GOOD)
+
+
+def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, tmp_path):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    keys = [f"{d}img{i:02d}.jpg" for i, d in enumerate(["", "x/"] * 7)]
+    for i, key in enumerate(keys):
+        (src / key).parent.mkdir(parents=True, exist_ok=True)
+        (src / key).write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10 + 5 * (i % 5)))
+    cmd = [sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive", "--src",
+           str(src), "--dst", str(dst), "--model", tiny_model, "--workers", "1",
+           "--batch-size", "1", "--throttle", "0.4", "--address", cluster]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(dst.rglob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-way; Ray reaps its actors
+    finally:
+        out = proc.communicate()[0].decode(errors="replace")
+    first = {p.relative_to(dst) for p in dst.rglob("*.png")}
+    assert 0 < len(first) < len(keys), out
+
+    summary = run(_cfg(str(src), str(dst), tiny_model), log=lambda m: None)
+    outputs = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()
+                     and "_manifest" not in p.parts)
+    assert outputs == sorted(str(Path(k).with_suffix(".png")) for k in keys)  # one each, no temp
+    assert summary.counts.get("exists", 0) >= len(first)
+    assert summary.counts["restored"] + summary.counts["exists"] == len(keys)
+    state = final_state(read_manifest(str(dst)))
+    assert set(state) == set(keys)
+    assert all(r["status"] in ("restored", "exists") for r in state.values())
+    restored_rows = [r for r in read_manifest(str(dst)) if r["status"] == "restored"]
+    # Restored at most once per run; an output from the killed run is never restored again.
+    assert len({(r["key"], r["run"]) for r in restored_rows}) == len(restored_rows)
+    assert not {r["key"] for r in restored_rows if r["run"] == summary.run_id} & \
+        {str(p.with_suffix(".jpg")) for p in first}
+
+
+def test_crashed_actor_is_replaced_and_its_batch_retried(cluster, tiny_model, tmp_path):
+    (tmp_path / "a.jpg").write_bytes(encode_jpeg(synthetic(1, (64, 64)), 10))
+    actor = restorer_actor(1, 0).remote(tiny_model, None, throttle=3.0)
+    first_pid = ray.get(actor.pid.remote())
+    ref = actor.process.remote([Item(str(tmp_path / "a.jpg"), "a.jpg", str(tmp_path / "a.png"))])
+    time.sleep(1.0)
+    os.kill(first_pid, signal.SIGKILL)  # a worker crash in the middle of the batch
+    rows = ray.get(ref, timeout=120)
+    assert [r["status"] for r in rows] in (["restored"], ["exists"])
+    assert ray.get(actor.pid.remote()) != first_pid
+    assert (tmp_path / "a.png").is_file()
+    ray.kill(actor)
+
+
+def test_redaction_of_secrets():
+    from napari_jpeg_restore.distributed._common import redact, scrub, secret_values
+
+    so = {"endpoint_url": "http://127.0.0.1:1", "key": "AKIAEXAMPLE", "secret": "s3cr3t-value",
+          "client_kwargs": {"aws_session_token": "tok-123456", "region_name": "eu"}}
+    assert redact(so) == {"endpoint_url": "http://127.0.0.1:1", "key": "***", "secret": "***",
+                          "client_kwargs": {"aws_session_token": "***", "region_name": "eu"}}
+    secrets = secret_values(so, {"AWS_SECRET_ACCESS_KEY": "env-secret-1"})
+    assert scrub("denied for s3cr3t-value/tok-123456/env-secret-1", secrets) == "denied for ***/***/***"

@@ -1,0 +1,88 @@
+"""End to end through the real `ray job submit`: a head node started with `ray start`, the
+repository uploaded as the job's working dir, S3 (moto) reached through AWS_* environment
+variables only (no --storage-options): the job's actors must receive them from the driver."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray", reason="needs the ray extra: pip install 'napari-jpeg-restore[ray]'")
+pytest.importorskip("ray.dashboard", reason="needs ray[default] (dashboard, job server)")
+pytest.importorskip("s3fs", reason="needs s3fs (the s3 extra)")
+pytest.importorskip("moto.server", reason="needs moto[server] (dev extra)")
+
+import fsspec
+from napari_jpeg_restore.core.jpeg import encode_jpeg
+from napari_jpeg_restore.distributed._testing import (
+    free_port,
+    moto_s3,
+    synthetic,
+    train_tiny_restorer,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
+REPO = Path(__file__).resolve().parents[1]
+EXCLUDES = [".git", ".venv", "runs", "build", "*.egg-info", ".pytest_cache", "docs", "bench"]
+
+
+@pytest.fixture(scope="module")
+def head_node(tmp_path_factory):
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray_bin is None:
+        pytest.skip("the `ray` command is not installed")
+    if "RAY_ADDRESS" in os.environ:
+        pytest.skip("RAY_ADDRESS is set; not starting a second head node")
+    with moto_s3() as endpoint:
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint,
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        gcs, dash = free_port(), free_port()
+        temp = tmp_path_factory.mktemp("ray")
+        start = subprocess.run(
+            [ray_bin, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
+             "--disable-usage-stats", f"--temp-dir={temp}"],
+            env=env, capture_output=True, text=True, timeout=180)
+        if start.returncode != 0:
+            subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+            pytest.fail(f"ray start failed:\n{start.stdout}\n{start.stderr}")
+        try:
+            yield ray_bin, f"http://127.0.0.1:{dash}", endpoint, env
+        finally:
+            subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_job_submit_restores_s3_archive(head_node, tmp_path):
+    ray_bin, dashboard, endpoint, env = head_node
+    model = train_tiny_restorer(tmp_path / "tiny.pt", steps=40)
+    fs = fsspec.filesystem("s3", endpoint_url=endpoint)
+    fs.mkdir("jobs")
+    for i in range(5):
+        fs.pipe_file(f"jobs/in/{i}.jpg", encode_jpeg(synthetic(i, (64, 96)), 20))
+    fs.pipe_file("jobs/in/broken.jpg", b"\xff\xd8\xff\xdb garbage")
+    # Ray 2.5x clusters use token authentication; the CLI finds the token in ~/.ray/auth_token.
+    submit_env = {**env, "RAY_ADDRESS": dashboard, "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE", "token")}
+    submit = subprocess.run(
+        [ray_bin, "job", "submit", "--address", dashboard, "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
+         sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive",
+         "--src", "s3://jobs/in", "--dst", "s3://jobs/out", "--model", str(model),
+         "--workers", "2", "--batch-size", "2"],
+        env=submit_env, capture_output=True, text=True, timeout=300)
+    log = submit.stdout + submit.stderr
+    assert submit.returncode == 0, log
+    job_id = re.search(r"Job '(raysubmit_\w+)' submitted", log).group(1)
+    status = subprocess.run([ray_bin, "job", "status", "--address", dashboard, job_id],
+                            env=submit_env, capture_output=True, text=True, timeout=60)
+    assert f"Job '{job_id}' succeeded" in status.stdout + status.stderr  # JobStatus.SUCCEEDED
+    assert "no GPUs in the cluster" in log and "restored 5" in log and "failed 1" in log
+    assert "testing-secret-value" not in log
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find("jobs/out") if p.endswith(".png")) == \
+        [f"{i}.png" for i in range(5)]
+    rows = [json.loads(line) for p in fs.find("jobs/out/_manifest") if p.endswith(".jsonl")
+            for line in fs.cat_file(p).decode().splitlines()]
+    assert sorted(r["status"] for r in rows) == ["failed"] + ["restored"] * 5
