@@ -14,8 +14,8 @@ $(VENV)/.base: pyproject.toml
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.base
-	$(PIP) -e ".[all,dev]"
+$(VENV)/.dev: $(VENV)/.base .ci/constraints.txt
+	$(PIP) -c .ci/constraints.txt -e ".[all,dev]"
 	touch $@
 
 venv: $(VENV)/.base
