@@ -194,7 +194,26 @@ def _copy_layer_kwargs(layer: Image) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ restore widget
-class RestoreWidget(QWidget):
+class _ModelChoice:
+    """The model combo ("auto", registry names, "weights file…") and its weights-file field."""
+
+    model: ComboBox
+    weights: FileEdit
+
+    def _on_model_changed(self, value: str) -> None:
+        self.weights.visible = value == WEIGHTS_FILE
+
+    def set_model(self, value: str | os.PathLike) -> None:
+        """Choose "auto", a registry name, or a weights file path."""
+        value = os.fspath(value)
+        if value in self.model.choices:
+            self.model.value = value
+        else:
+            self.weights.value = value
+            self.model.value = WEIGHTS_FILE
+
+
+class RestoreWidget(_ModelChoice, QWidget):
     """Dock widget "Restore JPEG artifacts"."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -245,18 +264,6 @@ class RestoreWidget(QWidget):
             images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
             if images:
                 self.image.value = images[-1]
-
-    def _on_model_changed(self, value: str) -> None:
-        self.weights.visible = value == WEIGHTS_FILE
-
-    def set_model(self, value: str | os.PathLike) -> None:
-        """Choose "auto", a registry name, or a weights file path."""
-        value = os.fspath(value)
-        if value in self.model.choices:
-            self.model.value = value
-        else:
-            self.weights.value = value
-            self.model.value = WEIGHTS_FILE
 
     # running
     @property
@@ -428,7 +435,7 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
         return InspectResult(error=f"{type(err).__name__}: {err}")
 
 
-class QualityInspectorWidget(QWidget):
+class QualityInspectorWidget(_ModelChoice, QWidget):
     """Dock widget "Compression quality inspector"."""
 
     MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -462,7 +469,7 @@ class QualityInspectorWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.canvas, 1)
-        self.model.changed.connect(lambda v: setattr(self.weights, "visible", v == WEIGHTS_FILE))
+        self.model.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.reset_choices)
@@ -480,14 +487,6 @@ class QualityInspectorWidget(QWidget):
 
     def reset_choices(self, *_args) -> None:
         self.form.reset_choices()
-
-    def set_model(self, value: str | os.PathLike) -> None:
-        value = os.fspath(value)
-        if value in self.model.choices:
-            self.model.value = value
-        else:
-            self.weights.value = value
-            self.model.value = WEIGHTS_FILE
 
     def _draw_empty(self) -> None:
         self.axes.clear()
