@@ -13,6 +13,7 @@ from .inference import restore
 from .jpeg import compress
 from .metrics import evaluate
 from .registry import default_model_name, load_model
+from .training.data import to_channels
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "astronaut.png"
 ZOOM_BOX = (150, 40, 278, 168)  # x0, y0, x1, y1 of the zoomed region (the face)
@@ -52,8 +53,7 @@ def run_demo(out_dir: str | Path = "demo-output", quality: int = 10, model: str 
     clean = read_image(SAMPLE).array[..., :3]
     name = model or default_model_name(3)
     net = load_model(name)
-    if net.cfg.in_channels == 1:  # only a gray model is shipped: run the demo in gray
-        clean = np.round(clean @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    clean = to_channels(clean, net.cfg.in_channels)  # gray when only a gray model is shipped
     jpeg = compress(clean, quality)
     restored = restore(jpeg, net, device=device)
     scores = {"jpeg": evaluate(clean, jpeg), "restored": evaluate(clean, restored)}

@@ -3,7 +3,7 @@ PSNR / SSIM / PSNR-B of JPEG and restored images against the originals."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np

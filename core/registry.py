@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .models import config_from_dict, config_to_dict, model_from_config
+from .training.checkpoint import save_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -66,11 +67,8 @@ def default_model_name(channels: int) -> str:
 
 def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> None:
     """Write a self-describing weights file (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"config": config_to_dict(model.cfg), "state_dict": model.state_dict(),
-                "meta": meta or {}}, tmp)
-    tmp.replace(path)
+    save_checkpoint(path, {"config": config_to_dict(model.cfg), "state_dict": model.state_dict(),
+                           "meta": meta or {}})
 
 
 def _resolve(name_or_path: str | Path) -> Path:

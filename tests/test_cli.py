@@ -1,6 +1,5 @@
 """The jpeg-restore CLI end to end: a batch with bad files goes on, outputs are written
 atomically, inputs are never overwritten, and each bad input gets one clear line."""
-import io
 
 import numpy as np
 import pytest

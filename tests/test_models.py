@@ -1,5 +1,4 @@
 """Networks: shapes, presets, config round trip, and that a tiny model learns."""
-import numpy as np
 import pytest
 import torch
 

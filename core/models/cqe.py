@@ -1,7 +1,7 @@
 """Compression quality encoder (CQE): multi-scale features E0..E3 and a pooled embedding."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
