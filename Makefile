@@ -35,8 +35,8 @@ system-deps:
 test: venv-dev system-deps
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q
 
-bench: venv-dev
-	$(PY) bench/run_bench.py
+bench: venv-dev  ## bench/results.md (needs ../shared/datasets; ffmpeg for the spp column)
+	$(PY) bench/results.py
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info

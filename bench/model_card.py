@@ -13,10 +13,28 @@ from napari_jpeg_restore.core.evaluate import evaluate_model, format_table
 from napari_jpeg_restore.core.registry import MODELS, load_model
 from napari_jpeg_restore.core.sources import expand
 from napari_jpeg_restore.core.training.data import load_images
+from napari_jpeg_restore.core.training.stages import total_cpu_hours
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 QUALITIES = ["10", "20", "30", "40", "15", "25", "35", "45", "10+30"]
+
+
+def run_chain(meta: dict) -> list[dict]:
+    """The training runs behind a model, oldest first (each ``--init`` is the previous one)."""
+    chain = []
+    while meta:
+        chain.append(meta)
+        meta = meta.get("init")
+    return chain[::-1]
+
+
+def describe_run(meta: dict) -> str:
+    o = meta.get("options", {})
+    low, high, step = o.get("qualities", (10, 90, 10))
+    return (f"{meta.get('steps', '?')} steps (batch {o.get('batch', '?')}, {o.get('patch', '?')} px, Adam lr "
+            f"{o.get('lr', '?')} cosine; Q{low}-{high} step {step}, {o.get('weighting', 'uniform')} weighting, "
+            f"{o.get('double', 0.0):.0%} double-compressed); {meta.get('cpu_hours', 0):.2f} CPU-hours")
 
 
 def main() -> None:
@@ -40,14 +58,15 @@ def main() -> None:
         f"| architecture | {opts.get('preset', '?')} preset, {info.channels} channel(s), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters |",
         f"| training data | {meta.get('train_images', '?')} images of BSDS train+val (`train-bsds-color`, no validation images) |",
-        f"| steps | {meta.get('steps', '?')} (batch {opts.get('batch', '?')}, {opts.get('patch', '?')} px patches, "
-        f"Adam lr {opts.get('lr', '?')}, cosine) |",
-        f"| encoder | {opts.get('encoder_mode', '-')}; {Path(str(opts.get('encoder') or '-')).parent.name} |",
-        f"| compute | {meta.get('cpu_hours', 0):.2f} CPU-hours (wall hours x threads) on {meta.get('machine', '?')} |",
+        *[f"| training run {i + 1} | {describe_run(m)} |" for i, m in enumerate(run_chain(meta))],
+        *[f"| encoder | frozen; MoCo pre-training {m['encoder'].get('steps', '?')} steps, "
+          f"{m['encoder'].get('cpu_hours', 0):.2f} CPU-hours |" for m in run_chain(meta) if m.get("encoder")][:1],
+        f"| compute | {total_cpu_hours(meta):.2f} CPU-hours in all (wall hours x threads) on "
+        f"{meta.get('machine', '?')} |",
         f"| validation | {folder}, {len(images)} images, JPEG by libjpeg (Pillow), 4:2:0 for colour |",
         f"| speed in this evaluation | {mp / sec:.2f} MP/s |" if sec else "",
-        "", "Qualities 15/25/35/45 are not trained (training uses Q10..Q90 in steps of 10); "
-        "`10+30` is double compression, the second pass on a grid shifted by (4, 4).", "",
+        "", "`10+30` is double compression, the second pass on a grid shifted by (4, 4). Qualities "
+        "15/25/35/45 are unseen for runs that train in steps of 10.", "",
         format_table(rows, a.name), "",
     ]
     out = ROOT / "docs" / "models" / f"{a.name}.md"

@@ -18,6 +18,7 @@ import torch
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.models import count_parameters, create_model
+from napari_jpeg_restore.core.registry import load_model
 
 CASES = [("crl", "lite", 1), ("crl", "lite", 3), ("arcnn", "lite", 1), ("crl", "paper", 1)]
 
@@ -37,10 +38,11 @@ def megapixels_per_second(family: str, preset: str, channels: int, side: int = 1
     return side * side / 1e6 / (time.perf_counter() - t)
 
 
-def peak_rss_child(mp: float, channels: int) -> None:
-    """Runs in a fresh process: restore an ``mp``-megapixel image, print peak RSS in MB."""
+def peak_rss_child(mp: float, channels: int, name: str | None = None) -> None:
+    """Runs in a fresh process: restore an ``mp``-megapixel image with the shipped model ``name``
+    (default: an untrained crl lite), print peak RSS in MB and seconds."""
     side = int((mp * 1e6) ** 0.5)
-    model = create_model("crl", "lite", channels).eval()
+    model = load_model(name) if name else create_model("crl", "lite", channels).eval()
     t = time.perf_counter()
     restore(_image(side, side, channels), model)
     seconds = time.perf_counter() - t
@@ -51,12 +53,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large-mp", type=float, default=24.0)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--child", nargs=2, type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # MP CHANNELS [MODEL]
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.child:
-        peak_rss_child(a.child[0], int(a.child[1]))
+        peak_rss_child(float(a.child[0]), int(a.child[1]), *a.child[2:])
         return
     lines = [f"Machine: {describe()}", "", "| model | preset | channels | parameters | MP/s (2 MP image) |", "|---|---|---|---|---|"]
     for family, preset, ch in CASES:

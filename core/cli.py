@@ -101,7 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-mode", default="frozen", choices=["frozen", "none", "joint"],
                    help="frozen pre-trained encoder (default), none (ablation model-1), "
                         "joint without pre-training (model-2)")
+    p.add_argument("--init", help="start from these weights (name or file) with a fresh optimizer and "
+                                  "schedule: fine-tuning")
+    p.add_argument("--qualities", type=int, nargs=3, default=[10, 90, 10], metavar=("LOW", "HIGH", "STEP"),
+                   help="training qualities low..high in steps (default: 10 90 10)")
+    p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],
+                   help="restorer/arcnn: draw quality q uniformly or with probability ~ 1/q")
+    p.add_argument("--double", type=float, default=0.0,
+                   help="restorer/arcnn: share of pairs compressed twice on shifted grids (default: 0)")
     p.add_argument("--temperature", type=float, default=0.2, help="InfoNCE temperature (default: 0.2)")
+    p.add_argument("--region", type=int, default=None,
+                   help="encoder: side of the region the two positive crops come from (default: 2.5 x "
+                        "patch; larger means less shared content between positives)")
     p.add_argument("--val-data", help="folder/URL of clean validation images")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -224,8 +235,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     opts = TrainOptions(stage=a.stage, data=a.data, out=a.out, preset=a.preset, channels=a.channels,
                         steps=a.steps, batch=a.batch or (32 if enc else 16),
                         patch=a.patch or (64 if enc else 96), lr=a.lr, encoder=a.encoder,
-                        encoder_mode=a.encoder_mode, temperature=a.temperature, val_data=a.val_data,
-                        val_every=a.val_every, seed=a.seed, resume=a.resume, until=a.until, device=a.device,
+                        encoder_mode=a.encoder_mode, init=a.init, qualities=tuple(a.qualities),
+                        weighting=a.weighting, double=a.double, temperature=a.temperature, region=a.region,
+                        val_data=a.val_data, val_every=a.val_every, seed=a.seed, resume=a.resume,
+                        until=a.until, device=a.device,
                         storage_options=_storage_options(a.storage_options))
     print(f"wrote {train(opts)}")
     return 0

@@ -98,3 +98,46 @@ def test_train_stage_exports_loadable_weights(tmp_path):
     torch.testing.assert_close(model.encoder.stem.weight, encoder.stem.weight)
     with pytest.raises(ValueError, match="--encoder"):
         train(TrainOptions(stage="restorer", data=str(data), out=str(tmp_path / "x"), steps=1))
+
+
+def test_pair_sampler_weighting_and_double_compression():
+    from napari_jpeg_restore.core.jpeg import compress
+
+    img = _image(0, (96, 96))
+    inverse = PairSampler([img], patch=32, qualities=(10, 90, 10), weighting="inverse")
+    assert inverse._p[0] == pytest.approx(9 * inverse._p[-1])  # p(Q10) / p(Q90) = 90 / 10
+    rng = np.random.default_rng(0)
+    qs = [inverse._quality(rng) for _ in range(4000)]
+    assert np.mean(np.array(qs) == 10) > 2 * np.mean(np.array(qs) == 50)
+    clean = img[:32, :32].copy()
+    single = PairSampler([img], patch=32, qualities=(20, 20, 1))
+    assert np.array_equal(single.degrade(clean, rng), compress(clean, 20))
+    twice = PairSampler([img], patch=32, qualities=(20, 20, 1), double=1.0)
+    outs = [twice.degrade(clean, rng) for _ in range(8)]  # random grid shifts
+    assert any(not np.array_equal(o, compress(clean, 20)) for o in outs)
+    with pytest.raises(ValueError, match="weighting"):
+        PairSampler([img], weighting="log")
+    with pytest.raises(ValueError, match="double"):
+        PairSampler([img], double=1.5)
+
+
+def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
+    from napari_jpeg_restore.core.images import write_image
+    from napari_jpeg_restore.core.training.stages import total_cpu_hours
+
+    data = tmp_path / "data"
+    for i in range(2):
+        write_image(data / f"im{i}.png", _image(i))
+    base = load_model(train(TrainOptions(stage="arcnn", data=str(data), out=str(tmp_path / "a"),
+                                         steps=2, batch=2, patch=32, lr=1e-2)))
+    tuned_opts = TrainOptions(stage="arcnn", data=str(data), out=str(tmp_path / "b"), steps=1, batch=2,
+                              patch=32, lr=0.0, init=str(tmp_path / "a" / "model.pt"), double=0.5,
+                              weighting="inverse")
+    tuned = load_model(train(tuned_opts))
+    for p, q in zip(base.parameters(), tuned.parameters()):  # lr 0: the init weights unchanged
+        torch.testing.assert_close(p, q)
+    assert tuned.meta["init"]["steps"] == 2
+    assert total_cpu_hours(tuned.meta) > tuned.meta["cpu_hours"]
+    with pytest.raises(ValueError, match="architecture"):
+        train(TrainOptions(stage="arcnn", data=str(data), out=str(tmp_path / "c"), steps=1, channels=3,
+                           init=str(tmp_path / "a" / "model.pt")))

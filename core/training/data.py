@@ -8,7 +8,10 @@ import numpy as np
 import torch
 
 from ..images import read_image
-from ..jpeg import compress, random_quality
+from ..jpeg import compress, double_compress, random_quality
+
+WEIGHTINGS = ("uniform", "inverse")
+
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """uint8 HxW (gray) or HxWx3 from any 8-bit image; gray uses ITU-R 601 luma as Pillow."""
@@ -52,11 +55,39 @@ def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, align: i
 
 @dataclass
 class PairSampler:
-    """(JPEG, clean) patch pairs: augment a clean crop, compress it at a random quality."""
+    """(JPEG, clean) patch pairs: augment a clean crop, compress it at a random quality.
+
+    ``weighting="inverse"`` draws quality ``q`` with probability proportional to ``1/q`` (more
+    low-quality samples, whose errors dominate); ``double`` is the share of pairs compressed twice
+    (second quality at least the first, on an 8x8 grid shifted by a random offset)."""
 
     images: Sequence[np.ndarray]
     patch: int = 96
     qualities: tuple[int, int, int] = (10, 90, 10)
+    weighting: str = "uniform"
+    double: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if not 0.0 <= self.double <= 1.0:
+            raise ValueError(f"double must be a fraction in [0, 1], got {self.double}")
+        low, high, step = self.qualities
+        random_quality(np.random.default_rng(0), low, high, step)  # validates the range
+        self._levels = np.arange(low, high + 1, step)
+        w = 1.0 / self._levels if self.weighting == "inverse" else np.ones(len(self._levels))
+        self._p = w / w.sum()
+
+    def _quality(self, rng: np.random.Generator) -> int:
+        return int(rng.choice(self._levels, p=self._p))
+
+    def degrade(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        q = self._quality(rng)
+        if self.double and rng.random() < self.double:
+            q2 = max(q, self._quality(rng))
+            shift = (int(rng.integers(8)), int(rng.integers(8)))
+            return double_compress(clean, q, q2, shift)
+        return compress(clean, q)
 
     def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         clean, jpeg = [], []
@@ -64,7 +95,7 @@ class PairSampler:
             img = self.images[int(rng.integers(len(self.images)))]
             c = np.ascontiguousarray(_augment(random_crop(img, self.patch, rng, align=8), rng))
             clean.append(c)
-            jpeg.append(compress(c, random_quality(rng, *self.qualities)))
+            jpeg.append(self.degrade(c, rng))
         return to_tensor(jpeg), to_tensor(clean)
 
 

@@ -16,10 +16,10 @@ from ..jpeg import compress
 from ..machine import describe
 from ..metrics import psnr
 from ..models import create_model
-from ..registry import save_weights
+from ..registry import load_model, save_weights
 from ..sources import expand
 from .data import ContrastiveSampler, PairSampler, load_images, to_tensor
-from .loop import fit
+from .loop import LAST, fit
 from .tasks import ContrastiveTask, RestorationTask, load_frozen_encoder
 
 STAGES = ("encoder", "restorer", "arcnn")
@@ -39,7 +39,12 @@ class TrainOptions:
     lr: float = 1e-4
     encoder: str | None = None
     encoder_mode: str = "frozen"  # frozen | none (ablation model-1) | joint (model-2)
+    init: str | None = None  # fine-tune: start from these weights (fresh optimizer and schedule)
+    qualities: tuple[int, int, int] = (10, 90, 10)  # low, high, step
+    weighting: str = "uniform"  # uniform | inverse (restorer/arcnn quality sampling)
+    double: float = 0.0  # share of double-compressed training pairs (restorer/arcnn)
     temperature: float = 0.2
+    region: int | None = None  # encoder: side of the region both positive crops come from
     queue: int = 4096
     val_data: str | None = None
     val_images: int = 8
@@ -58,19 +63,47 @@ def build_model(opts: TrainOptions) -> nn.Module:
         return create_model("arcnn", channels=opts.channels)
     model = create_model("crl", opts.preset, opts.channels, use_encoder=opts.encoder_mode != "none")
     if opts.encoder_mode == "frozen":
-        if not opts.encoder:
+        if not (opts.encoder or opts.init):
             raise ValueError("the restorer stage needs --encoder (weights of a trained encoder), "
-                             "or --encoder-mode none|joint for the ablations")
-        load_frozen_encoder(model, opts.encoder)
+                             "--init (a restorer to fine-tune) or --encoder-mode none|joint")
+        if opts.encoder:
+            load_frozen_encoder(model, opts.encoder)
     return model
+
+
+def lineage(weights: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """What to record about a run this one builds on: source, steps, CPU-hours, options."""
+    keep = ("steps", "cpu_hours", "init", "encoder", "options")
+    return {"weights": str(weights), **{k: meta[k] for k in keep if meta.get(k) is not None}}
+
+
+def load_init(model: nn.Module, weights: str) -> dict[str, Any]:
+    """Start from trained weights (``--init``): a registry name, weights or checkpoint file of the
+    same architecture. Returns its lineage."""
+    src = load_model(weights)
+    try:
+        model.load_state_dict(src.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"--init {weights}: its architecture does not match this stage's model "
+                         f"({str(err).splitlines()[0]})") from None
+    return lineage(weights, src.meta)
+
+
+def total_cpu_hours(meta: dict[str, Any]) -> float:
+    """CPU-hours of a run plus those of the runs it stands on (``--init``, ``--encoder``)."""
+    return (meta.get("cpu_hours", 0.0) + sum(total_cpu_hours(meta[k]) for k in ("init", "encoder")
+                                             if meta.get(k)))
 
 
 def build_task(opts: TrainOptions, images: list[np.ndarray], model: nn.Module,
                gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
     if opts.stage == "encoder":
-        return ContrastiveTask(model, ContrastiveSampler(images, patch=opts.patch), batch=opts.batch,
+        return ContrastiveTask(model, ContrastiveSampler(images, patch=opts.patch, region=opts.region,
+                                                          qualities=tuple(opts.qualities)), batch=opts.batch,
                                queue_size=opts.queue, temperature=opts.temperature, gather=gather)
-    return RestorationTask(model, PairSampler(images, patch=opts.patch), batch=opts.batch,
+    sampler = PairSampler(images, patch=opts.patch, qualities=tuple(opts.qualities),
+                          weighting=opts.weighting, double=opts.double)
+    return RestorationTask(model, sampler, batch=opts.batch,
                            train_encoder=opts.encoder_mode == "joint")
 
 
@@ -137,13 +170,16 @@ def train(opts: TrainOptions) -> Path:
     images = load_images(urls, opts.channels, opts.storage_options)
     val = load_images(expand(opts.val_data, opts.storage_options)[: opts.val_images], opts.channels,
                       opts.storage_options) if opts.val_data else []
-    model = build_model(opts).to(device)
+    model = build_model(opts)
+    init = load_init(model, opts.init) if opts.init else None
+    model = model.to(device)
     task = build_task(opts, images, model)
     validator = None
     if val:
         validator = encoder_validator(model, val) if opts.stage == "encoder" else restoration_validator(model, val)
     meta = {"options": {k: v for k, v in asdict(opts).items() if k != "storage_options"},
-            "train_images": len(urls), "machine": describe()}
+            "train_images": len(urls), "machine": describe(), "init": init,
+            "encoder": lineage(opts.encoder, load_model(opts.encoder).meta) if opts.encoder else None}
     state = fit(task, steps=opts.steps, out_dir=opts.out, lr=opts.lr, device=device, seed=opts.seed,
                 resume=opts.resume, val_every=opts.val_every, validate=validator, meta=meta,
                 until=opts.until)
