@@ -50,12 +50,14 @@ def main() -> None:
     images = load_images(expand(str(SHARED / folder))[: a.limit], info.channels)
     rows = evaluate_model(images, a.quality, model, device="cpu")
     opts = meta.get("options", {})
+    arch = ("ARCNN (9x9/64, 7x7/32, 1x1/16, 5x5 convolutions, global residual)" if info.family == "arcnn"
+            else f"CRL {opts.get('preset', '?')} preset")
     mp = sum(r.megapixels for r in rows)
     sec = sum(r.seconds for r in rows)
     card = [
         f"# {a.name}", "", info.description, "",
         "| fact | value |", "|---|---|",
-        f"| architecture | {opts.get('preset', '?')} preset, {info.channels} channel(s), "
+        f"| architecture | {arch}, {info.channels} channel(s), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters |",
         f"| training data | {meta.get('train_images', '?')} images of BSDS train+val (`train-bsds-color`, no validation images) |",
         *[f"| training run {i + 1} | {describe_run(m)} |" for i, m in enumerate(run_chain(meta))],

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .inference import resolve_device, split_alpha
+from .metrics import LUMA_WEIGHTS
 from .models import QualityEncoder
 
 
@@ -24,7 +25,7 @@ def _tensor(image: np.ndarray, channels: int) -> torch.Tensor:
     planes, _ = split_alpha(np.asarray(image))
     x = planes.astype(np.float32) / (65535.0 if planes.dtype == np.uint16 else 255.0)
     if channels == 1 and x.shape[2] == 3:
-        x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
+        x = x @ LUMA_WEIGHTS.astype(np.float32)[:, None]
     elif channels == 3 and x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
@@ -88,19 +89,26 @@ def project_2d(embeddings: np.ndarray, method: str = "auto", seed: int = 0) -> n
     raise ValueError(f"unknown projection {method!r}; use pca, tsne or auto")
 
 
-def quality_ordering(embeddings: np.ndarray, qualities: np.ndarray, k: int = 5) -> dict[str, float]:
+def quality_ordering(embeddings: np.ndarray, qualities: np.ndarray, k: int = 5,
+                     groups: np.ndarray | None = None) -> dict[str, float]:
     """How well embeddings order quality: |Spearman ρ| of the first principal component with Q,
-    and leave-one-out k-NN accuracy of the quality level (chance = 1 / number of levels)."""
+    and leave-one-out k-NN accuracy of the quality level (chance = 1 / number of levels). With
+    ``groups`` (the source image of each row), also the mean within-image ρ of the same PC1: the
+    ordering of one picture's qualities, whatever its content."""
     from scipy.stats import spearmanr
     from sklearn.decomposition import PCA
 
     q = np.asarray(qualities)
     pc1 = PCA(n_components=1).fit_transform(embeddings)[:, 0]
-    rho = abs(float(spearmanr(pc1, q).statistic))
+    rho = float(spearmanr(pc1, q).statistic)
     d = ((embeddings[:, None, :] - embeddings[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     nn_idx = np.argsort(d, axis=1)[:, :k]
     votes = q[nn_idx]
     pred = np.array([np.bincount(v).argmax() for v in votes])
-    return {"spearman_pc1": rho, "knn_accuracy": float((pred == q).mean()),
-            "chance": 1.0 / len(np.unique(q))}
+    out = {"spearman_pc1": abs(rho), "knn_accuracy": float((pred == q).mean()),
+           "chance": 1.0 / len(np.unique(q))}
+    if groups is not None:
+        within = [spearmanr(pc1[groups == g], q[groups == g]).statistic for g in np.unique(groups)]
+        out["spearman_within_image"] = abs(float(np.nanmean(within)))
+    return out

@@ -45,11 +45,13 @@ def embed_command(a: argparse.Namespace) -> int:
     crops, labels = quality_crops(images, qualities, crop=a.crop)
     emb, _ = embed(net, crops)
     trained = np.isin(labels, a.quality)
-    scores = quality_ordering(emb[trained], labels[trained])
+    groups = np.arange(len(labels)) // len(qualities)  # quality_crops: image-major order
+    scores = quality_ordering(emb[trained], labels[trained], groups=groups[trained])
     points = project_2d(emb, a.projection)
     title = (f"{a.projection.upper()} of quality embeddings, {len(images)} images\n"
              f"|Spearman(PC1, Q)| = {scores['spearman_pc1']:.3f}, "
-             f"5-NN accuracy of Q = {scores['knn_accuracy']:.2f} (chance {scores['chance']:.2f})")
+             f"5-NN accuracy of Q = {scores['knn_accuracy']:.2f} (chance {scores['chance']:.2f}), "
+             f"within-image |Spearman| = {scores['spearman_within_image']:.2f}")
     plot_embeddings(points, labels, a.plot, title, unseen=~trained)
     print(json.dumps({"images": len(images), "qualities": qualities, **scores, "plot": a.plot}))
     return 0

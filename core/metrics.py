@@ -103,7 +103,8 @@ def evaluate(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
 
 
 # JPEG/JFIF YCbCr: BT.601 luma weights, full range (Y, Cb, Cr all 0..255, chroma centred on 128).
-_RGB_TO_YCC = np.array([[0.299, 0.587, 0.114],
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # also what Pillow's RGB -> L uses
+_RGB_TO_YCC = np.array([LUMA_WEIGHTS,
                         [-0.168736, -0.331264, 0.5],
                         [0.5, -0.418688, -0.081312]])
 _YCC_TO_RGB = np.linalg.inv(_RGB_TO_YCC)

@@ -181,6 +181,19 @@ def test_embed_plots_and_scores(tmp_path, capsys):
     assert rc == 0 and plot.stat().st_size > 10_000
     report = json.loads(capsys.readouterr().out)
     assert report["qualities"] == [10, 30, 50, 90] and 0 <= report["spearman_pc1"] <= 1
+    assert 0 <= report["spearman_within_image"] <= 1
+
+
+def test_quality_ordering_separates_content_from_quality():
+    from napari_jpeg_restore.core.embedding import quality_ordering
+
+    q = np.tile(np.arange(10, 91, 10), 12)
+    image = np.repeat(np.arange(12), 9)
+    content = np.random.default_rng(0).normal(0, 3, 12)[image]  # each picture shifts its embeddings
+    e = (q / 90.0 + content)[:, None]
+    scores = quality_ordering(e, q, groups=image)
+    assert scores["spearman_within_image"] == pytest.approx(1.0)
+    assert scores["spearman_pc1"] < 0.5  # across images content dominates
 
 
 def test_restore_between_fsspec_urls(weights, capsys):

@@ -9,6 +9,7 @@ import torch
 
 from ..images import read_image
 from ..jpeg import compress, double_compress, random_quality
+from ..metrics import LUMA_WEIGHTS
 
 WEIGHTINGS = ("uniform", "inverse")
 
@@ -21,7 +22,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
         image = image[..., :3]
     if channels == 1:
         if image.ndim == 3:
-            image = np.round(image @ np.array([0.299, 0.587, 0.114])).clip(0, 255).astype(np.uint8)
+            image = np.round(image @ LUMA_WEIGHTS).clip(0, 255).astype(np.uint8)
         return image
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 

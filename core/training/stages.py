@@ -138,12 +138,15 @@ def quality_crops(images: list[np.ndarray], qualities, crop: int = 128) -> tuple
 
 
 def encoder_validator(model: nn.Module, images: list[np.ndarray]) -> Callable[[], dict[str, float]]:
-    crops, labels = quality_crops(images, range(10, 91, 10))
+    qualities = range(10, 91, 10)
+    crops, labels = quality_crops(images, qualities)
+    groups = np.arange(len(labels)) // len(qualities)
 
     def validate() -> dict[str, float]:
         e, _ = embed(model, crops, device=str(next(model.parameters()).device))
-        scores = quality_ordering(e, labels)
-        return {"val_spearman": scores["spearman_pc1"], "val_knn_acc": scores["knn_accuracy"]}
+        scores = quality_ordering(e, labels, groups=groups)
+        return {"val_spearman": scores["spearman_pc1"], "val_knn_acc": scores["knn_accuracy"],
+                "val_spearman_within": scores["spearman_within_image"]}
     return validate
 
 
