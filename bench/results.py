@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-
 from napari_jpeg_restore.core.evaluate import degrade, evaluate_model
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.metrics import psnr

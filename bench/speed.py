@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.models import count_parameters, create_model

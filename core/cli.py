@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
 
 
 def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:

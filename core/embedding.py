@@ -2,7 +2,7 @@
 order quality, and map image tiles to a quality heatmap."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

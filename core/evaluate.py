@@ -3,8 +3,8 @@ PSNR / SSIM / PSNR-B of JPEG and restored images against the originals."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from torch import nn

@@ -6,12 +6,12 @@ across the overlap, so memory stays bounded by the tile size plus one float accu
 """
 from __future__ import annotations
 
-from typing import Callable, Generator
+from collections.abc import Callable, Generator
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .registry import default_model_name, load_model
 

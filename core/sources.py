@@ -1,7 +1,7 @@
 """Expand user inputs (files, folders, globs, fsspec URLs) into a sorted list of image paths."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import fsspec
 

@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 # checkout itself (tests, ``ray job submit --working-dir .``), not the installed copy.
 _checkout = _Path(__file__).resolve().parent.parent
 if not (_Path(__file__).parent / "core").is_dir() and (_checkout / "core" / "__init__.py").is_file():
-    __path__.append(str(_checkout))  # noqa: F821 - package __path__
+    __path__.append(str(_checkout))

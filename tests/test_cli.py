@@ -4,14 +4,13 @@ atomically, inputs are never overwritten, and each bad input gets one clear line
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms
-
 from napari_jpeg_restore.core import images
 from napari_jpeg_restore.core.cli import main
 from napari_jpeg_restore.core.images import read_image, write_image
 from napari_jpeg_restore.core.jpeg import encode_jpeg
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import MODELS, save_weights
+from PIL import Image, ImageCms
 
 
 def _photo(h=64, w=96, seed=0):

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.inference import _windows, restore_steps
 from napari_jpeg_restore.core.models import create_model

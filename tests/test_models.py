@@ -1,9 +1,14 @@
 """Networks: shapes, presets, config round trip, and that a tiny model learns."""
 import pytest
 import torch
-
 from napari_jpeg_restore.core.models import (
-    build_config, config_from_dict, config_to_dict, count_parameters, create_model, model_from_config)
+    build_config,
+    config_from_dict,
+    config_to_dict,
+    count_parameters,
+    create_model,
+    model_from_config,
+)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -1,7 +1,6 @@
 """Shipped weights: each registry model with weights loads offline and restores for real."""
 import numpy as np
 import pytest
-
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.demo import SAMPLE
 from napari_jpeg_restore.core.images import read_image

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.training.checkpoint import load_checkpoint

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .blocks import FeatureFusion, InvertibleFusion, LocalAttentionBlock, ResBlock, conv3x3
 from .cqe import EncoderConfig, QualityEncoder

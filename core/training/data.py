@@ -1,8 +1,8 @@
 """Training data: clean images from a folder or fsspec URL, degraded on the fly with libjpeg."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

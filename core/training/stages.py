@@ -2,9 +2,10 @@
 exported weights file (``<out>/model.pt``) loadable by the registry and the CLI."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from ..models import create_model
 from ..registry import load_model, save_weights
 from ..sources import expand
 from .data import ContrastiveSampler, PairSampler, load_images, to_tensor
-from .loop import LAST, fit
+from .loop import fit
 from .tasks import ContrastiveTask, RestorationTask, load_frozen_encoder
 
 STAGES = ("encoder", "restorer", "arcnn")

@@ -3,12 +3,13 @@ both drive these, so single-process and distributed training share the same code
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..models import QualityEncoder, Restorer
 from .data import ContrastiveSampler, PairSampler
