@@ -96,11 +96,17 @@ def double_compress(image: np.ndarray, q1: int, q2: int,
     return out
 
 
-def random_quality(rng: np.random.Generator, low: int = 10, high: int = 90, step: int = 10) -> int:
-    """A quality drawn uniformly from ``low, low + step, ..., <= high``."""
+def quality_levels(low: int = 10, high: int = 90, step: int = 10) -> np.ndarray:
+    """The qualities ``low, low + step, ..., <= high``."""
     if step < 1 or not 1 <= low <= high <= 100:
         raise ValueError(f"need 1 <= low <= high <= 100 and step >= 1, got {low}, {high}, {step}")
-    return low + step * int(rng.integers((high - low) // step + 1))
+    return np.arange(low, high + 1, step)
+
+
+def random_quality(rng: np.random.Generator, low: int = 10, high: int = 90, step: int = 10) -> int:
+    """A quality drawn uniformly from ``quality_levels(low, high, step)``."""
+    levels = quality_levels(low, high, step)
+    return int(levels[rng.integers(len(levels))])
 
 
 def read_quant_tables(source: bytes | str | os.PathLike | Image.Image) -> dict[int, np.ndarray]:

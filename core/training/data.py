@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..images import read_image
-from ..jpeg import compress, double_compress, random_quality
+from ..jpeg import compress, double_compress, quality_levels, random_quality
 from ..metrics import LUMA_WEIGHTS
 
 WEIGHTINGS = ("uniform", "inverse")
@@ -73,9 +73,7 @@ class PairSampler:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if not 0.0 <= self.double <= 1.0:
             raise ValueError(f"double must be a fraction in [0, 1], got {self.double}")
-        low, high, step = self.qualities
-        random_quality(np.random.default_rng(0), low, high, step)  # validates the range
-        self._levels = np.arange(low, high + 1, step)
+        self._levels = quality_levels(*self.qualities)
         w = 1.0 / self._levels if self.weighting == "inverse" else np.ones(len(self._levels))
         self._p = w / w.sum()
 
