@@ -50,6 +50,7 @@ def main() -> None:
     images = load_images(expand(str(SHARED / folder))[: a.limit], info.channels)
     rows = evaluate_model(images, a.quality, model, device="cpu")
     opts = meta.get("options", {})
+    chain = run_chain(meta)
     arch = ("ARCNN (9x9/64, 7x7/32, 1x1/16, 5x5 convolutions, global residual)" if info.family == "arcnn"
             else f"CRL {opts.get('preset', '?')} preset")
     mp = sum(r.megapixels for r in rows)
@@ -60,9 +61,9 @@ def main() -> None:
         f"| architecture | {arch}, {info.channels} channel(s), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters |",
         f"| training data | {meta.get('train_images', '?')} images of BSDS train+val (`train-bsds-color`, no validation images) |",
-        *[f"| training run {i + 1} | {describe_run(m)} |" for i, m in enumerate(run_chain(meta))],
+        *[f"| training run {i + 1} | {describe_run(m)} |" for i, m in enumerate(chain)],
         *[f"| encoder | frozen; MoCo pre-training {m['encoder'].get('steps', '?')} steps, "
-          f"{m['encoder'].get('cpu_hours', 0):.2f} CPU-hours |" for m in run_chain(meta) if m.get("encoder")][:1],
+          f"{m['encoder'].get('cpu_hours', 0):.2f} CPU-hours |" for m in chain if m.get("encoder")][:1],
         f"| compute | {total_cpu_hours(meta):.2f} CPU-hours in all (wall hours x threads) on "
         f"{meta.get('machine', '?')} |",
         f"| validation | {folder}, {len(images)} images, JPEG by libjpeg (Pillow), 4:2:0 for colour |",
