@@ -32,9 +32,13 @@ def run_chain(meta: dict) -> list[dict]:
 def describe_run(meta: dict) -> str:
     o = meta.get("options", {})
     low, high, step = o.get("qualities", (10, 90, 10))
-    return (f"{meta.get('steps', '?')} steps (batch {o.get('batch', '?')}, {o.get('patch', '?')} px, Adam lr "
+    text = (f"{meta.get('steps', '?')} steps (batch {o.get('batch', '?')}, {o.get('patch', '?')} px, Adam lr "
             f"{o.get('lr', '?')} cosine; Q{low}-{high} step {step}, {o.get('weighting', 'uniform')} weighting, "
             f"{o.get('double', 0.0):.0%} double-compressed); {meta.get('cpu_hours', 0):.2f} CPU-hours")
+    grown = (meta.get("init") or {}).get("grown")
+    if grown:
+        text += f"; grown from the run before by {len(grown)} identity-initialised residual blocks ({', '.join(grown)})"
+    return text
 
 
 def main() -> None:
@@ -52,7 +56,8 @@ def main() -> None:
     opts = meta.get("options", {})
     chain = run_chain(meta)
     arch = ("ARCNN (9x9/64, 7x7/32, 1x1/16, 5x5 convolutions, global residual)" if info.family == "arcnn"
-            else f"CRL {opts.get('preset', '?')} preset")
+            else f"CRL {opts.get('preset', '?')} preset, widths {'/'.join(map(str, model.cfg.widths))}, "
+                 f"{model.cfg.top_blocks} top residual blocks")
     mp = sum(r.megapixels for r in rows)
     sec = sum(r.seconds for r in rows)
     card = [

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from magicgui.widgets import (
@@ -40,6 +40,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_LAYER_NDIM = 4  # 2-D planes, stacks and time series of stacks
 MIN_SIDE = 8  # one JPEG block
 MAX_PLOT_POINTS = 600
+T = TypeVar("T")
 
 
 class UnsupportedLayerError(ValueError):
@@ -212,6 +213,19 @@ class _ModelChoice:
             self.weights.value = value
             self.model.value = WEIGHTS_FILE
 
+    def _prepare(self, action: str, prepare: Callable[[], T]) -> T | None:
+        """``prepare()`` (layer, model and device checks) or None after a notification: a
+        warning for an unsupported layer, an error for a missing model or an unusable device."""
+        from napari_jpeg_restore.core.registry import ModelNotAvailableError
+
+        try:
+            return prepare()
+        except UnsupportedLayerError as err:
+            show_warning(f"Cannot {action}: {err}")
+        except (ModelNotAvailableError, RuntimeError) as err:
+            show_error(f"Cannot {action}: {err}")
+        return None
+
 
 class RestoreWidget(_ModelChoice, QWidget):
     """Dock widget "Restore JPEG artifacts"."""
@@ -273,7 +287,6 @@ class RestoreWidget(_ModelChoice, QWidget):
     def run(self, *_args):
         """Start restoring the chosen layer; returns the worker, or None after a notification."""
         from napari_jpeg_restore.core.inference import resolve_device
-        from napari_jpeg_restore.core.registry import ModelNotAvailableError
 
         if self.running:
             show_warning("A restoration is already running; cancel it first.")
@@ -282,16 +295,17 @@ class RestoreWidget(_ModelChoice, QWidget):
         if layer is None:
             show_warning("Add or choose an Image layer to restore.")
             return None
-        try:
-            lead_shape, _hw = plane_layout(layer)
+
+        def prepare() -> tuple[tuple[int, ...], Any]:
+            lead_shape = plane_layout(layer)[0]
             spec = resolve_model_spec(self.model.value, self.weights.value, _layer_channels(layer))
             resolve_device(self.device.value)
-        except UnsupportedLayerError as err:
-            show_warning(f"Cannot restore: {err}")
+            return lead_shape, spec
+
+        prepared = self._prepare(f"restore '{layer.name}'", prepare)
+        if prepared is None:
             return None
-        except (ModelNotAvailableError, RuntimeError) as err:
-            show_error(f"Cannot restore '{layer.name}': {err}")
-            return None
+        lead_shape, spec = prepared
         self._job = {"layer": layer, "difference": bool(self.difference.value)}
         worker = thread_worker(restore_layer_steps, start_thread=False)(
             layer.data, lead_shape, bool(layer.rgb), spec, int(self.tile.value),
@@ -508,7 +522,6 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
 
     def run(self, *_args):
         from napari_jpeg_restore.core.inference import resolve_device
-        from napari_jpeg_restore.core.registry import ModelNotAvailableError
 
         if self.worker is not None:
             show_warning("The inspector is already running.")
@@ -518,21 +531,20 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
         if not layers:
             show_warning("Choose one or more Image layers to inspect.")
             return None
-        items = []
-        try:
+        def prepare() -> tuple[list[tuple[Image, InspectItem]], Any]:
             for layer in layers:
-                plane_layout(layer)
-                items.append((layer, InspectItem(layer.name, self._current_plane(layer),
-                                                 table_quality(layer.metadata))))
-            channels = max(_layer_channels(layer) for layer in layers)
-            spec = resolve_model_spec(self.model.value, self.weights.value, channels)
+                plane_layout(layer)  # raises for an unsupported layer
+            items = [(layer, InspectItem(layer.name, self._current_plane(layer), table_quality(layer.metadata)))
+                     for layer in layers]
+            spec = resolve_model_spec(self.model.value, self.weights.value,
+                                      max(_layer_channels(layer) for layer in layers))
             resolve_device(self.device.value)
-        except UnsupportedLayerError as err:
-            show_warning(f"Cannot inspect: {err}")
+            return items, spec
+
+        prepared = self._prepare("inspect", prepare)
+        if prepared is None:
             return None
-        except (ModelNotAvailableError, RuntimeError) as err:
-            show_error(f"Cannot inspect: {err}")
-            return None
+        items, spec = prepared
         self._items = items
         worker = thread_worker(inspect_steps, start_thread=False)(
             [it for _, it in items], spec, int(self.tile.value), self.method.value, self.device.value)

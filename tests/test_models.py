@@ -61,3 +61,24 @@ def test_untrained_restorers_start_as_identity(family):
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), x)
+
+
+def test_growth_keeps_the_function_and_refuses_other_mismatches():
+    from napari_jpeg_restore.core.models.growth import load_grown
+
+    torch.manual_seed(0)
+    small = create_model("crl", "lite", 1, top_blocks=1).eval()
+    for p in small.parameters():  # a "trained" model: no zero-initialised layers
+        p.data.normal_(0, 0.05)
+    deep = create_model("crl", "lite", 1, top_blocks=3).eval()
+    assert load_grown(deep, small.state_dict()) == ["top.1", "top.2"]
+    x = torch.rand(2, 1, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), small(x), rtol=0, atol=0)
+        assert not torch.equal(deep(x), x)
+    with pytest.raises(ValueError, match="has no place"):  # shrinking drops trained blocks
+        load_grown(create_model("crl", "lite", 1, top_blocks=1), deep.state_dict())
+    with pytest.raises(ValueError, match="missing"):  # a new attention block is not an identity
+        load_grown(create_model("crl", "lite", 1, top_blocks=1, mid_attention=2), small.state_dict())
+    with pytest.raises(ValueError, match="size mismatch|shape"):
+        load_grown(create_model("crl", "lite", 1, top_blocks=1, widths=(16, 48, 64)), small.state_dict())

@@ -51,7 +51,8 @@ def smooth_image(seed: int = 0, size: tuple[int, int] = (128, 160)) -> np.ndarra
 def _cache_dir(pytestconfig, tmp_path_factory) -> Path:
     core = Path(_widget.__file__).resolve().parents[1] / "core"
     digest = hashlib.sha1(torch.__version__.encode())
-    for f in sorted((core / "models").glob("*.py")) + sorted((core / "training").glob("*.py")):
+    recipes = sorted((core / "models").glob("*.py")) + sorted((core / "training").glob("*.py"))
+    for f in [*recipes, Path(__file__)]:  # this file holds the fixtures' training recipes
         digest.update(f.read_bytes())
     try:
         root = Path(pytestconfig.cache.mkdir("napari-jpeg-restore"))
@@ -62,7 +63,7 @@ def _cache_dir(pytestconfig, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def restorer_weights(pytestconfig, tmp_path_factory) -> Path:
-    """A gray CRL-lite restorer (no encoder) briefly trained at Q10: it raises PSNR."""
+    """A gray CRL-lite restorer (no encoder, one top block) briefly trained at Q10: it raises PSNR."""
     from napari_jpeg_restore.core.models import create_model
     from napari_jpeg_restore.core.training.data import PairSampler
     from napari_jpeg_restore.core.training.loop import fit
@@ -73,7 +74,7 @@ def restorer_weights(pytestconfig, tmp_path_factory) -> Path:
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
-        model = create_model("crl", "lite", 1, use_encoder=False)
+        model = create_model("crl", "lite", 1, use_encoder=False, top_blocks=1)
         task = RestorationTask(model, PairSampler([smooth_image()], patch=48, qualities=(10, 10, 10)),
                                batch=4)
         fit(task, steps=50, out_dir=tmp_path_factory.mktemp("train"), lr=3e-3,

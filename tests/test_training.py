@@ -140,3 +140,18 @@ def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
     with pytest.raises(ValueError, match="architecture"):
         train(TrainOptions(stage="arcnn", data=str(data), out=str(tmp_path / "c"), steps=1, channels=3,
                            init=str(tmp_path / "a" / "model.pt")))
+
+
+def test_init_from_a_shallower_restorer_grows_it(tmp_path):
+    from napari_jpeg_restore.core.images import write_image
+    from napari_jpeg_restore.core.registry import save_weights
+
+    write_image(tmp_path / "data" / "im.png", _image(0))
+    shallow = create_model("crl", "lite", 1, top_blocks=1)
+    save_weights(shallow, tmp_path / "shallow.pt", {"steps": 7})
+    grown = load_model(train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), steps=1,
+                                          out=str(tmp_path / "run"), batch=2, patch=32, lr=0.0,
+                                          init=str(tmp_path / "shallow.pt"))))
+    assert grown.cfg.top_blocks == create_model("crl", "lite", 1).cfg.top_blocks > 1
+    assert grown.meta["init"]["grown"] == [f"top.{i}" for i in range(1, grown.cfg.top_blocks)]
+    assert grown.meta["init"]["steps"] == 7

@@ -21,7 +21,7 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
 }
 RESTORER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 96, 128), unshuffle=1, top_blocks=2, mid_attention=2, bottom_attention=4),
-    "lite": dict(widths=(32, 48, 64), unshuffle=2, top_blocks=1, mid_attention=1, bottom_attention=2),
+    "lite": dict(widths=(32, 48, 64), unshuffle=2, top_blocks=5, mid_attention=1, bottom_attention=2),
 }
 FAMILIES = ("crl", "cqe", "arcnn")
 

@@ -17,6 +17,7 @@ from ..jpeg import compress
 from ..machine import describe
 from ..metrics import psnr
 from ..models import create_model
+from ..models.growth import load_grown
 from ..registry import load_model, save_weights
 from ..sources import expand
 from .data import ContrastiveSampler, PairSampler, load_images, to_tensor
@@ -80,14 +81,15 @@ def lineage(weights: str, meta: dict[str, Any]) -> dict[str, Any]:
 
 def load_init(model: nn.Module, weights: str) -> dict[str, Any]:
     """Start from trained weights (``--init``): a registry name, weights or checkpoint file of the
-    same architecture. Returns its lineage."""
+    same architecture, or of one with fewer residual blocks (they are added as identities, see
+    ``models.growth``). Returns its lineage, with the names of any added blocks."""
     src = load_model(weights)
     try:
-        model.load_state_dict(src.state_dict())
-    except RuntimeError as err:
+        grown = load_grown(model, src.state_dict())
+    except ValueError as err:
         raise ValueError(f"--init {weights}: its architecture does not match this stage's model "
-                         f"({str(err).splitlines()[0]})") from None
-    return lineage(weights, src.meta)
+                         f"({err})") from None
+    return {**lineage(weights, src.meta), **({"grown": grown} if grown else {})}
 
 
 def total_cpu_hours(meta: dict[str, Any]) -> float:

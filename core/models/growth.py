@@ -1,0 +1,34 @@
+"""Function-preserving growth: start a deeper model from a trained shallower one."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ResBlock
+
+
+def load_grown(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``state`` into ``model``, which may have residual blocks that ``state`` lacks.
+
+    Every new :class:`ResBlock` starts as the identity (its last convolution zeroed), so the
+    grown model computes exactly what the trained one did and training continues from there.
+    Returns the names of the new blocks; raises ValueError for any other mismatch.
+    """
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape mismatch
+        raise ValueError(str(err).splitlines()[-1].strip()) from None
+    if result.unexpected_keys:
+        raise ValueError(f"weights the model has no place for: {', '.join(result.unexpected_keys[:4])}")
+    missing = set(result.missing_keys)
+    new = [name for name, m in model.named_modules() if isinstance(m, ResBlock)
+           and all(f"{name}.{p}" in missing for p, _ in m.named_parameters())]
+    covered = {f"{n}.{p}" for n in new for p, _ in model.get_submodule(n).named_parameters()}
+    if missing - covered:
+        raise ValueError(f"weights missing for: {', '.join(sorted(missing - covered)[:4])}")
+    with torch.no_grad():
+        for name in new:
+            block = model.get_submodule(name)
+            block.conv2.weight.zero_()
+            block.conv2.bias.zero_()
+    return new
