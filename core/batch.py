@@ -51,7 +51,8 @@ def check_writable(out_dir: str, storage_options: dict | None = None) -> None:
 
 
 def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | None = None,
-                  tile: int = 512, overlap: int = 32, device: str = "auto", fmt: str = "png",
+                  tile: int = 512, overlap: int = 32, device: str = "auto", ensemble: bool = False,
+                  fmt: str = "png",
                   skip_existing: bool = False, allow_large: bool = False,
                   storage_options: dict | None = None,
                   log: Callable[[str], None] | None = None) -> BatchReport:
@@ -78,7 +79,8 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
             continue
         try:
             loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
-            result = restore(loaded.array, model, tile=tile, overlap=overlap, device=device)
+            result = restore(loaded.array, model, tile=tile, overlap=overlap, device=device,
+                             ensemble=ensemble)
             write_image(dest, result, format=fmt, icc_profile=loaded.icc_profile,
                         storage_options=storage_options)
         except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:

@@ -38,13 +38,14 @@ def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
 
 def evaluate_model(images: Sequence[np.ndarray], qualities: Sequence[str | int],
                    model: str | nn.Module | None, *, device: str = "auto", tile: int = 512,
+                   ensemble: bool = False,
                    restorer: Callable[[np.ndarray], np.ndarray] | None = None,
                    progress: bool = True) -> list[EvalRow]:
     """Mean metrics per quality. ``model=None`` and no ``restorer`` scores the JPEG row only;
     ``restorer`` replaces the model (e.g. an external filter) when given."""
     rows = []
     run = restorer or (None if model is None else
-                       (lambda im: restore(im, model, tile=tile, device=device)))
+                       (lambda im: restore(im, model, tile=tile, device=device, ensemble=ensemble)))
     for q in qualities:
         jpeg_scores, rest_scores, seconds, mp = [], [], 0.0, 0.0
         for clean in tqdm(images, desc=f"Q{q}", unit="img", disable=not progress, leave=False):

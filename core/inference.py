@@ -32,15 +32,28 @@ def model_stride(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def run_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Run on an NCHW float tensor, padding (reflect) to the model's stride and cropping back."""
+def run_model(model: nn.Module, x: torch.Tensor, ensemble: bool = False) -> torch.Tensor:
+    """Run on an NCHW float tensor, padding (reflect) to the model's stride and cropping back.
+
+    ``ensemble``: average the outputs for the eight rotations and flips of the input (x8
+    self-ensemble; eight times the work). The padded sides are multiples of 8, so every
+    transform keeps the 8x8 JPEG grid where it was.
+    """
     s = model_stride(model)
     h, w = x.shape[-2:]
     ph, pw = (-h) % s, (-w) % s
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return model(x)[..., :h, :w]
+    if not ensemble:
+        return model(x)[..., :h, :w]
+    out = torch.zeros_like(x)
+    for flip in (False, True):
+        xf = x.flip(-1) if flip else x
+        for k in range(4):
+            y = torch.rot90(model(torch.rot90(xf, k, (-2, -1))), -k, (-2, -1))
+            out += y.flip(-1) if flip else y
+    return (out / 8)[..., :h, :w]
 
 
 def _windows(size: int, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
@@ -99,7 +112,7 @@ def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.d
 
 
 def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
-                  overlap: int = 32, device: str | torch.device = "auto"
+                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False
                   ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Generator form of :func:`restore`: yields ``(tiles_done, tiles_total)``, returns the image.
 
@@ -130,9 +143,9 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
                 patch = g[y:y_end, x:x_end]
                 t = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None].to(dev)
                 if c_model == 3 and t.shape[1] == 1:
-                    y_t = run_model(net, t.expand(-1, 3, -1, -1)).mean(1, keepdim=True)
+                    y_t = run_model(net, t.expand(-1, 3, -1, -1), ensemble).mean(1, keepdim=True)
                 else:
-                    y_t = run_model(net, t)
+                    y_t = run_model(net, t, ensemble)
                 res = y_t[0].float().cpu().numpy().transpose(1, 2, 0)
                 ph, pw = res.shape[:2]
                 wy = _ramp(ph, overlap, y == 0, y_end == h)
@@ -154,15 +167,16 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
 
 
 def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
-            overlap: int = 32, device: str | torch.device = "auto",
+            overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
             progress: Progress | None = None) -> np.ndarray:
     """Remove JPEG artifacts from ``image`` (HxW, HxWx3 or HxWx4; uint8, uint16 or float).
 
     Returns an array of the same shape, dtype and value range; alpha passes through.
     ``model`` is a registry name, a weights file or a module; None picks the shipped default
     for gray or colour input. Deterministic; uses CUDA when ``device='auto'`` finds one.
+    ``ensemble`` averages over the eight rotations and flips (slower by 8x, a little better).
     """
-    steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device)
+    steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device, ensemble=ensemble)
     while True:
         try:
             done, total = next(steps)

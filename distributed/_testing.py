@@ -51,8 +51,8 @@ def moto_s3(env: dict[str, str] | None = None) -> Iterator[str]:
 
 
 def train_tiny_restorer(path: str | Path, steps: int = 120, seed: int = 0) -> Path:
-    """A CRL-lite gray restorer (no encoder) overfitted to one Q10 synthetic image, saved with
-    ``registry.save_weights`` (as tests/test_training.py's overfit test trains it)."""
+    """A CRL-lite gray restorer (no encoder, one top block) overfitted to one Q10 synthetic image,
+    saved with ``registry.save_weights`` (as tests/test_training.py's overfit test trains it)."""
     import tempfile
 
     import torch
@@ -63,7 +63,7 @@ def train_tiny_restorer(path: str | Path, steps: int = 120, seed: int = 0) -> Pa
     from napari_jpeg_restore.core.training.tasks import RestorationTask
 
     torch.manual_seed(seed)
-    model = create_model("crl", "lite", 1, use_encoder=False)
+    model = create_model("crl", "lite", 1, use_encoder=False, top_blocks=1)
     task = RestorationTask(model, PairSampler([synthetic(seed, (128, 160))], patch=64,
                                               qualities=(10, 10, 10)), batch=4)
     with tempfile.TemporaryDirectory() as tmp:

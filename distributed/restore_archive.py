@@ -143,7 +143,7 @@ class Restorer:
     """One model, many files. Wrapped with ``ray.remote`` by :func:`restorer_actor`."""
 
     def __init__(self, model: str | None, model_blob: bytes | None, *, device: str = "cpu",
-                 threads: int = 1, tile: int = 512, fmt: str = "png",
+                 threads: int = 1, tile: int = 512, ensemble: bool = False, fmt: str = "png",
                  skip_above_quality: int | None = None, storage_options: dict | None = None,
                  env: dict[str, str] | None = None, throttle: float = 0.0) -> None:
         os.environ.update(env or {})
@@ -153,7 +153,8 @@ class Restorer:
         self.device = resolve_device(device)
         self.so = storage_options or {}
         self.secrets = secret_values(self.so, env)
-        self.tile, self.fmt, self.skip_above, self.throttle = tile, fmt, skip_above_quality, throttle
+        self.tile, self.ensemble, self.fmt = tile, ensemble, fmt
+        self.skip_above, self.throttle = skip_above_quality, throttle
         if model_blob is not None:  # a weights file shipped through the object store
             fd, path = tempfile.mkstemp(suffix=".pt", prefix="jpeg-restore-model-")
             with os.fdopen(fd, "wb") as f:
@@ -187,7 +188,8 @@ class Restorer:
                         and loaded.quality.quality > self.skip_above):
                     row["status"] = "skipped"
                 else:
-                    result = restore(loaded.array, self.model, tile=self.tile, device=self.device)
+                    result = restore(loaded.array, self.model, tile=self.tile, device=self.device,
+                                     ensemble=self.ensemble)
                     write_image(item.dst, result, format=self.fmt, icc_profile=loaded.icc_profile,
                                 storage_options=self.so)
                     row["status"] = "restored"
@@ -286,6 +288,7 @@ class ArchiveConfig:
     skip_above_quality: int | None = None
     format: str = "png"
     tile: int = 512
+    ensemble: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
     address: str | None = None
     progress_every: float = 10.0
@@ -368,7 +371,8 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
     actor_cls = restorer_actor(cfg.cpus_per_worker, num_gpus)
     env = credential_env()
     actors = [actor_cls.remote(model_name, model_blob, device=device,
-                               threads=max(1, int(cfg.cpus_per_worker)), tile=cfg.tile, fmt=fmt,
+                               threads=max(1, int(cfg.cpus_per_worker)), tile=cfg.tile,
+                               ensemble=cfg.ensemble, fmt=fmt,
                                skip_above_quality=cfg.skip_above_quality, storage_options=so,
                                env=env, throttle=cfg.throttle) for _ in range(n)]
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
@@ -478,6 +482,8 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                    help="leave JPEGs whose tables say quality > Q untouched (status skipped)")
     p.add_argument("--format", choices=["png", "tiff"], default="png")
     p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--ensemble", action="store_true",
+                   help="x8 self-ensemble (rotations/flips): 8x the compute, a little better")
     p.add_argument("--storage-options", help="JSON object (or a JSON file) passed to fsspec, "
                    'e.g. \'{"endpoint_url": "http://127.0.0.1:5555"}\'')
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local "
@@ -495,7 +501,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     return ArchiveConfig(src=a.src, dst=a.dst, model=a.model, workers=a.workers,
                          gpus_per_worker=a.gpus_per_worker, cpus_per_worker=a.cpus_per_worker,
                          batch_size=a.batch_size, skip_above_quality=a.skip_above_quality,
-                         format=a.format, tile=a.tile,
+                         format=a.format, tile=a.tile, ensemble=a.ensemble,
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,
                          manifest_every=a.manifest_every, throttle=a.throttle,

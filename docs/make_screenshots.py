@@ -87,8 +87,24 @@ def main() -> None:
         settings.gui_notification_level = saved_level
 
 
-def _shoot(args, weights: str, encoder_weights: str) -> None:
+def _viewer(width: int, height: int):
     import napari
+
+    viewer = napari.Viewer(show=True, title="napari-jpeg-restore")
+    viewer.window._qt_window.resize(width, height)
+    return viewer
+
+
+def _run_docked(app, viewer, widget, name: str, weights: str, tile: int) -> None:
+    """Dock ``widget`` (its input already chosen), pick the model, run it and wait for it."""
+    viewer.window.add_dock_widget(widget, name=name, area="right")
+    widget.set_model(weights)
+    widget.tile.value = tile
+    widget.run()
+    _wait(app, widget)
+
+
+def _shoot(args, weights: str, encoder_weights: str) -> None:
     from napari_jpeg_restore.core.jpeg import decode_jpeg, encode_jpeg, read_quant_tables
     from qtpy.QtWidgets import QApplication
 
@@ -97,18 +113,13 @@ def _shoot(args, weights: str, encoder_weights: str) -> None:
     from napari_jpeg_restore._widget import QualityInspectorWidget, RestoreWidget
 
     # 1. restore the Q10 sample
-    viewer = napari.Viewer(show=True, title="napari-jpeg-restore")
-    viewer.window._qt_window.resize(1500, 900)
+    viewer = _viewer(1500, 900)
     (data, kwargs, _), = ihc_jpeg_q10()
     layer = viewer.add_image(data, **kwargs)
     app = QApplication.instance()
     widget = RestoreWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Restore JPEG artifacts", area="right")
     widget.image.value = layer
-    widget.set_model(weights)
-    widget.tile.value = 256
-    widget.run()
-    _wait(app, widget)
+    _run_docked(app, viewer, widget, "Restore JPEG artifacts", weights, tile=256)
     restored = viewer.layers[f"{layer.name} (restored)"]
     layer.visible = True
     restored.visible = True
@@ -119,8 +130,7 @@ def _shoot(args, weights: str, encoder_weights: str) -> None:
     viewer.close()
 
     # 2. inspect the sample at three qualities
-    viewer = napari.Viewer(show=True, title="napari-jpeg-restore")
-    viewer.window._qt_window.resize(1500, 950)
+    viewer = _viewer(1500, 950)
     clean = ihc_original()[0][0]
     layers = []
     for q in (10, 40, 90):
@@ -129,12 +139,8 @@ def _shoot(args, weights: str, encoder_weights: str) -> None:
                                        metadata=jpeg_metadata(read_quant_tables(blob), f"ihc-q{q}.jpg"),
                                        visible=q == 10))
     widget = QualityInspectorWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Compression quality inspector", area="right")
     widget.layers.value = layers
-    widget.set_model(encoder_weights)
-    widget.tile.value = 64
-    widget.run()
-    _wait(app, widget)
+    _run_docked(app, viewer, widget, "Compression quality inspector", encoder_weights, tile=64)
     for name in ("ihc Q40 (quality heatmap)", "ihc Q90 (quality heatmap)"):
         if name in viewer.layers:
             viewer.layers[name].visible = False

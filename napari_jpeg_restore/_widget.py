@@ -148,7 +148,7 @@ class RestoreResult:
 
 
 def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model_spec: str,
-                        tile: int, device: str, difference: bool
+                        tile: int, device: str, difference: bool, ensemble: bool = False
                         ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
     """Restore every 2-D (or RGB) plane of ``data`` one after the other.
 
@@ -168,7 +168,7 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
         for p, idx in enumerate(np.ndindex(*lead_shape) if lead_shape else [()]):
             plane = np.asarray(data[idx] if idx else data)
             work, back = _restorable(plane)
-            steps = restore_steps(work, model, tile=tile, device=dev)
+            steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble)
             while True:
                 try:
                     done, total = next(steps)
@@ -241,12 +241,13 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512)
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.difference = CheckBox(text="add difference layer", value=False)
+        self.ensemble = CheckBox(text="x8 self-ensemble (8x slower, a little better)", value=False)
         self.run_button = PushButton(text="Restore")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
         self.status = Label(value="")
         self.form = Container(widgets=[
-            self.image, self.model, self.weights, self.tile, self.device, self.difference,
+            self.image, self.model, self.weights, self.tile, self.device, self.difference, self.ensemble,
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status])
         layout = QVBoxLayout(self)
@@ -309,7 +310,7 @@ class RestoreWidget(_ModelChoice, QWidget):
         self._job = {"layer": layer, "difference": bool(self.difference.value)}
         worker = thread_worker(restore_layer_steps, start_thread=False)(
             layer.data, lead_shape, bool(layer.rgb), spec, int(self.tile.value),
-            self.device.value, bool(self.difference.value))
+            self.device.value, bool(self.difference.value), bool(self.ensemble.value))
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)

@@ -76,6 +76,17 @@ def test_skip_existing_and_resume(batch, tmp_path, weights, capsys):
     assert (out / "good.png").stat().st_mtime_ns == stamp
 
 
+def test_restore_with_ensemble_writes_the_x8_average(batch, tmp_path, weights):
+    from napari_jpeg_restore.core import restore
+
+    jpeg = read_image(batch / "good.jpg").array
+    assert main(["restore", str(batch / "good.jpg"), "-o", str(tmp_path / "e"), "--model", weights,
+                 "--ensemble"]) == 0
+    written = read_image(tmp_path / "e" / "good.png").array
+    np.testing.assert_array_equal(written, restore(jpeg, weights, ensemble=True))
+    assert not np.array_equal(written, restore(jpeg, weights))
+
+
 def test_never_overwrites_an_input(tmp_path, weights, capsys):
     src = tmp_path / "pic.png"
     write_image(src, _photo())

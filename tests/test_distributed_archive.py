@@ -101,6 +101,22 @@ def test_s3_archive_restore_manifest_and_rerun(cluster, tiny_model, s3):
     assert all(latest[k]["status"] == "exists" and latest[k]["run"] == again.run_id for k in GOOD)
 
 
+def test_ensemble_option_reaches_the_actors(cluster, tiny_model, tmp_path):
+    from napari_jpeg_restore.core import restore
+
+    (tmp_path / "in").mkdir()
+    jpegs = {f"e{i}.jpg": encode_jpeg(synthetic(i, (64, 80)), 10) for i in range(2)}
+    for key, blob in jpegs.items():
+        (tmp_path / "in" / key).write_bytes(blob)
+    summary = run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), tiny_model, ensemble=True, workers=1),
+                  log=lambda m: None)
+    assert summary.counts == {"restored": 2}
+    for key in jpegs:
+        jpeg = read_image(str(tmp_path / "in" / key)).array
+        written = read_image(str(tmp_path / "out" / key.replace(".jpg", ".png"))).array
+        np.testing.assert_array_equal(written, restore(jpeg, tiny_model, ensemble=True))
+
+
 def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, tmp_path):
     src, dst = tmp_path / "in", tmp_path / "out"
     keys = [f"{d}img{i:02d}.jpg" for i, d in enumerate(["", "x/"] * 7)]

@@ -99,3 +99,16 @@ def test_bad_shapes_are_refused(gray_model):
         restore(np.zeros((4, 4, 4, 4), np.uint8), gray_model)
     with pytest.raises(TypeError, match="dtype"):
         restore(np.zeros((16, 16), np.int64), gray_model)
+
+
+def test_ensemble_is_rotation_and_flip_equivariant(gray_model):
+    img = _smooth((96, 128))  # sides on the model's stride: no padding to break the symmetry
+    plain = restore(img, gray_model)
+    ens = restore(img, gray_model, ensemble=True)
+    assert ens.shape == img.shape and ens.dtype == img.dtype
+    assert not np.array_equal(ens, plain)  # the eight views really differ for this model
+    for transform in (np.rot90, np.fliplr, lambda a: np.rot90(a, 3)):
+        moved = restore(np.ascontiguousarray(transform(img)), gray_model, ensemble=True)
+        assert np.abs(moved.astype(int) - transform(ens)).max() <= 1  # rounding only
+    odd = _smooth((50, 70))
+    assert restore(odd, gray_model, ensemble=True).shape == odd.shape

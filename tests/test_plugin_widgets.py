@@ -147,6 +147,24 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     assert widget.progress.value == 1000 and widget.run_button.enabled
 
 
+def test_restore_with_self_ensemble(make_napari_viewer, qtbot, restorer_weights, notes):
+    from napari_jpeg_restore.core import restore
+
+    viewer = make_napari_viewer()
+    jpeg = compress(smooth_image(4), 10)
+    viewer.add_image(jpeg, name="cells")
+    widget = _restore_dock(viewer)
+    widget.set_model(restorer_weights)
+    widget.tile.value = 64
+    widget.ensemble.value = True
+    widget.run_button.native.click()
+    _wait(qtbot, widget)
+    assert not [n for n in notes if n[0] != "info"], notes
+    out = viewer.layers["cells (restored)"].data
+    np.testing.assert_array_equal(out, restore(jpeg, str(restorer_weights), tile=64, ensemble=True))
+    assert not np.array_equal(out, restore(jpeg, str(restorer_weights), tile=64))
+
+
 def test_restore_rgb_layer_keeps_rgb(make_napari_viewer, qtbot, restorer_weights, notes):
     viewer = make_napari_viewer()
     clean = np.stack([smooth_image(s, (64, 72)) for s in (4, 5, 6)], axis=-1)

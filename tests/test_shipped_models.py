@@ -48,3 +48,12 @@ def test_shipped_model_gains_on_validation_images(info, shared_datasets):
     for q in (10, 40):
         gains = [psnr(im, restore(compress(im, q), info.name)) - psnr(im, compress(im, q)) for im in images]
         assert np.mean(gains) > 0.2, (q, gains)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no model weights are shipped in this checkout")
+@pytest.mark.parametrize("info", [m for m in SHIPPED if m.family == "crl"], ids=lambda m: m.name)
+def test_self_ensemble_adds_psnr(info):
+    clean = _sample(info.channels)[128:384, 128:384]
+    jpeg = compress(clean, 10)
+    plain = psnr(clean, restore(jpeg, info.name))
+    assert psnr(clean, restore(jpeg, info.name, ensemble=True)) > plain + 0.01
