@@ -6,6 +6,7 @@ the validation table (OpenCV/libjpeg protocol via Pillow's libjpeg) on the share
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("name", choices=sorted(MODELS))
     ap.add_argument("--limit", type=int, default=None, help="validation images to use (default: all)")
     ap.add_argument("--quality", nargs="+", default=QUALITIES)
+    ap.add_argument("--ensemble-quality", nargs="*", default=["10"],
+                    help="qualities also scored with the x8 self-ensemble (default: 10)")
     a = ap.parse_args()
     info = MODELS[a.name]
     model = load_model(a.name)
@@ -77,6 +80,11 @@ def main() -> None:
         "15/25/35/45 are unseen for runs that train in steps of 10.", "",
         format_table(rows, a.name), "",
     ]
+    if a.ensemble_quality:
+        ens = evaluate_model(images, a.ensemble_quality, model, device="cpu", ensemble=True)
+        card += ["With the x8 self-ensemble (`--ensemble`: eight rotations and flips averaged, eight "
+                 "times the time):", "", format_table(ens, f"{a.name} x8"), ""]
+        rows += [dataclasses.replace(r, quality=f"{r.quality} x8") for r in ens]
     out = ROOT / "docs" / "models" / f"{a.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(card))
