@@ -8,7 +8,7 @@ from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
 from napari_jpeg_restore.core.training.data import ContrastiveSampler, PairSampler
 from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import fft_l1, info_nce, restoration_loss
-from napari_jpeg_restore.core.training.stages import TrainOptions, restoration_validator, train
+from napari_jpeg_restore.core.training.stages import TrainOptions, restoration_validator, total_cpu_hours, train
 from napari_jpeg_restore.core.training.tasks import ContrastiveTask, RestorationTask
 
 
@@ -95,6 +95,12 @@ def test_train_stage_exports_loadable_weights(tmp_path):
                             batch=2, patch=32, encoder=str(enc_path), val_data=str(data), val_images=1)
     model = load_model(train(res_opts))
     torch.testing.assert_close(model.encoder.stem.weight, encoder.stem.weight)
+    # An encoder taken from a restorer brings only its encoder run's budget, not that restorer's.
+    again = load_model(train(TrainOptions(stage="restorer", data=str(data), out=str(tmp_path / "res2"),
+                                          steps=1, batch=2, patch=32, encoder=str(tmp_path / "res" / "model.pt"))))
+    torch.testing.assert_close(again.encoder.stem.weight, encoder.stem.weight)
+    assert again.meta["encoder"]["steps"] == 3 and again.meta["encoder"]["via"].endswith("model.pt")
+    assert total_cpu_hours(again.meta) == pytest.approx(again.meta["cpu_hours"] + encoder.meta["cpu_hours"])
     with pytest.raises(ValueError, match="--encoder"):
         train(TrainOptions(stage="restorer", data=str(data), out=str(tmp_path / "x"), steps=1))
 
@@ -122,7 +128,6 @@ def test_pair_sampler_weighting_and_double_compression():
 
 def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
     from napari_jpeg_restore.core.images import write_image
-    from napari_jpeg_restore.core.training.stages import total_cpu_hours
 
     data = tmp_path / "data"
     for i in range(2):

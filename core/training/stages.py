@@ -16,7 +16,7 @@ from ..inference import run_model
 from ..jpeg import compress
 from ..machine import describe
 from ..metrics import psnr
-from ..models import create_model
+from ..models import QualityEncoder, create_model
 from ..models.growth import load_grown
 from ..registry import load_model, save_weights
 from ..sources import expand
@@ -77,6 +77,19 @@ def lineage(weights: str, meta: dict[str, Any]) -> dict[str, Any]:
     """What to record about a run this one builds on: source, steps, CPU-hours, options."""
     keep = ("steps", "cpu_hours", "init", "encoder", "options")
     return {"weights": str(weights), **{k: meta[k] for k in keep if meta.get(k) is not None}}
+
+
+def encoder_lineage(weights: str) -> dict[str, Any]:
+    """Lineage of the encoder a restorer stage freezes (``--encoder``). When the weights are a
+    restorer's, only the encoder run its chain stands on counts, not that restorer's own training;
+    an encoder trained jointly inside a restorer is not separable, so that restorer counts whole."""
+    src = load_model(weights)
+    if isinstance(src, QualityEncoder):
+        return lineage(weights, src.meta)
+    meta = src.meta
+    while meta and not meta.get("encoder"):
+        meta = meta.get("init")
+    return {**meta["encoder"], "via": str(weights)} if meta else lineage(weights, src.meta)
 
 
 def load_init(model: nn.Module, weights: str) -> dict[str, Any]:
@@ -185,7 +198,7 @@ def train(opts: TrainOptions) -> Path:
         validator = encoder_validator(model, val) if opts.stage == "encoder" else restoration_validator(model, val)
     meta = {"options": {k: v for k, v in asdict(opts).items() if k != "storage_options"},
             "train_images": len(urls), "machine": describe(), "init": init,
-            "encoder": lineage(opts.encoder, load_model(opts.encoder).meta) if opts.encoder else None}
+            "encoder": encoder_lineage(opts.encoder) if opts.encoder else None}
     state = fit(task, steps=opts.steps, out_dir=opts.out, lr=opts.lr, device=device, seed=opts.seed,
                 resume=opts.resume, val_every=opts.val_every, validate=validator, meta=meta,
                 until=opts.until)
