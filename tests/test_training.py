@@ -8,7 +8,12 @@ from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
 from napari_jpeg_restore.core.training.data import ContrastiveSampler, PairSampler
 from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import fft_l1, info_nce, restoration_loss
-from napari_jpeg_restore.core.training.stages import TrainOptions, restoration_validator, total_cpu_hours, train
+from napari_jpeg_restore.core.training.stages import (
+    TrainOptions,
+    restoration_validator,
+    total_cpu_hours,
+    train,
+)
 from napari_jpeg_restore.core.training.tasks import ContrastiveTask, RestorationTask
 
 
