@@ -20,5 +20,6 @@ def cpu_model() -> str:
 
 def describe() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{gpu}, "
+    isa = torch.backends.cpu.get_cpu_capability()  # AVX2 / AVX512: what CPU kernels torch runs
+    return (f"{cpu_model()} ({isa}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{gpu}, "
             f"torch {torch.__version__}, Python {platform.python_version()}")

@@ -39,9 +39,13 @@ def test_windows_cover_and_align():
         spans = _windows(size, 256, 32, 16)
         covered = np.zeros(size, bool)
         for s, e in spans:
-            assert s % 16 == 0
+            assert s % 16 == 0 and e - s < 256 + 16
             covered[s:e] = True
         assert covered.all() and spans[-1][1] == size
+        assert all(a_end - b >= 32 for (_, a_end), (b, _) in zip(spans, spans[1:]))
+        n = len(spans)
+        assert n <= max(1, -(-(size - 32) // (256 - 32)))  # no more tiles than fixed steps need
+        assert sum(e - s for s, e in spans) <= size + (n - 1) * 32 + n * 16  # evened out
 
 
 def test_tiled_matches_untiled(gray_model):
