@@ -73,7 +73,7 @@ def shipped(family: str, channels: int) -> str | None:
 
 def speed_12mp(name: str, channels: int, repeats: int = 3) -> tuple[float, float]:
     """(MP/s, peak RSS in MB) restoring a 12-MP image in a fresh process (bench/speed.py); the
-    median of ``repeats`` runs, as shared cloud cores vary by 10-20% from run to run."""
+    median of ``repeats`` runs, as shared cloud cores vary by 10-25% from run to run."""
     runs = [subprocess.run([sys.executable, str(Path(__file__).with_name("speed.py")), "--child", "12",
                             str(channels), name], check=True, capture_output=True, text=True).stdout.split()
             for _ in range(repeats)]

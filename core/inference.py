@@ -57,10 +57,10 @@ def run_model(model: nn.Module, x: torch.Tensor, ensemble: bool = False) -> torc
 
 
 def _windows(size: int, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
-    """(start, end) spans covering ``size``: as few spans of at most ``tile`` px, overlapping
-    their neighbours by at least ``overlap``, as alignment allows, made as short as they can be (less work than
-    full tiles with a short remainder). Starts are multiples of ``align``; the last span ends at
-    ``size`` (it may be up to ``align - 1`` px longer than ``tile``)."""
+    """(start, end) spans covering ``size``: as few spans of at most ``tile`` px as alignment
+    allows, overlapping their neighbours by at least ``overlap``, each as short as that allows
+    (less work than full tiles with a short remainder). Starts are multiples of ``align``; the
+    last span ends at ``size`` (it may be up to ``align - 1`` px longer than ``tile``)."""
     if size < tile + align:
         return [(0, size)]
     slack = align - 1  # the last span may be this much longer
@@ -119,7 +119,7 @@ def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.d
     layout, oneDNN's fast path for convolutions (same numbers; 1.1-1.8x faster on AVX2 EPYC)."""
     if not isinstance(model, nn.Module):
         planes, _ = split_alpha(image)
-        model = load_model(model or default_model_name(planes.shape[2]), device)
+        model = load_model(model or default_model_name(planes.shape[2]))
     layout = torch.channels_last if device.type == "cpu" else torch.preserve_format
     return model.to(device, memory_format=layout).eval()
 
