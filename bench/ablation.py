@@ -1,7 +1,9 @@
 """Same-budget comparison of trained runs (the ablation and ARCNN vs CRL-lite): evaluate each
 run's ``model.pt`` on a shared validation set and write a Markdown table of PSNR gains.
 
-    python bench/ablation.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] [--out bench/ablation.md]
+    python bench/ablation.py LABEL=RUN [LABEL=RUN ...] [--out bench/ablation.md] [--title T]
+
+RUN is a run folder holding ``model.pt``, a weights file or a registry name.
 """
 from __future__ import annotations
 
@@ -21,14 +23,15 @@ SHARED = ROOT.parent / "shared" / "datasets"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (a run folder holding model.pt)")
+    ap.add_argument("runs", nargs="+", help="LABEL=RUN (run folder, weights file or model name)")
     ap.add_argument("--data", default=str(SHARED / "val-gray-bsd68"))
     ap.add_argument("--quality", nargs="+", default=["10", "20", "30", "40", "10+30"])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default=str(Path(__file__).with_name("ablation.md")))
+    ap.add_argument("--title", default="Same-budget runs", help="the table's heading")
     a = ap.parse_args()
     runs = [r.split("=", 1) for r in a.runs]
-    models = {label: load_model(Path(d) / "model.pt") for label, d in runs}
+    models = {label: load_model(Path(d) / "model.pt" if Path(d).is_dir() else d) for label, d in runs}
     channels = next(iter(models.values())).cfg.in_channels
     images = load_images(expand(a.data)[: a.limit], channels)
     jpeg = evaluate_model(images, a.quality, None, progress=False)
@@ -44,7 +47,7 @@ def main() -> None:
         cells = [label, str(model.meta.get("steps", "?")), f"{total_cpu_hours(model.meta):.2f}", *gains]
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    Path(a.out).write_text("# Same-budget runs\n\n" + "\n".join(lines) + "\n")
+    Path(a.out).write_text(f"# {a.title}\n\n" + "\n".join(lines) + "\n")
     print(f"wrote {a.out}")
 
 

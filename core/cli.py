@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     p.add_argument("--encoder", help="restorer stage: trained encoder weights (model.pt)")
     p.add_argument("--encoder-mode", default="frozen", choices=["frozen", "none", "joint"],
-                   help="frozen pre-trained encoder (default), none (ablation model-1), "
-                        "joint without pre-training (model-2)")
+                   help="frozen pre-trained encoder (default), none (ablation model-1), joint: the "
+                        "encoder trains with the restorer (from scratch: model-2; with --init: "
+                        "fine-tuned)")
     p.add_argument("--init", help="start from these weights (name or file) with a fresh optimizer and "
                                   "schedule: fine-tuning")
     p.add_argument("--qualities", type=int, nargs=3, default=[10, 90, 10], metavar=("LOW", "HIGH", "STEP"),

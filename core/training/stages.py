@@ -40,7 +40,7 @@ class TrainOptions:
     patch: int = 96
     lr: float = 1e-4
     encoder: str | None = None
-    encoder_mode: str = "frozen"  # frozen | none (ablation model-1) | joint (model-2)
+    encoder_mode: str = "frozen"  # frozen | none (ablation model-1) | joint (trained too; model-2)
     init: str | None = None  # fine-tune: start from these weights (fresh optimizer and schedule)
     qualities: tuple[int, int, int] = (10, 90, 10)  # low, high, step
     weighting: str = "uniform"  # uniform | inverse (restorer/arcnn quality sampling)
