@@ -36,7 +36,9 @@ def main() -> None:
     images = load_images(expand(a.data)[: a.limit], channels)
     jpeg = evaluate_model(images, a.quality, None, progress=False)
     head = ["run", "steps", "CPU-hours", *(f"Q{q} dB" for q in a.quality)]
-    lines = [f"Machine: {describe()}", "",
+    trained_on = sorted({m.meta.get("machine", "not recorded") for m in models.values()})
+    lines = [f"Evaluated on: {describe()}", "",
+             f"Trained on (last run of each chain): {'; '.join(trained_on)}", "",
              f"Validation: {Path(a.data).name}, {len(images)} images. JPEG PSNR: "
              + ", ".join(f"Q{r.quality} {r.jpeg['psnr']:.2f}" for r in jpeg)
              + ". Cells: PSNR gain over JPEG (dB).", "",
