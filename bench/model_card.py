@@ -35,7 +35,7 @@ def describe_run(meta: dict) -> str:
     low, high, step = o.get("qualities", (10, 90, 10))
     text = (f"{meta.get('steps', '?')} steps (batch {o.get('batch', '?')}, {o.get('patch', '?')} px, Adam lr "
             f"{o.get('lr', '?')} cosine; Q{low}-{high} step {step}, {o.get('weighting', 'uniform')} weighting, "
-            f"{o.get('double', 0.0):.0%} double-compressed); {meta.get('cpu_hours', 0):.2f} CPU-hours")
+            f"{o.get('double', 0.0):.0%} double-compressed, {o.get('clean', 0.0):.0%} clean identity pairs); {meta.get('cpu_hours', 0):.2f} CPU-hours")
     grown = (meta.get("init") or {}).get("grown")
     if grown:
         text += f"; grown from the run before by {len(grown)} identity-initialised residual blocks ({', '.join(grown)})"

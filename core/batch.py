@@ -3,37 +3,53 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import fsspec
+import torch
 from torch import nn
 from tqdm import tqdm
 
-from .images import ImageReadError, ImageWriteError, output_path, read_image, write_image
-from .inference import restore
+from .images import ImageReadError, ImageWriteError, read_image, write_image
+from .inference import Progress, restore
+from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
+from .output_paths import plan_outputs
+
+
+PROGRESS_DELAY = 2.0  # seconds before a file's tile bar appears (quick files show none)
+
+
+@dataclass
+class FileResult:
+    """What happened to one input: ``restored``, ``skipped`` (JPEG quality above the limit)
+    or ``exists`` (its output was already there)."""
+
+    status: str
+    quality: QualityEstimate | None = None
+    megapixels: float = 0.0
 
 
 @dataclass
 class BatchReport:
     restored: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # input -> why
+    failed: dict[str, str] = field(default_factory=dict)  # input -> one-line error
     seconds: float = 0.0
     megapixels: float = 0.0
 
+    def fail(self, src: str, message: str, log: Callable[[str], None]) -> None:
+        self.failed[src] = message
+        log(f"error: {message}")
+
     def summary(self) -> str:
         rate = f", {self.megapixels / self.seconds:.2f} MP/s" if self.seconds > 0 and self.restored else ""
-        return (f"restored {len(self.restored)}, skipped {len(self.skipped)}, failed {len(self.failed)} "
-                f"in {self.seconds:.1f} s{rate}")
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return a == b
+        why = Counter(self.skipped.values())
+        detail = f" ({', '.join(f'{n} {r}' for r, n in why.items())})" if why else ""
+        return (f"restored {len(self.restored)}, skipped {len(self.skipped)}{detail}, "
+                f"failed {len(self.failed)} in {self.seconds:.1f} s{rate}")
 
 
 def check_writable(out_dir: str, storage_options: dict | None = None) -> None:
@@ -50,45 +66,79 @@ def check_writable(out_dir: str, storage_options: dict | None = None) -> None:
                               f"{getattr(err, 'strerror', None) or err})") from None
 
 
+def skip_reason(quality: QualityEstimate | None, skip_above_quality: int | None) -> str | None:
+    """Why a file is left alone: its tables say it is above ``skip_above_quality``; else None."""
+    if quality is None or skip_above_quality is None or quality.quality <= skip_above_quality:
+        return None
+    return f"JPEG quality above {skip_above_quality}"
+
+
+def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, tile: int = 512,
+                 overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+                 fmt: str = "png", skip_existing: bool = False,
+                 skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
+                 allow_large: bool = False, storage_options: dict | None = None,
+                 progress: Progress | None = None) -> FileResult:
+    """The one file-restore step of the CLI and the Ray archive job: read ``src``, leave it
+    alone when its tables say it is above ``skip_above_quality``, restore, write ``dest``
+    atomically. ``dest`` must come from :mod:`.output_paths`. Bad files raise
+    :class:`ImageReadError` / :class:`ImageWriteError` / ValueError with one line."""
+    if skip_existing:
+        fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+        if fs.exists(path):
+            return FileResult("exists")
+    loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
+    if skip_reason(loaded.quality, skip_above_quality):
+        return FileResult("skipped", loaded.quality)
+    result = restore(loaded.array, model, tile=tile, overlap=overlap, device=device,
+                     ensemble=ensemble, progress=progress)
+    write_image(dest, result, format=fmt, icc_profile=loaded.icc_profile,
+                storage_options=storage_options)
+    return FileResult("restored", loaded.quality, loaded.array.shape[0] * loaded.array.shape[1] / 1e6)
+
+
 def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | None = None,
                   tile: int = 512, overlap: int = 32, device: str = "auto", ensemble: bool = False,
-                  fmt: str = "png",
-                  skip_existing: bool = False, allow_large: bool = False,
-                  storage_options: dict | None = None,
+                  fmt: str = "png", skip_existing: bool = False,
+                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
+                  allow_large: bool = False, storage_options: dict | None = None,
                   log: Callable[[str], None] | None = None) -> BatchReport:
-    """Restore every input into ``out_dir/<stem>.<fmt>``; never overwrites an input."""
+    """Restore every input into ``out_dir/<stem>.<fmt>``. Outputs are planned before anything
+    is written (:func:`.output_paths.plan_outputs`): an input is never overwritten, nothing is
+    written outside ``out_dir``, two inputs never share an output. Progress counts tiles."""
     inputs = list(inputs)
-    log = log or (lambda m: tqdm.write(m, file=sys.stderr))  # keeps lines clear of the bar
+    log = log or (lambda m: tqdm.write(m, file=sys.stderr))  # keeps lines clear of the bars
     check_writable(out_dir, storage_options)
-    fs, _, _ = fsspec.get_fs_token_paths(out_dir, storage_options=storage_options)
+    plan = plan_outputs(inputs, out_dir, fmt, storage_options)
     report = BatchReport()
-    claimed: dict[str, str] = {}
+    for src in inputs:
+        if src in plan.refused:
+            report.fail(src, plan.refused[src], log)
     start = time.perf_counter()
-    for src in tqdm(inputs, desc="restore", unit="img", disable=len(inputs) < 2, file=sys.stderr):
-        dest = output_path(src, out_dir, fmt)
-        problem = ("output would overwrite the input; choose another --output" if _same_file(src, dest)
-                   else f"{claimed[dest]} already writes {dest} (same file name)" if dest in claimed
-                   else None)
-        if problem:
-            report.failed[src] = f"{src}: {problem}"
-            log(f"error: {report.failed[src]}")
-            continue
-        claimed[dest] = src
-        if skip_existing and fs.exists(dest):
-            report.skipped.append(src)
-            continue
-        try:
-            loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
-            result = restore(loaded.array, model, tile=tile, overlap=overlap, device=device,
-                             ensemble=ensemble)
-            write_image(dest, result, format=fmt, icc_profile=loaded.icc_profile,
-                        storage_options=storage_options)
-        except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:
-            # Read/write errors already name the file; others get it prefixed.
-            report.failed[src] = str(err) if isinstance(err, (ImageReadError, ImageWriteError)) else f"{src}: {err}"
-            log(f"error: {report.failed[src]}")
-            continue
-        report.restored.append(dest)
-        report.megapixels += loaded.array.shape[0] * loaded.array.shape[1] / 1e6
+    files = tqdm(plan.pairs, desc="files", unit="img", disable=len(plan.pairs) < 2, file=sys.stderr)
+    for src, dest in files:
+        res: FileResult | str
+        with tqdm(desc=PurePosixPath(src).name, unit="tile", leave=False, file=sys.stderr,
+                  delay=PROGRESS_DELAY) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            try:
+                res = restore_file(src, dest, model, tile=tile, overlap=overlap, device=device,
+                                   ensemble=ensemble, fmt=fmt, skip_existing=skip_existing,
+                                   skip_above_quality=skip_above_quality, allow_large=allow_large,
+                                   storage_options=storage_options, progress=progress)
+            except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:
+                # Read/write errors already name the file; others get it prefixed.
+                named = isinstance(err, (ImageReadError, ImageWriteError))
+                res = str(err) if named else f"{src}: {err}"
+        if isinstance(res, str):
+            report.fail(src, res, log)  # after the tile bar is gone, so the line stays clean
+        elif res.status == "restored":
+            report.restored.append(dest)
+            report.megapixels += res.megapixels
+        else:
+            report.skipped[src] = (skip_reason(res.quality, skip_above_quality)
+                                   if res.status == "skipped" else "output exists")
     report.seconds = time.perf_counter() - start
     return report

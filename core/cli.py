@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+
 
 def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
     p.add_argument("--model", default=None,
@@ -40,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--format", default="png", choices=["png", "tiff"], help="output format (default: png)")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
+    p.add_argument("--skip-above-quality", type=int, default=DEFAULT_SKIP_ABOVE_QUALITY, metavar="Q",
+                   help="leave JPEGs whose quantization tables say quality > Q alone (nothing to "
+                        f"gain); inputs without tables are always restored (default: "
+                        f"{DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
     p.add_argument("--allow-large", action="store_true",
                    help="allow images above the decompression-bomb limit")
     p.add_argument("--storage-options", help="JSON dict of fsspec options, e.g. '{\"anon\": true}'")
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restorer/arcnn: draw quality q uniformly or with probability ~ 1/q")
     p.add_argument("--double", type=float, default=0.0,
                    help="restorer/arcnn: share of pairs compressed twice on shifted grids (default: 0)")
+    p.add_argument("--clean", type=float, default=0.0,
+                   help="restorer/arcnn: share of identity pairs, clean image in and out, so that "
+                        "uncompressed and near-lossless inputs are left alone (default: 0)")
     p.add_argument("--temperature", type=float, default=0.2, help="InfoNCE temperature (default: 0.2)")
     p.add_argument("--region", type=int, default=None,
                    help="encoder: side of the region the two positive crops come from (default: 2.5 x "
@@ -132,18 +141,20 @@ def cmd_restore(a: argparse.Namespace) -> int:
     from .sources import expand
 
     opts = _storage_options(a.storage_options)
-    inputs, missing = [], 0
+    inputs, missing = [], {}
     for item in a.inputs:
         try:
             inputs += expand(item, opts)
         except FileNotFoundError as err:
             print(f"error: {err}", file=sys.stderr)
-            missing += 1
+            missing[item] = str(err)
     report = restore_files(inputs, a.output, model=a.model, tile=a.tile, overlap=a.overlap,
                            device=a.device, ensemble=a.ensemble, fmt=a.format, skip_existing=a.skip_existing,
-                           allow_large=a.allow_large, storage_options=opts)
+                           skip_above_quality=a.skip_above_quality, allow_large=a.allow_large,
+                           storage_options=opts)
+    report.failed.update(missing)
     print(report.summary(), file=sys.stderr)
-    return 1 if report.failed or missing else 0
+    return 1 if report.failed else 0
 
 
 def cmd_quality(a: argparse.Namespace) -> int:
@@ -238,7 +249,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                         steps=a.steps, batch=a.batch or (32 if enc else 16),
                         patch=a.patch or (64 if enc else 96), lr=a.lr, encoder=a.encoder,
                         encoder_mode=a.encoder_mode, init=a.init, qualities=tuple(a.qualities),
-                        weighting=a.weighting, double=a.double, temperature=a.temperature, region=a.region,
+                        weighting=a.weighting, double=a.double, clean=a.clean, temperature=a.temperature, region=a.region,
                         val_data=a.val_data, val_every=a.val_every, seed=a.seed, resume=a.resume,
                         until=a.until, device=a.device,
                         storage_options=_storage_options(a.storage_options))

@@ -19,7 +19,6 @@ import uuid
 import zlib
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import fsspec
 import numpy as np
@@ -28,9 +27,9 @@ from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .jpeg import QualityEstimate, estimate_quality, read_quant_tables
+from .output_paths import extension
 
 MAX_PIXELS = 100_000_000  # refuse larger images unless allow_large (--allow-large)
-EXTENSIONS = {"png": ".png", "tiff": ".tif", "tif": ".tif"}
 
 _PILLOW_LIMIT = threading.Lock()
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"II*\x00": "TIFF",
@@ -243,9 +242,7 @@ def _png16_rgb(array: np.ndarray, icc_profile: bytes | None) -> bytes:
 
 
 def _encode(array: np.ndarray, format: str, icc_profile: bytes | None) -> bytes:
-    fmt = format.lower()
-    if fmt not in EXTENSIONS:
-        raise ValueError(f"output format must be png or tiff, got {format!r}")
+    fmt = extension(format)
     array = np.ascontiguousarray(array)
     if array.dtype not in (np.uint8, np.uint16) or not (
             array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
@@ -254,7 +251,7 @@ def _encode(array: np.ndarray, format: str, icc_profile: bytes | None) -> bytes:
     icc = _icc_matching(icc_profile, array)
     alpha = array.ndim == 3 and array.shape[2] == 4
     buf = io.BytesIO()
-    if fmt != "png":
+    if fmt != ".png":
         tifffile.imwrite(buf, array, photometric="minisblack" if array.ndim == 2 else "rgb",
                          extrasamples=["unassalpha"] if alpha else None,
                          compression="zlib", predictor=True, iccprofile=icc, metadata=None)
@@ -317,15 +314,3 @@ def write_image(dest: str | os.PathLike, array: np.ndarray, *, format: str = "pn
         raise ImageWriteError(f"{dest}: cannot write ({err.strerror or _one_line(err)})") from err
     except Exception as err:  # any backend failure becomes one line
         raise ImageWriteError(f"{dest}: cannot write ({_one_line(err)})") from err
-
-
-def output_path(input_name: str | os.PathLike, out_dir: str | os.PathLike,
-                format: str = "png") -> str:
-    """``<out_dir>/<stem>.<ext>`` (``.png`` or ``.tif``) for local paths and URLs alike."""
-    fmt = format.lower()
-    if fmt not in EXTENSIONS:
-        raise ValueError(f"output format must be png or tiff, got {format!r}")
-    stem = PurePosixPath(os.fspath(input_name).replace("\\", "/")).stem
-    out = os.fspath(out_dir)
-    sep = "" if not out or out.endswith("/") else "/"
-    return f"{out}{sep}{stem}{EXTENSIONS[fmt]}"

@@ -24,12 +24,15 @@ def expand(inputs: str | Iterable[str], storage_options: dict | None = None,
         fs, _, paths = fsspec.get_fs_token_paths(item, storage_options=storage_options)
         local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         hits: list[str] = []
+        folders = 0
         for p in paths:
             if fs.isdir(p):
+                folders += 1
                 hits += sorted(f for f in fs.find(p) if _is_image_name(f))
             elif fs.exists(p):
                 hits.append(p)
         if not hits and strict:
-            raise FileNotFoundError(f"{item}: no such file, folder or matching images")
+            raise FileNotFoundError(f"{item}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})"
+                                    if folders else f"{item}: no such file, folder or matching images")
         found += hits if local else [fs.unstrip_protocol(h) for h in hits]
     return list(dict.fromkeys(found))

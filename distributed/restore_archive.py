@@ -46,8 +46,17 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from napari_jpeg_restore.core.images import EXTENSIONS, read_image, write_image
-from napari_jpeg_restore.core.inference import resolve_device, restore
+from napari_jpeg_restore.core.batch import restore_file
+from napari_jpeg_restore.core.inference import resolve_device
+from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.output_paths import (
+    UnsafeOutputError,
+    canonical,
+    extension,
+    join_under,
+    output_folder_folds_case,
+    under,
+)
 from napari_jpeg_restore.core.registry import MODELS, default_model_name, load_model
 from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
 
@@ -108,29 +117,54 @@ def iter_files(src: str, storage_options: dict | None = None) -> Iterator[tuple[
 
 
 def output_url(dst: str, key: str, fmt: str) -> str:
-    return f"{dst.rstrip('/')}/{PurePosixPath(key).with_suffix(EXTENSIONS[fmt.lower()])}"
+    """``<dst>/<key with the output suffix>``; raises UnsafeOutputError for keys that would
+    escape ``dst`` (``..``, absolute keys)."""
+    return join_under(dst, str(PurePosixPath(key.replace("\\", "/")).with_suffix(extension(fmt))))
+
+
+def _failed(key: str, error: str) -> dict:
+    return {"key": key, "status": "failed", "quality": None, "seconds": 0.0, "error": error}
+
+
+def check_roots(src: str, dst: str, storage_options: dict | None = None) -> None:
+    """Refuse a ``dst`` that is ``src`` or a folder above it: outputs would land among the
+    inputs. (A ``dst`` inside ``src`` is fine: its keys are not taken as inputs.)"""
+    fold = output_folder_folds_case(dst, storage_options)
+    s, d = canonical(src, storage_options, fold), canonical(dst, storage_options, fold)
+    if under(s, d):
+        raise ValueError(f"--dst {dst} is --src or a folder above it: outputs would land among "
+                         "the inputs; choose a destination outside --src or inside it")
 
 
 def iter_items(src: str, dst: str, fmt: str = "png", storage_options: dict | None = None,
                window: int = 100_000) -> Iterator[Item | dict]:
     """Images under ``src`` with their outputs. Keys under ``dst`` (when it lies inside ``src``)
-    are left out. Two inputs that would write the same output (``a.jpg``, ``a.jpeg``) are
-    caught within a sliding window of recent outputs (same-stem keys sort next to each other);
-    the later one comes back as a ``failed`` manifest row instead of an Item."""
-    _, dst_root = _fs(dst, storage_options)
-    _, src_root = _fs(src, storage_options)
-    inside = dst_root.rstrip("/").startswith(src_root.rstrip("/") + "/")
-    skip_prefix = dst_root.rstrip("/")[len(src_root.rstrip("/")) + 1:] + "/" if inside else None
+    are left out. Keys that would escape ``dst`` come back as ``failed`` manifest rows, and so
+    does the later of two inputs that would write the same output (``a.jpg``, ``a.jpeg``),
+    caught within a sliding window of recent outputs (same-stem keys sort next to each other).
+    Outputs are compared case-folded when ``dst`` is a local folder that ignores case."""
+    check_roots(src, dst, storage_options)
+    fold = output_folder_folds_case(dst, storage_options)
+    dst_root = canonical(dst, storage_options, fold)
     recent: collections.OrderedDict[str, str] = collections.OrderedDict()
     for url, key in iter_files(src, storage_options):
-        if not key.lower().endswith(IMAGE_SUFFIXES) or (skip_prefix and key.startswith(skip_prefix)):
+        if not key.lower().endswith(IMAGE_SUFFIXES) or under(canonical(url, storage_options, fold),
+                                                              dst_root):
             continue
-        out = output_url(dst, key, fmt)
-        if out in recent:
-            yield {"key": key, "status": "failed", "quality": None, "seconds": 0.0,
-                   "error": f"{key}: {recent[out]} already writes {out} (same name, other suffix)"}
+        try:
+            out = output_url(dst, key, fmt)
+        except UnsafeOutputError as err:
+            yield _failed(key, str(err))
             continue
-        recent[out] = key
+        out_key = canonical(out, storage_options, fold)
+        if not under(out_key, dst_root):
+            yield _failed(key, f"{key}: its output {out} would leave the destination; refused")
+            continue
+        if out_key in recent:
+            yield _failed(key, f"{key}: {recent[out_key]} already writes {out} (same name, "
+                               "other suffix); refused, rename one of them")
+            continue
+        recent[out_key] = key
         if len(recent) > window:
             recent.popitem(last=False)
         yield Item(url, key, out)
@@ -144,7 +178,7 @@ class Restorer:
 
     def __init__(self, model: str | None, model_blob: bytes | None, *, device: str = "cpu",
                  threads: int = 1, tile: int = 512, ensemble: bool = False, fmt: str = "png",
-                 skip_above_quality: int | None = None, storage_options: dict | None = None,
+                 skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY, storage_options: dict | None = None,
                  env: dict[str, str] | None = None, throttle: float = 0.0) -> None:
         os.environ.update(env or {})
         import torch
@@ -165,10 +199,6 @@ class Restorer:
     def pid(self) -> int:
         return os.getpid()
 
-    def _exists(self, url: str) -> bool:
-        fs, path = _fs(url, self.so)
-        return fs.exists(path)
-
     def process(self, batch: list[Item]) -> list[dict[str, Any]]:
         return [self._one(item) for item in batch]
 
@@ -177,26 +207,18 @@ class Restorer:
         row: dict[str, Any] = {"key": item.key, "status": "failed", "quality": None,
                                "seconds": 0.0, "error": None}
         try:
-            if self._exists(item.dst):
-                row["status"] = "exists"
-            else:
-                loaded = read_image(item.src, storage_options=self.so)
-                if loaded.quality is not None:
-                    row["quality"] = loaded.quality.quality
-                    row["quality_exact"] = loaded.quality.exact
-                if (self.skip_above is not None and loaded.quality is not None
-                        and loaded.quality.quality > self.skip_above):
-                    row["status"] = "skipped"
-                else:
-                    result = restore(loaded.array, self.model, tile=self.tile, device=self.device,
-                                     ensemble=self.ensemble)
-                    write_image(item.dst, result, format=self.fmt, icc_profile=loaded.icc_profile,
-                                storage_options=self.so)
-                    row["status"] = "restored"
-                    row["megapixels"] = loaded.array.shape[0] * loaded.array.shape[1] / 1e6
-                    row["output"] = item.dst
-                if self.throttle:
-                    time.sleep(self.throttle)
+            res = restore_file(item.src, item.dst, self.model, tile=self.tile, device=self.device,
+                               ensemble=self.ensemble, fmt=self.fmt, skip_existing=True,
+                               skip_above_quality=self.skip_above, storage_options=self.so)
+            row["status"] = res.status
+            if res.quality is not None:
+                row["quality"] = res.quality.quality
+                row["quality_exact"] = res.quality.exact
+            if res.status == "restored":
+                row["megapixels"] = res.megapixels
+                row["output"] = item.dst
+            if self.throttle:
+                time.sleep(self.throttle)
         except Exception as err:  # noqa: BLE001 - every per-file problem is a manifest row
             row["error"] = scrub(" ".join(str(err).split()) or type(err).__name__, self.secrets)
         row["seconds"] = round(time.perf_counter() - t0, 4)
@@ -285,7 +307,7 @@ class ArchiveConfig:
     gpus_per_worker: float = 1.0
     cpus_per_worker: float = 1.0
     batch_size: int = 8
-    skip_above_quality: int | None = None
+    skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY
     format: str = "png"
     tile: int = 512
     ensemble: bool = False
@@ -354,10 +376,8 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
     where = init_ray(cfg.address)
     so = dict(cfg.storage_options)
     fmt = cfg.format.lower()
-    if fmt not in EXTENSIONS:
-        raise ValueError(f"--format must be png or tiff, got {cfg.format!r}")
-    if _fs(cfg.src, so)[1].rstrip("/") == _fs(cfg.dst, so)[1].rstrip("/"):
-        raise ValueError("--dst must differ from --src")
+    extension(fmt)  # ValueError for an unknown format
+    check_roots(cfg.src, cfg.dst, so)  # before any actor starts
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
     if gpus > 0 and cfg.gpus_per_worker > 0:
@@ -448,9 +468,8 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
                     if len(batch) > 1:
                         retry.extend(([it], tries + 1) for it in batch)
                     else:
-                        record([{"key": batch[0].key, "status": "failed", "quality": None,
-                                 "seconds": 0.0, "error": "the worker process died on this "
-                                 "file (killed, out of memory or crashed) in every retry"}])
+                        record([_failed(batch[0].key, "the worker process died on this file "
+                                        "(killed, out of memory or crashed) in every retry")])
     finally:
         manifest.flush()
         seconds = time.perf_counter() - start
@@ -478,8 +497,9 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="CPUs reserved per actor, also its torch thread count")
     p.add_argument("--batch-size", type=int, default=8, help="files per actor task")
-    p.add_argument("--skip-above-quality", type=int, metavar="Q",
-                   help="leave JPEGs whose tables say quality > Q untouched (status skipped)")
+    p.add_argument("--skip-above-quality", type=int, metavar="Q", default=DEFAULT_SKIP_ABOVE_QUALITY,
+                   help="leave JPEGs whose tables say quality > Q untouched (status skipped; "
+                        f"default: {DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
     p.add_argument("--format", choices=["png", "tiff"], default="png")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--ensemble", action="store_true",

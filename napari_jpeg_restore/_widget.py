@@ -34,6 +34,8 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 if TYPE_CHECKING:
     import napari
 
+from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+
 AUTO = "auto"
 WEIGHTS_FILE = "weights file…"
 DEVICES = ("auto", "cpu", "cuda")
@@ -242,13 +244,18 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.difference = CheckBox(text="add difference layer", value=False)
         self.ensemble = CheckBox(text="x8 self-ensemble (8x slower, a little better)", value=False)
+        self.skip_above = SpinBox(
+            label="skip above JPEG Q", min=1, max=100, value=DEFAULT_SKIP_ABOVE_QUALITY,
+            tooltip="Leave an image alone when its JPEG quantization tables (read by this plugin's "
+                    "reader) say it is above this quality: there is nothing to gain. Layers "
+                    "without tables are always restored. 100 restores everything.")
         self.run_button = PushButton(text="Restore")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
         self.status = Label(value="")
         self.form = Container(widgets=[
             self.image, self.model, self.weights, self.tile, self.device, self.difference, self.ensemble,
-            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.skip_above, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status])
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
@@ -287,7 +294,9 @@ class RestoreWidget(_ModelChoice, QWidget):
 
     def run(self, *_args):
         """Start restoring the chosen layer; returns the worker, or None after a notification."""
+        from napari_jpeg_restore.core.batch import skip_reason
         from napari_jpeg_restore.core.inference import resolve_device
+        from napari_jpeg_restore.core.jpeg import QualityEstimate
 
         if self.running:
             show_warning("A restoration is already running; cancel it first.")
@@ -305,6 +314,14 @@ class RestoreWidget(_ModelChoice, QWidget):
 
         prepared = self._prepare(f"restore '{layer.name}'", prepare)
         if prepared is None:
+            return None
+        tables = table_quality(layer.metadata)
+        why = skip_reason(QualityEstimate(tables[0], 0.0, tables[1]) if tables else None,
+                          int(self.skip_above.value))
+        if why:
+            self.status.value = (f"'{layer.name}' left as is: {why} (Q{tables[0]} by its tables); "
+                                 "raise 'skip above JPEG Q' to 100 to restore it anyway.")
+            show_info(self.status.value)
             return None
         lead_shape, spec = prepared
         self._job = {"layer": layer, "difference": bool(self.difference.value)}

@@ -1,5 +1,11 @@
 """Shared fixtures."""
+import os
 from pathlib import Path
+
+# Before torch loads (and is inherited by Ray's workers): OpenMP threads that spin while they
+# wait stall 10-35x when another process keeps a core busy (tiny training step, 2 threads,
+# one core loaded: 3.6 s spinning, 0.21 s passive); the suite must not depend on a quiet host.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 

@@ -1,6 +1,8 @@
 """The jpeg-restore CLI end to end: a batch with bad files goes on, outputs are written
 atomically, inputs are never overwritten, and each bad input gets one clear line."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -92,8 +94,43 @@ def test_never_overwrites_an_input(tmp_path, weights, capsys):
     write_image(src, _photo())
     before = src.read_bytes()
     rc = main(["restore", str(src), "-o", str(tmp_path), "--model", weights])
-    assert rc == 1 and "overwrite the input" in capsys.readouterr().err
+    assert rc == 1 and "is an input" in capsys.readouterr().err
     assert src.read_bytes() == before
+
+
+def test_progress_counts_tiles_of_one_image(tmp_path, weights, capsys, monkeypatch):
+    from napari_jpeg_restore.core import batch
+
+    monkeypatch.setattr(batch, "PROGRESS_DELAY", 0.0)  # a big image's bar, without the wait
+    src = tmp_path / "one.jpg"
+    src.write_bytes(encode_jpeg(_photo(128, 128), 30))
+    assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--model", weights,
+                 "--tile", "64", "--overlap", "8"]) == 0
+    err = capsys.readouterr().err
+    counts = [tuple(map(int, m)) for m in re.findall(r"one\.jpg:.*?(\d+)/(\d+) \[", err)]
+    assert counts and {total for _, total in counts} == {9}  # 3 x 3 tiles of 64 px
+    assert len({done for done, _ in counts}) > 1  # a bar that moves within the one image
+
+
+def test_high_quality_jpegs_are_skipped_by_default(tmp_path, weights, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "fine.jpg").write_bytes(encode_jpeg(_photo(), 97))
+    (tmp_path / "in" / "coarse.jpg").write_bytes(encode_jpeg(_photo(), 30))
+    write_image(tmp_path / "in" / "never.png", _photo())
+    assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--model", weights]) == 0
+    assert "restored 2, skipped 1 (1 JPEG quality above 95)" in capsys.readouterr().err
+    assert _outputs(tmp_path / "o") == ["coarse.png", "never.png"]
+    assert main(["restore", str(tmp_path / "in" / "fine.jpg"), "-o", str(tmp_path / "o"),
+                 "--model", weights, "--skip-above-quality", "100"]) == 0
+    assert (tmp_path / "o" / "fine.png").is_file()
+
+
+def test_empty_folder_says_no_images(tmp_path, weights, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["restore", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--model", weights])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no images in this folder" in err and "no such file" not in err
+    assert "failed 1" in err
 
 
 def test_output_folder_not_writable(batch, tmp_path, weights, capsys):
@@ -106,7 +143,8 @@ def test_output_folder_not_writable(batch, tmp_path, weights, capsys):
 
 def test_missing_input_is_reported(tmp_path, weights, capsys):
     rc = main(["restore", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o"), "--model", weights])
-    assert rc == 1 and "nope.jpg" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 1 and "nope.jpg" in err and "failed 1" in err
 
 
 def test_decompression_bomb_needs_allow_large(tmp_path, weights, capsys, monkeypatch):
@@ -223,6 +261,8 @@ def test_same_stem_in_two_folders_is_not_overwritten(tmp_path, weights, capsys):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "x.jpg").write_bytes(encode_jpeg(_photo(seed=seed), 30))
     rc = main(["restore", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "out"), "--model", weights])
-    assert rc == 1 and "already writes" in capsys.readouterr().err
-    assert _outputs(tmp_path / "out") == ["x.png"]
+    err = capsys.readouterr().err
+    assert rc == 1 and "would write the same output" in err
+    assert str(tmp_path / "a" / "x.jpg") in err and str(tmp_path / "b" / "x.jpg") in err
+    assert _outputs(tmp_path / "out") == []  # neither wins by the order of the arguments
     assert read_image("memory://cli-out/a.png").array.shape == (64, 96, 3)

@@ -1,13 +1,17 @@
 """Ray bulk restoration against a real local Ray cluster and moto's S3 server (through s3fs)."""
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'napari-jpeg-restore[ray]'")
 pytest.importorskip("s3fs", reason="needs s3fs (the s3 extra)")
@@ -177,3 +181,57 @@ def test_redaction_of_secrets():
                           "client_kwargs": {"aws_session_token": "***", "region_name": "eu"}}
     secrets = secret_values(so, {"AWS_SECRET_ACCESS_KEY": "env-secret-1"})
     assert scrub("denied for s3cr3t-value/tok-123456/env-secret-1", secrets) == "denied for ***/***/***"
+
+
+def test_keys_with_dotdot_never_write_outside_the_destination(cluster, tiny_model, s3, tmp_path):
+    """An object ``in/../../escape1.jpg`` must not land two folders above --dst (local or S3),
+    nor outside -o when the CLI reads the prefix."""
+    from napari_jpeg_restore.core.cli import main
+
+    fs = fsspec.filesystem("s3", **s3)
+    fs.mkdir("arch")
+    fs.pipe_file("arch/in/ok.jpg", encode_jpeg(synthetic(7), 10))
+    for key in ("in/../../escape1.jpg", "in/../escape2.jpg", "in/a/../../../../escape3.jpg"):
+        fs.pipe_file(f"arch/{key}", encode_jpeg(synthetic(8), 10))
+    assert any(".." in k for k in fs.find("arch"))  # moto keeps the keys as written
+    dst = tmp_path / "dst" / "out"
+    summary = run(_cfg("s3://arch/in", str(dst), tiny_model, s3), log=lambda m: None)
+    assert summary.counts == {"restored": 1, "failed": 3}
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert {w for w in written if "_manifest" not in w} == {"dst/out/ok.png"}
+    rows = final_state(read_manifest(str(dst)))
+    assert all(".." in r["error"] for k, r in rows.items() if k != "ok.jpg")
+
+    before = set(fs.find("arch"))
+    s3_summary = run(_cfg("s3://arch/in", "s3://arch/out/sub", tiny_model, s3), log=lambda m: None)
+    assert s3_summary.counts == {"restored": 1, "failed": 3}
+    new = {k for k in set(fs.find("arch")) - before if "/_manifest/" not in k}
+    assert new == {"arch/out/sub/ok.png"}
+
+    cli_out = tmp_path / "cli"
+    main(["restore", "s3://arch/in/", "-o", str(cli_out), "--model", tiny_model,
+          "--storage-options", json.dumps(s3)])
+    assert all(p.resolve().is_relative_to(cli_out.resolve()) for p in tmp_path.rglob("*")
+               if p.is_file() and "dst" not in p.parts)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.dictionaries(keys=st.tuples(st.sampled_from(["", "sub/", "out/"]),
+                                            st.sampled_from(["p", "P", "q"]),
+                                            st.sampled_from([".jpg", ".JPG", ".jpeg", ".png"])),
+                             values=st.integers(0, 2), min_size=1, max_size=6),
+       dst_rel=st.sampled_from(["", "out", "sub"]))
+def test_archive_never_changes_an_input(cluster, tiny_model, files, dst_rel):
+    """dst = the src prefix itself (refused) or a folder inside it: inputs stay byte for byte."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        for (sub, stem, suffix), seed in files.items():
+            (src / sub).mkdir(parents=True, exist_ok=True)
+            (src / f"{sub}{stem}{suffix}").write_bytes(encode_jpeg(synthetic(seed, (32, 40)), 10))
+        before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+        dst = src / dst_rel
+        try:
+            run(_cfg(str(src), str(dst), tiny_model, workers=1), log=lambda m: None)
+        except ValueError as err:
+            assert dst_rel == "" and "among the inputs" in str(err)
+        assert {p: p.read_bytes() for p in before} == before

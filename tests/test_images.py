@@ -12,7 +12,6 @@ from napari_jpeg_restore.core import images
 from napari_jpeg_restore.core.images import (
     ImageReadError,
     ImageWriteError,
-    output_path,
     read_image,
     write_image,
 )
@@ -331,11 +330,3 @@ def test_memory_failed_move_leaves_no_temp(memory_root, rgb, monkeypatch):
     with pytest.raises(ImageWriteError, match="backend went away"):
         write_image(f"{memory_root}/x.png", rgb)
     assert fs.find(memory_root) == []
-
-
-def test_output_path():
-    assert output_path("/data/in/photo.jpg", "/data/out", "png") == "/data/out/photo.png"
-    assert output_path("s3://b/in/x.photo.JPG", "s3://b/out/", "tiff") == "s3://b/out/x.photo.tif"
-    assert output_path("photo.jpeg", "", "png") == "photo.png"
-    with pytest.raises(ValueError):
-        output_path("photo.jpg", "out", "jpeg")

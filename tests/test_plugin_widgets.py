@@ -147,6 +147,25 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     assert widget.progress.value == 1000 and widget.run_button.enabled
 
 
+def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot, restorer_weights,
+                                                       notes):
+    viewer = make_napari_viewer()
+    data = encode_jpeg(smooth_image(4), 98)
+    viewer.add_image(compress(smooth_image(4), 98), name="fine",
+                     metadata=jpeg_metadata(read_quant_tables(data), "fine.jpg"))
+    widget = _restore_dock(viewer)
+    widget.set_model(restorer_weights)
+    assert widget.skip_above.value == 95 and widget.skip_above.tooltip
+    assert widget.run() is None
+    assert "fine (restored)" not in viewer.layers
+    assert "left as is" in widget.status.value and "Q98" in widget.status.value
+    assert notes and notes[-1][0] == "info"
+    widget.skip_above.value = 100
+    assert widget.run() is not None
+    _wait(qtbot, widget)
+    assert "fine (restored)" in viewer.layers
+
+
 def test_restore_with_self_ensemble(make_napari_viewer, qtbot, restorer_weights, notes):
     from napari_jpeg_restore.core import restore
 

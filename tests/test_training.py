@@ -131,6 +131,19 @@ def test_pair_sampler_weighting_and_double_compression():
         PairSampler([img], double=1.5)
 
 
+def test_pair_sampler_clean_identity_pairs():
+    img = _image(0, (96, 96))
+    rng = np.random.default_rng(0)
+    clean = img[:32, :32].copy()
+    some = PairSampler([img], patch=32, qualities=(20, 20, 1), clean=0.5)
+    same = [np.array_equal(some.degrade(clean, rng), clean) for _ in range(200)]
+    assert 0.35 < np.mean(same) < 0.65  # about half the pairs are identities
+    x, y = PairSampler([img], patch=32, clean=1.0).sample(4, rng)
+    assert torch.equal(x, y)
+    with pytest.raises(ValueError, match="clean"):
+        PairSampler([img], clean=-0.1)
+
+
 def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
     from napari_jpeg_restore.core.images import write_image
 

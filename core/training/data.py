@@ -60,19 +60,24 @@ class PairSampler:
 
     ``weighting="inverse"`` draws quality ``q`` with probability proportional to ``1/q`` (more
     low-quality samples, whose errors dominate); ``double`` is the share of pairs compressed twice
-    (second quality at least the first, on an 8x8 grid shifted by a random offset)."""
+    (second quality at least the first, on an 8x8 grid shifted by a random offset); ``clean`` is
+    the share of identity pairs (the clean crop as input), which teaches the model to leave
+    never-compressed and near-lossless inputs as they are."""
 
     images: Sequence[np.ndarray]
     patch: int = 96
     qualities: tuple[int, int, int] = (10, 90, 10)
     weighting: str = "uniform"
     double: float = 0.0
+    clean: float = 0.0
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if not 0.0 <= self.double <= 1.0:
             raise ValueError(f"double must be a fraction in [0, 1], got {self.double}")
+        if not 0.0 <= self.clean <= 1.0:
+            raise ValueError(f"clean must be a fraction in [0, 1], got {self.clean}")
         self._levels = quality_levels(*self.qualities)
         w = 1.0 / self._levels if self.weighting == "inverse" else np.ones(len(self._levels))
         self._p = w / w.sum()
@@ -81,6 +86,8 @@ class PairSampler:
         return int(rng.choice(self._levels, p=self._p))
 
     def degrade(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.clean and rng.random() < self.clean:
+            return clean.copy()
         q = self._quality(rng)
         if self.double and rng.random() < self.double:
             q2 = max(q, self._quality(rng))

@@ -45,6 +45,7 @@ class TrainOptions:
     qualities: tuple[int, int, int] = (10, 90, 10)  # low, high, step
     weighting: str = "uniform"  # uniform | inverse (restorer/arcnn quality sampling)
     double: float = 0.0  # share of double-compressed training pairs (restorer/arcnn)
+    clean: float = 0.0  # share of identity (clean -> clean) training pairs (restorer/arcnn)
     temperature: float = 0.2
     region: int | None = None  # encoder: side of the region both positive crops come from
     queue: int = 4096
@@ -118,7 +119,7 @@ def build_task(opts: TrainOptions, images: list[np.ndarray], model: nn.Module,
                                                           qualities=tuple(opts.qualities)), batch=opts.batch,
                                queue_size=opts.queue, temperature=opts.temperature, gather=gather)
     sampler = PairSampler(images, patch=opts.patch, qualities=tuple(opts.qualities),
-                          weighting=opts.weighting, double=opts.double)
+                          weighting=opts.weighting, double=opts.double, clean=opts.clean)
     return RestorationTask(model, sampler, batch=opts.batch,
                            train_encoder=opts.encoder_mode == "joint")
 
