@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .images import ImageReadError, ImageWriteError, read_image, write_image
-from .inference import Progress, restore
+from .image_writing import ImageWriteError, write_image_bands
+from .images import ImageReadError, read_image
+from .inference import Band, Progress, restore_bands
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
 from .output_paths import plan_outputs
-
 
 PROGRESS_DELAY = 2.0  # seconds before a file's tile bar appears (quick files show none)
 
@@ -80,8 +80,8 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
                  allow_large: bool = False, storage_options: dict | None = None,
                  progress: Progress | None = None) -> FileResult:
     """The one file-restore step of the CLI and the Ray archive job: read ``src``, leave it
-    alone when its tables say it is above ``skip_above_quality``, restore, write ``dest``
-    atomically. ``dest`` must come from :mod:`.output_paths`. Bad files raise
+    alone when its tables say it is above ``skip_above_quality``, restore it band by band and
+    stream the bands into ``dest`` (atomically), so memory beyond the decoded input stays small. ``dest`` must come from :mod:`.output_paths`. Bad files raise
     :class:`ImageReadError` / :class:`ImageWriteError` / ValueError with one line."""
     if skip_existing:
         fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
@@ -90,10 +90,17 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
     loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
     if skip_reason(loaded.quality, skip_above_quality):
         return FileResult("skipped", loaded.quality)
-    result = restore(loaded.array, model, tile=tile, overlap=overlap, device=device,
-                     ensemble=ensemble, progress=progress)
-    write_image(dest, result, format=fmt, icc_profile=loaded.icc_profile,
-                storage_options=storage_options)
+
+    def bands() -> Iterator[Band]:
+        for done, total, band in restore_bands(loaded.array, model, tile=tile, overlap=overlap,
+                                               device=device, ensemble=ensemble):
+            if progress is not None:
+                progress(done, total)
+            if band is not None:
+                yield band
+
+    write_image_bands(dest, loaded.array.shape, loaded.array.dtype, bands(), format=fmt,
+                      icc_profile=loaded.icc_profile, storage_options=storage_options)
     return FileResult("restored", loaded.quality, loaded.array.shape[0] * loaded.array.shape[1] / 1e6)
 
 

@@ -263,7 +263,7 @@ COMMANDS = {"restore": cmd_restore, "quality": cmd_quality, "eval": cmd_eval, "d
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .images import ImageWriteError
+    from .image_writing import ImageWriteError
     from .registry import ModelNotAvailableError
 
     try:

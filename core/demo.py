@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .images import read_image, write_image
+from .image_writing import write_image
+from .images import read_image
 from .inference import restore
 from .jpeg import compress
 from .metrics import evaluate

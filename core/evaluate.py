@@ -27,7 +27,10 @@ class EvalRow:
 
 
 def degrade(image: np.ndarray, quality: str | int) -> np.ndarray:
-    """``"10"`` → one pass at Q10; ``"10+30"`` → Q10 then Q30 on a grid shifted by (4, 4)."""
+    """``"10"`` → one pass at Q10; ``"10+30"`` → Q10 then Q30 on a grid shifted by (4, 4);
+    ``"none"`` → the image as it is (never compressed: a restorer should leave it alone)."""
+    if str(quality) == "none":
+        return image.copy()
     parts = [int(p) for p in str(quality).split("+")]
     return compress(image, parts[0]) if len(parts) == 1 else double_compress(image, parts[0], parts[1])
 

@@ -1,33 +1,26 @@
-"""Robust image reading and atomic writing, for local paths, fsspec URLs and bytes.
+"""Robust image reading, for local paths, fsspec URLs and bytes (writing: ``image_writing``).
 
 Reading (:func:`read_image`) turns every failure into one :class:`ImageReadError` line, refuses
 images over ``MAX_PIXELS`` from the header before decoding (decompression bombs), applies the
 EXIF orientation, keeps the ICC profile and a JPEG's quantization tables, and returns uint8 or
 uint16 arrays shaped HxW, HxWx3 or HxWx4 (CMYK, palette and gray+alpha images become RGB(A)).
 16-bit gray, RGB and RGBA PNG/TIFF stay 16-bit; 16-bit gray+alpha PNG is read at 8 bits (Pillow).
-
-Writing (:func:`write_image`) is lossless PNG or TIFF, 16 bits kept, and atomic: a temp file
-beside the destination, then a rename (or a temp key then a move for fsspec URLs).
 """
 from __future__ import annotations
 
 import io
 import os
-import struct
 import threading
-import uuid
-import zlib
 from contextlib import suppress
 from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 import tifffile
-from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from .image_writing import icc_matching
 from .jpeg import QualityEstimate, estimate_quality, read_quant_tables
-from .output_paths import extension
 
 MAX_PIXELS = 100_000_000  # refuse larger images unless allow_large (--allow-large)
 
@@ -45,10 +38,6 @@ class ImageReadError(ValueError):
     """An input that cannot be read as an image; ``str()`` is one line naming the source."""
 
 
-class ImageWriteError(OSError):
-    """An output that cannot be written; ``str()`` is one line naming the destination."""
-
-
 @dataclass
 class LoadedImage:
     array: np.ndarray  # HxW, HxWx3 or HxWx4; uint8 or uint16; upright (EXIF applied)
@@ -62,12 +51,6 @@ class LoadedImage:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
-
-
-def _icc_matching(profile: bytes | None, array: np.ndarray) -> bytes | None:
-    """``profile`` if its colour space (ICC header bytes 16..19) fits the array, else None."""
-    space = b"GRAY" if array.ndim == 2 else b"RGB "
-    return profile if profile and profile[16:20] == space else None
 
 
 def _fetch(source: str | os.PathLike | bytes, storage_options: dict | None) -> tuple[bytes, str]:
@@ -146,11 +129,49 @@ def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _rows_copied(im: Image.Image, band_bytes: int = 64 << 20) -> np.ndarray:
+    """``np.asarray(im)`` for an 8-bit L/RGB/RGBA image, copied out in bands of rows so that a
+    huge image costs its pixels twice (Pillow's and the array), not three times."""
+    w, h = im.size
+    bands = len(im.getbands())
+    out = np.empty((h, w) if bands == 1 else (h, w, bands), np.uint8)
+    step = max(1, band_bytes // (w * bands))
+    for y in range(0, h, step):
+        out[y:y + step] = np.asarray(im.crop((0, y, w, min(h, y + step))))
+    return out
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup v2 limit; None
+    where neither can be read (not Linux)."""
+    found = []
+    with suppress(OSError, ValueError, StopIteration), open("/proc/meminfo") as f:
+        found.append(int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
+                     * 1024)
+    with (suppress(OSError, ValueError), open("/sys/fs/cgroup/memory.max") as f,
+          open("/sys/fs/cgroup/memory.current") as g):
+        limit = f.read().strip()
+        if limit != "max":
+            found.append(int(limit) - int(g.read()))
+    return min(found) if found else None
+
+
+def _check_memory(im: Image.Image, name: str) -> None:
+    """Refuse, in one line, an image whose decoding needs more memory than is available."""
+    w, h = im.size
+    deep = im.mode.startswith("I") or im.mode == "F" or "16" in str(im.tile[0][3] if im.tile else "")
+    need = 2 * w * h * len(im.getbands()) * (2 if deep else 1) + (256 << 20)
+    free = available_memory()
+    if free is not None and need > free:
+        raise ImageReadError(f"{name}: {w}x{h} pixels need about {need / 2**30:.1f} GiB of memory "
+                             f"to decode and restore, {free / 2**30:.1f} GiB are available")
+
+
 def _to_array(im: Image.Image, name: str) -> np.ndarray:
     """A loaded Pillow image as uint8/uint16 HxW, HxWx3 or HxWx4."""
     mode = im.mode
     if mode in ("L", "RGB", "RGBA"):
-        return np.asarray(im)
+        return _rows_copied(im)
     if mode == "1":
         return np.asarray(im.convert("L"))
     if mode.startswith("I;16"):
@@ -195,6 +216,7 @@ def _decode(data: bytes, name: str, allow_large: bool) -> LoadedImage:
         raise ImageReadError(f"{name}: {w}x{h} pixels ({w * h / 1e6:.0f} MP) is over the "
                              f"{MAX_PIXELS / 1e6:.0f} MP limit (possible decompression bomb); "
                              "use --allow-large (allow_large=True) to read it")
+    _check_memory(im, name)
     fmt = im.format or "image"
     try:
         array = _pixels(im, data, name)
@@ -207,7 +229,8 @@ def _decode(data: bytes, name: str, allow_large: bool) -> LoadedImage:
     array = np.require(_ORIENT.get(_orientation(im), lambda a: a)(array), requirements=["C", "W"])
     tables = read_quant_tables(im) if fmt == "JPEG" else None
     return LoadedImage(array=array, path=name, format=fmt,
-                       icc_profile=_icc_matching(im.info.get("icc_profile"), array),
+                       icc_profile=icc_matching(im.info.get("icc_profile"),
+                                                array.shape[2] if array.ndim == 3 else 1),
                        quant_tables=tables, quality=estimate_quality(tables) if tables else None,
                        has_alpha=array.ndim == 3 and array.shape[2] == 4)
 
@@ -223,94 +246,3 @@ def read_image(source: str | os.PathLike | bytes, *, allow_large: bool = False,
         raise
     except Exception as err:  # never let a decoder traceback through
         raise ImageReadError(f"{name}: cannot read image ({_one_line(err)})") from err
-
-
-def _png16_rgb(array: np.ndarray, icc_profile: bytes | None) -> bytes:
-    """16-bit RGB(A) PNG, which Pillow cannot write: Sub-filtered rows in one IDAT chunk."""
-    h, w, c = array.shape
-    rows = array.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
-    filtered = rows.copy()
-    filtered[:, 2 * c:] -= rows[:, :-2 * c]  # uint8 arithmetic wraps modulo 256, as PNG wants
-    chunks = [(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0))]
-    if icc_profile:
-        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
-    scanlines = np.hstack([np.ones((h, 1), np.uint8), filtered])  # filter type 1 (Sub)
-    chunks += [(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), (b"IEND", b"")]
-    return b"\x89PNG\r\n\x1a\n" + b"".join(
-        struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-        for tag, body in chunks)
-
-
-def _encode(array: np.ndarray, format: str, icc_profile: bytes | None) -> bytes:
-    fmt = extension(format)
-    array = np.ascontiguousarray(array)
-    if array.dtype not in (np.uint8, np.uint16) or not (
-            array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-        raise ValueError("expected a uint8/uint16 HxW, HxWx3 or HxWx4 array, "
-                         f"got {array.dtype} {array.shape}")
-    icc = _icc_matching(icc_profile, array)
-    alpha = array.ndim == 3 and array.shape[2] == 4
-    buf = io.BytesIO()
-    if fmt != ".png":
-        tifffile.imwrite(buf, array, photometric="minisblack" if array.ndim == 2 else "rgb",
-                         extrasamples=["unassalpha"] if alpha else None,
-                         compression="zlib", predictor=True, iccprofile=icc, metadata=None)
-    elif array.dtype == np.uint16 and array.ndim == 3:
-        return _png16_rgb(array, icc)
-    else:
-        Image.fromarray(array).save(buf, "PNG", icc_profile=icc)  # uint16 HxW: 16-bit "I;16"
-    return buf.getvalue()
-
-
-def _write_local(path: str, payload: bytes) -> None:
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_remote(fs: fsspec.AbstractFileSystem, path: str, payload: bytes) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        fs.pipe_file(tmp, payload)
-        fs.mv(tmp, path)
-    except BaseException:
-        with suppress(Exception):
-            if fs.exists(tmp):
-                fs.rm(tmp)
-        raise
-
-
-def write_image(dest: str | os.PathLike, array: np.ndarray, *, format: str = "png",
-                icc_profile: bytes | None = None, storage_options: dict | None = None) -> None:
-    """Write ``array`` (uint8/uint16 HxW, HxWx3, HxWx4) losslessly and atomically.
-
-    PNG: 8-bit through Pillow, 16-bit gray as Pillow "I;16", 16-bit RGB(A) by a small built-in
-    encoder (Pillow cannot write it). TIFF: tifffile, deflate + predictor. ``icc_profile`` is
-    embedded when its colour space fits the array (a mismatched one is left out). Local
-    destinations get ``.<name>.tmp-<random>`` beside them and ``os.replace``; fsspec URLs a
-    ``<dest>.tmp-<uuid>`` key then ``fs.mv``. Nothing half-written remains on failure; I/O
-    failures raise :class:`ImageWriteError`, a bad array or format ValueError.
-    """
-    payload = _encode(array, format, icc_profile)
-    dest = os.fspath(dest)
-    try:
-        fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
-        if isinstance(fs, LocalFileSystem):
-            _write_local(path, payload)
-        else:
-            _write_remote(fs, path, payload)
-    except OSError as err:
-        raise ImageWriteError(f"{dest}: cannot write ({err.strerror or _one_line(err)})") from err
-    except Exception as err:  # any backend failure becomes one line
-        raise ImageWriteError(f"{dest}: cannot write ({_one_line(err)})") from err

@@ -2,11 +2,13 @@
 
 The image is cut into overlapping tiles aligned to the model's stride (and so to the 8x8
 JPEG grid), each tile runs through the network, and tiles are blended with linear ramps
-across the overlap, so memory stays bounded by the tile size plus one float accumulator.
+across the overlap. Rows are finished one row of tiles at a time (:func:`restore_bands`), so
+the float working memory is one band of tile height across the image, whatever its size.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -87,20 +89,35 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     return w
 
 
-def _to_unit(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """float32 HxWxC in [0, 1] and the inverse mapping back to the input's dtype and range."""
-    if image.dtype == np.uint8 or image.dtype == np.uint16:
-        top = float(np.iinfo(image.dtype).max)
-        dtype = image.dtype
-        return image.astype(np.float32) / top, lambda y: np.round(y.clip(0, 1) * top).astype(dtype)
-    if not np.issubdtype(image.dtype, np.floating):
-        raise TypeError(f"unsupported dtype {image.dtype}; use uint8, uint16 or float")
-    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
-    if lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0
-    span = hi - lo or 1.0
-    dtype = image.dtype
-    return ((image - lo) / span).astype(np.float32), lambda y: (y.clip(0, 1) * span + lo).astype(dtype)
+@dataclass(frozen=True)
+class UnitScale:
+    """Maps an image's values to [0, 1] floats (per tile) and back to its dtype (per band)."""
+
+    dtype: np.dtype
+    low: float
+    span: float
+    integer: bool
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> UnitScale:
+        if image.dtype == np.uint8 or image.dtype == np.uint16:
+            return cls(image.dtype, 0.0, float(np.iinfo(image.dtype).max), True)
+        if not np.issubdtype(image.dtype, np.floating):
+            raise TypeError(f"unsupported dtype {image.dtype}; use uint8, uint16 or float")
+        if not np.isfinite(image).all():
+            raise ValueError("the image has NaN or infinite values; replace them (e.g. "
+                             "np.nan_to_num) before restoring")
+        lo, hi = float(image.min()), float(image.max())
+        if lo >= 0.0 and hi <= 1.0:
+            lo, hi = 0.0, 1.0
+        return cls(image.dtype, lo, hi - lo or 1.0, False)
+
+    def to_unit(self, a: np.ndarray) -> np.ndarray:
+        return ((a.astype(np.float32) - self.low) / self.span).astype(np.float32, copy=False)
+
+    def back(self, y: np.ndarray) -> np.ndarray:
+        y = y.clip(0, 1) * self.span + self.low
+        return np.round(y).astype(self.dtype) if self.integer else y.astype(self.dtype)
 
 
 def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -124,6 +141,68 @@ def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.d
     return model.to(device, memory_format=layout).eval()
 
 
+Band = tuple[int, np.ndarray]  # (first row, final rows of the restored image)
+
+
+def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
+                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False
+                  ) -> Generator[tuple[int, int, Band | None], None, None]:
+    """Restore ``image`` one row of tiles at a time: yields ``(tiles_done, tiles_total, band)``
+    after every tile, where ``band`` is None or ``(y, rows)``, rows of the result (in the
+    input's dtype, alpha passed through) that no later tile touches, top to bottom. Working
+    memory is a band of tile height across the image, never a full-size float copy."""
+    image = np.asarray(image)
+    if image.ndim < 2 or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected a non-empty 2-D gray, RGB or RGBA image, got shape {image.shape}")
+    dev = resolve_device(device)
+    net = pick_model(image, model, dev)
+    planes, alpha = split_alpha(image)
+    scale = UnitScale.of(planes)
+    c_model, c_img = net.cfg.in_channels, planes.shape[2]
+    # Gray model on colour input: restore each plane; colour model on gray: replicate, average.
+    groups = [slice(i, i + 1) for i in range(c_img)] if c_model == 1 and c_img == 3 else [slice(None)]
+    h, w = planes.shape[:2]
+    align = model_stride(net)
+    tile = max(align, tile // align * align)
+    overlap = min(overlap, tile // 2)
+    ys, xs = _windows(h, tile, overlap, align), _windows(w, tile, overlap, align)
+    total = len(ys) * len(xs) * len(groups)
+    done = 0
+    top = 0  # first row not yet handed out
+    acc = np.zeros((0, w, c_img), np.float32)
+    wsum = np.zeros((0, w, 1), np.float32)
+    for i, (y, y_end) in enumerate(ys):
+        # Keep the rows of the previous window that this one overlaps; add new rows below.
+        grow = y_end - top - acc.shape[0]
+        acc = np.concatenate([acc, np.zeros((grow, w, c_img), np.float32)])
+        wsum = np.concatenate([wsum, np.zeros((grow, w, 1), np.float32)])
+        wy = _ramp(y_end - y, overlap, y == 0, y_end == h)
+        for g in groups:
+            for x, x_end in xs:
+                patch = scale.to_unit(planes[y:y_end, x:x_end, g])
+                t = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None].to(dev)
+                if c_model == 3 and t.shape[1] == 1:
+                    y_t = run_model(net, t.expand(-1, 3, -1, -1), ensemble).mean(1, keepdim=True)
+                else:
+                    y_t = run_model(net, t, ensemble)
+                res = y_t[0].float().cpu().numpy().transpose(1, 2, 0)
+                wx = _ramp(x_end - x, overlap, x == 0, x_end == w)
+                wt = (wy[:, None] * wx[None, :])[..., None]
+                acc[y - top:y_end - top, x:x_end, g] += res * wt
+                if g == groups[0]:
+                    wsum[y - top:y_end - top, x:x_end] += wt
+                done += 1
+                if not (g == groups[-1] and x_end == w):
+                    yield done, total, None
+        final = ys[i + 1][0] if i + 1 < len(ys) else h  # rows no later window touches
+        n = final - top
+        rows = scale.back(acc[:n] / wsum[:n])
+        if alpha is not None:
+            rows = np.concatenate([rows, alpha[top:final, :, None]], axis=2)
+        yield done, total, (top, rows[..., 0] if image.ndim == 2 else rows)
+        acc, wsum, top = acc[n:], wsum[n:], final
+
+
 def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
                   overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False
                   ) -> Generator[tuple[int, int], None, np.ndarray]:
@@ -132,51 +211,13 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     Stopping the generator early (e.g. a napari worker's cancel) abandons the work cleanly.
     """
     image = np.asarray(image)
-    dev = resolve_device(device)
-    net = pick_model(image, model, dev)
-    planes, alpha = split_alpha(image)
-    unit, back = _to_unit(planes)
-    c_model = net.cfg.in_channels
-    c_img = unit.shape[2]
-    # Gray model on colour input: restore each plane; colour model on gray: replicate, average.
-    groups = [unit[..., i:i + 1] for i in range(c_img)] if c_model == 1 and c_img == 3 else [unit]
-    h, w = unit.shape[:2]
-    align = model_stride(net)
-    tile = max(align, tile // align * align)
-    overlap = min(overlap, tile // 2)
-    ys, xs = _windows(h, tile, overlap, align), _windows(w, tile, overlap, align)
-    total = len(ys) * len(xs) * len(groups)
-    done = 0
-    out = np.zeros((h, w, c_img), np.float32)
-    for gi, g in enumerate(groups):
-        acc = np.zeros((h, w, g.shape[2]), np.float32)
-        wsum = np.zeros((h, w, 1), np.float32)
-        for y, y_end in ys:
-            for x, x_end in xs:
-                patch = g[y:y_end, x:x_end]
-                t = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None].to(dev)
-                if c_model == 3 and t.shape[1] == 1:
-                    y_t = run_model(net, t.expand(-1, 3, -1, -1), ensemble).mean(1, keepdim=True)
-                else:
-                    y_t = run_model(net, t, ensemble)
-                res = y_t[0].float().cpu().numpy().transpose(1, 2, 0)
-                ph, pw = res.shape[:2]
-                wy = _ramp(ph, overlap, y == 0, y_end == h)
-                wx = _ramp(pw, overlap, x == 0, x_end == w)
-                wt = (wy[:, None] * wx[None, :])[..., None]
-                acc[y:y + ph, x:x + pw] += res * wt
-                wsum[y:y + ph, x:x + pw] += wt
-                done += 1
-                yield done, total
-        np.divide(acc, wsum, out=acc)
-        if len(groups) > 1:
-            out[..., gi:gi + 1] = acc
-        else:
-            out = acc
-    result = back(out)
-    if alpha is not None:
-        result = np.concatenate([result, alpha[..., None]], axis=2)
-    return result[..., 0] if image.ndim == 2 else result
+    out = np.empty_like(image)
+    for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
+                                           device=device, ensemble=ensemble):
+        if band is not None:
+            out[band[0]:band[0] + len(band[1])] = band[1]
+        yield done, total
+    return out
 
 
 def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,

@@ -8,7 +8,8 @@ import pytest
 import torch
 from napari_jpeg_restore.core import images
 from napari_jpeg_restore.core.cli import main
-from napari_jpeg_restore.core.images import read_image, write_image
+from napari_jpeg_restore.core.image_writing import write_image
+from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import encode_jpeg
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import MODELS, save_weights
@@ -99,9 +100,13 @@ def test_never_overwrites_an_input(tmp_path, weights, capsys):
 
 
 def test_progress_counts_tiles_of_one_image(tmp_path, weights, capsys, monkeypatch):
+    import functools
+
     from napari_jpeg_restore.core import batch
 
-    monkeypatch.setattr(batch, "PROGRESS_DELAY", 0.0)  # a big image's bar, without the wait
+    # A big image's bar, without the wait and with every update drawn, however fast the machine.
+    monkeypatch.setattr(batch, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(batch, "tqdm", functools.partial(batch.tqdm, mininterval=0, miniters=1))
     src = tmp_path / "one.jpg"
     src.write_bytes(encode_jpeg(_photo(128, 128), 30))
     assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--model", weights,

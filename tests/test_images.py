@@ -8,13 +8,9 @@ import fsspec
 import numpy as np
 import pytest
 import tifffile
-from napari_jpeg_restore.core import images
-from napari_jpeg_restore.core.images import (
-    ImageReadError,
-    ImageWriteError,
-    read_image,
-    write_image,
-)
+from napari_jpeg_restore.core import image_writing, images
+from napari_jpeg_restore.core.image_writing import ImageWriteError, write_image
+from napari_jpeg_restore.core.images import ImageReadError, read_image
 from napari_jpeg_restore.core.jpeg import encode_jpeg
 from PIL import Image, ImageCms, ImageOps
 
@@ -258,7 +254,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path, rgb, monkeypatch)
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images.os, "replace", broken_replace)
+    monkeypatch.setattr(image_writing.os, "replace", broken_replace)
     with pytest.raises(ImageWriteError, match="No space left"):
         write_image(dest, rgb)
     assert os.listdir(tmp_path) == ["x.png"] and dest.read_bytes() == b"old"
@@ -330,3 +326,26 @@ def test_memory_failed_move_leaves_no_temp(memory_root, rgb, monkeypatch):
     with pytest.raises(ImageWriteError, match="backend went away"):
         write_image(f"{memory_root}/x.png", rgb)
     assert fs.find(memory_root) == []
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+@pytest.mark.parametrize("shape, dtype", [((300, 517), np.uint8), ((300, 517, 3), np.uint16),
+                                          ((261, 300, 4), np.uint8)])
+def test_bands_of_any_height_write_the_whole_image(tmp_path, fmt, shape, dtype):
+    from napari_jpeg_restore.core.image_writing import write_image_bands
+
+    a = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    cuts = [0, 1, 90, 91, 256, 299, shape[0]]
+    bands = ((y, a[y:z]) for y, z in zip(cuts, cuts[1:]) if z > y)
+    write_image_bands(tmp_path / "x", shape, dtype, bands, format=fmt)
+    np.testing.assert_array_equal(read_image(tmp_path / "x").array, a)
+
+
+def test_decoding_needs_memory_that_is_there(tmp_path, monkeypatch):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(encode_jpeg(np.zeros((64, 64), np.uint8), 50))
+    monkeypatch.setattr(images, "available_memory", lambda: 1000)
+    with pytest.raises(ImageReadError, match=r"x\.jpg: 64x64 pixels need about .* GiB of memory"):
+        read_image(path)
+    monkeypatch.setattr(images, "available_memory", lambda: None)  # unknown: no refusal
+    assert read_image(path).array.shape == (64, 64)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from napari_jpeg_restore.core.cli import main
-from napari_jpeg_restore.core.images import write_image
+from napari_jpeg_restore.core.image_writing import write_image
 from napari_jpeg_restore.core.jpeg import encode_jpeg
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.output_paths import (

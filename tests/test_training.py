@@ -86,7 +86,7 @@ def test_contrastive_step_updates_queue_and_key_encoder():
 
 
 def test_train_stage_exports_loadable_weights(tmp_path):
-    from napari_jpeg_restore.core.images import write_image
+    from napari_jpeg_restore.core.image_writing import write_image
 
     data = tmp_path / "data"
     for i in range(3):
@@ -145,7 +145,7 @@ def test_pair_sampler_clean_identity_pairs():
 
 
 def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
-    from napari_jpeg_restore.core.images import write_image
+    from napari_jpeg_restore.core.image_writing import write_image
 
     data = tmp_path / "data"
     for i in range(2):
@@ -166,7 +166,7 @@ def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
 
 
 def test_init_from_a_shallower_restorer_grows_it(tmp_path):
-    from napari_jpeg_restore.core.images import write_image
+    from napari_jpeg_restore.core.image_writing import write_image
     from napari_jpeg_restore.core.registry import save_weights
 
     write_image(tmp_path / "data" / "im.png", _image(0))

@@ -1,0 +1,108 @@
+"""Gain over JPEG at every quality Q10...Q100 (steps of 5) and on never-compressed images, on
+both validation sets: does a restorer do no harm at the top of the range?
+
+    python bench/quality_curve.py --gray "shipped=crl-lite-gray" "new=runs/hq-gray/model.pt" \\
+        --color "shipped=crl-lite-color" "new=runs/hq-color/model.pt"
+
+Writes bench/quality-curve.md and docs/quality_curve.png. Finished (label, set) results are
+kept in bench/quality-curve.json, so a rerun computes only what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from napari_jpeg_restore.core.evaluate import evaluate_model
+from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.registry import load_model
+from napari_jpeg_restore.core.sources import expand
+from napari_jpeg_restore.core.training.data import load_images
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+SETS = {"gray": ("val-gray-bsd68", 1), "color": ("val-cbsd68", 3)}
+QUALITIES = [str(q) for q in range(10, 101, 5)]
+
+
+def curve(model: str, images: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per quality: JPEG and restored PSNR; for "none" the restored image's PSNR against the
+    untouched original and the share of pixels the restorer changed."""
+    net = load_model(model)
+    rows = evaluate_model(images, QUALITIES, net, device="cpu")
+    out = {r.quality: {"jpeg": r.jpeg["psnr"], "restored": r.restored["psnr"],
+                       "gain": r.restored["psnr"] - r.jpeg["psnr"]} for r in rows}
+    from napari_jpeg_restore.core.inference import restore
+
+    restored = [restore(im, net, device="cpu") for im in images]
+    out["none"] = {"restored": float(np.mean([psnr(im, r) for im, r in zip(images, restored)])),
+                   "changed": float(np.mean([(im != r).mean() for im, r in zip(images, restored)]))}
+    return out
+
+
+def table(results: dict, kind: str) -> list[str]:
+    labels = list(results)
+    head = "| Q | JPEG PSNR | " + " | ".join(f"{lab}: gain dB" for lab in labels) + " |"
+    lines = [head, "|" + "---|" * (len(labels) + 2)]
+    first = results[labels[0]]
+    for q in QUALITIES:
+        cells = [q, f"{first[q]['jpeg']:.2f}"] + [f"{results[lab][q]['gain']:+.2f}" for lab in labels]
+        lines.append("| " + " | ".join(cells) + " |")
+    cells = ["never compressed", "∞"] + [
+        f"{results[lab]['none']['restored']:.1f} dB vs original, {results[lab]['none']['changed']:.0%} "
+        "of values changed" for lab in labels]
+    lines.append("| " + " | ".join(cells) + " |")
+    worst = {lab: min(results[lab][q]["gain"] for q in QUALITIES) for lab in labels}
+    lines += ["", f"Lowest gain over Q10-100 ({kind}): " +
+              ", ".join(f"{lab} {w:+.2f} dB" for lab, w in worst.items()), ""]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gray", nargs="*", default=[], metavar="LABEL=MODEL")
+    ap.add_argument("--color", nargs="*", default=[], metavar="LABEL=MODEL")
+    ap.add_argument("--limit", type=int, default=None, help="validation images (default: all 68)")
+    ap.add_argument("--cache", default=str(ROOT / "bench" / "quality-curve.json"))
+    a = ap.parse_args()
+    cache_path = Path(a.cache)
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    md = ["# Gain over JPEG from Q10 to Q100, and on never-compressed images", "",
+          f"Machine: {describe()}", "",
+          "PSNR gain (restored minus JPEG, dB), mean over the validation set; JPEG by libjpeg "
+          "through Pillow (4:2:0 for colour). `python bench/quality_curve.py` (see its docstring).", ""]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (kind, specs) in zip(axes, (("gray", a.gray), ("color", a.color))):
+        folder, channels = SETS[kind]
+        images = load_images(expand(str(SHARED / folder))[: a.limit], channels)
+        results = {}
+        for spec in specs:
+            label, model = spec.split("=", 1)
+            key = f"{kind}|{label}|{model}|{len(images)}"
+            if key not in cache:
+                cache[key] = curve(model, images)
+                cache_path.write_text(json.dumps(cache, indent=1))
+            results[label] = cache[key]
+        if not results:
+            continue
+        md += [f"## {folder} ({len(images)} images, {kind})", "", *table(results, kind)]
+        for label, res in results.items():
+            ax.plot([int(q) for q in QUALITIES], [res[q]["gain"] for q in QUALITIES], marker="o",
+                    ms=3, label=label)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(title=f"{folder}", xlabel="JPEG quality", ylabel="PSNR gain (dB)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "quality_curve.png", dpi=110)
+    (ROOT / "bench" / "quality-curve.md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
