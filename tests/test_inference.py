@@ -182,3 +182,19 @@ print(status("VmHWM:") - base)
                                check=True).stdout.split()[-1])
     assert (tmp_path / "big.png").stat().st_size > 0
     assert grown < 10 * side * side, f"peak grew by {grown / 2**20:.0f} MiB"
+
+
+def test_gray_content_in_rgb_gets_no_colour_cast(color_model, gray_model):
+    """A gray picture stored as RGB (R = G = B) comes back neutral, whatever model runs it."""
+    gray = _smooth((96, 128))
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    for model in (color_model, gray_model):
+        out = restore(rgb, model, device="cpu", tile=64)
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+    np.testing.assert_array_equal(restore(rgb, gray_model, device="cpu")[..., 0],
+                                  restore(gray, gray_model, device="cpu"))
+    rgba = np.dstack([rgb, np.full(gray.shape, 9, np.uint8)])
+    assert (restore(rgba, color_model, device="cpu")[..., 3] == 9).all()
+    tinted = rgb.copy()
+    tinted[0, 0, 2] += 1  # one pixel off: a colour image, restored as colour
+    assert restore(tinted, color_model, device="cpu").shape == rgb.shape

@@ -18,8 +18,9 @@ def test_core_imports_without_napari_qt_or_ray():
 
 @pytest.mark.slow
 def test_wheel_maps_core_and_distributed_under_one_root(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                   check=True, capture_output=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path),
+                            str(ROOT)], check=True, capture_output=True, text=True)
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
     (wheel,) = tmp_path.glob("napari_jpeg_restore-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
