@@ -18,3 +18,10 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """``monkeypatch`` for module-scoped fixtures (environment of a module's Ray cluster)."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp

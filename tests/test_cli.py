@@ -123,7 +123,7 @@ def test_high_quality_jpegs_are_skipped_by_default(tmp_path, weights, capsys):
     (tmp_path / "in" / "coarse.jpg").write_bytes(encode_jpeg(_photo(), 30))
     write_image(tmp_path / "in" / "never.png", _photo())
     assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--model", weights]) == 0
-    assert "restored 2, skipped 1 (1 JPEG quality above 95)" in capsys.readouterr().err
+    assert "restored 2, skipped 1 (1 JPEG quality above 90)" in capsys.readouterr().err
     assert _outputs(tmp_path / "o") == ["coarse.png", "never.png"]
     assert main(["restore", str(tmp_path / "in" / "fine.jpg"), "-o", str(tmp_path / "o"),
                  "--model", weights, "--skip-above-quality", "100"]) == 0

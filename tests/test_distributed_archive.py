@@ -1,6 +1,7 @@
 """Ray bulk restoration against a real local Ray cluster and moto's S3 server (through s3fs)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,10 +38,15 @@ GOOD = {"a.jpg": 1, "b.jpg": 2, "sub/c.jpg": 3, "sub/deeper/d.jpeg": 4}  # key -
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def cluster(monkeypatch_module):
+    # Our own temp dir (no sharing /tmp/ray with other clusters on the host), and room for a
+    # busy machine to start workers slowly (Ray Train's default gives a worker group 60 s).
+    monkeypatch_module.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    temp = tempfile.mkdtemp(prefix="jr-ray-")  # short: Ray's socket paths must stay < 108 chars
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,18 @@ def head_node(tmp_path_factory):
             subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+def _until_ready(run, ready, seconds: float = 240):
+    """``run()`` again (pausing longer each time) until ``ready(result)`` or ``seconds`` pass: a
+    busy machine brings the job agent up late, so readiness is waited for, not assumed."""
+    deadline, pause = time.monotonic() + seconds, 1.0
+    while True:
+        result = run()
+        if ready(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(pause)
+        pause = min(2 * pause, 15.0)
+
+
 def test_ray_job_submit_restores_s3_archive(head_node, tmp_path):
     ray_bin, dashboard, endpoint, env = head_node
     model = train_tiny_restorer(tmp_path / "tiny.pt", steps=40)
@@ -66,13 +79,19 @@ def test_ray_job_submit_restores_s3_archive(head_node, tmp_path):
     fs.pipe_file("jobs/in/broken.jpg", b"\xff\xd8\xff\xdb garbage")
     # Ray 2.5x clusters use token authentication; the CLI finds the token in ~/.ray/auth_token.
     submit_env = {**env, "RAY_ADDRESS": dashboard, "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE", "token")}
-    submit = subprocess.run(
+    listing = _until_ready(
+        lambda: subprocess.run([ray_bin, "job", "list", "--address", dashboard], env=submit_env,
+                               capture_output=True, text=True, timeout=120),
+        lambda r: r.returncode == 0)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    submit = _until_ready(lambda: subprocess.run(
         [ray_bin, "job", "submit", "--address", dashboard, "--working-dir", str(REPO),
          "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
          sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive",
          "--src", "s3://jobs/in", "--dst", "s3://jobs/out", "--model", str(model),
          "--workers", "2", "--batch-size", "2"],
-        env=submit_env, capture_output=True, text=True, timeout=300)
+        env=submit_env, capture_output=True, text=True, timeout=300),
+        lambda r: "No available agent" not in r.stdout + r.stderr)
     log = submit.stdout + submit.stderr
     assert submit.returncode == 0, log
     job_id = re.search(r"Job '(raysubmit_\w+)' submitted", log).group(1)

@@ -1,5 +1,7 @@
 """Ray Train DDP (2 CPU workers, gloo) over core.training: identical ranks, failure recovery from
 the last checkpoint, continuing a finished run, MoCo queue/key encoder kept identical."""
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def cluster(monkeypatch_module):
+    # Our own temp dir (no sharing /tmp/ray with other clusters on the host), and room for a
+    # busy machine to start workers slowly (Ray Train's default gives a worker group 60 s).
+    monkeypatch_module.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    temp = tempfile.mkdtemp(prefix="jr-ray-")  # short: Ray's socket paths must stay < 108 chars
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     yield
     ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,7 @@ def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot
                      metadata=jpeg_metadata(read_quant_tables(data), "fine.jpg"))
     widget = _restore_dock(viewer)
     widget.set_model(restorer_weights)
-    assert widget.skip_above.value == 95 and widget.skip_above.tooltip
+    assert widget.skip_above.value == 90 and widget.skip_above.tooltip
     assert widget.run() is None
     assert "fine (restored)" not in viewer.layers
     assert "left as is" in widget.status.value and "Q98" in widget.status.value

@@ -1,13 +1,17 @@
 """Shipped weights: each registry model with weights loads offline and restores for real."""
 import numpy as np
 import pytest
-from napari_jpeg_restore.core import restore
+from napari_jpeg_restore.core import registry, restore
 from napari_jpeg_restore.core.demo import SAMPLE
 from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress
 from napari_jpeg_restore.core.metrics import psnr, psnr_b
-from napari_jpeg_restore.core import registry
-from napari_jpeg_restore.core.registry import MODELS, ModelNotAvailableError, default_model_name, load_model
+from napari_jpeg_restore.core.registry import (
+    MODELS,
+    ModelNotAvailableError,
+    default_model_name,
+    load_model,
+)
 from napari_jpeg_restore.core.sources import expand
 from napari_jpeg_restore.core.training.data import load_images, to_channels
 
