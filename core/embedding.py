@@ -2,11 +2,13 @@
 order quality, and map image tiles to a quality heatmap."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .inference import resolve_device, split_alpha
 from .metrics import LUMA_WEIGHTS
@@ -33,10 +35,11 @@ def _tensor(image: np.ndarray, channels: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def embed(model: nn.Module, images: Sequence[np.ndarray], device: str = "auto",
-          batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+          batch: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings N x D, estimated quality N) for equally sized crops (sides multiple of 16).
 
     Images of other sizes are embedded one at a time after cropping to the encoder's stride.
+    ``progress`` shows a bar on stderr when embedding takes more than 2 s.
     """
     enc = as_encoder(model).eval()
     dev = resolve_device(device)
@@ -47,7 +50,8 @@ def embed(model: nn.Module, images: Sequence[np.ndarray], device: str = "auto",
     embs = []
     same = len({tuple(t.shape) for t in tensors}) == 1
     groups = [tensors[i:i + batch] for i in range(0, len(tensors), batch)] if same else [[t] for t in tensors]
-    for g in groups:
+    for g in tqdm(groups, desc="embed", unit="batch", disable=not progress, delay=2,
+                  file=sys.stderr):
         embs.append(enc(torch.stack(g).to(dev)).embedding.float().cpu())
     e = torch.cat(embs)
     return e.numpy(), enc.quality(e.to(dev)).cpu().numpy()

@@ -43,7 +43,7 @@ def embed_command(a: argparse.Namespace) -> int:
     images = load_images(expand(a.data)[: a.limit], net.cfg.in_channels)
     qualities = sorted(set(a.quality) | set(a.unseen or []))
     crops, labels = quality_crops(images, qualities, crop=a.crop)
-    emb, _ = embed(net, crops)
+    emb, _ = embed(net, crops, progress=True)
     trained = np.isin(labels, a.quality)
     groups = np.arange(len(labels)) // len(qualities)  # quality_crops: image-major order
     scores = quality_ordering(emb[trained], labels[trained], groups=groups[trained])

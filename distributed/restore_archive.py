@@ -8,10 +8,16 @@ How it works
   filesystems: one folder at a time) and cuts it into batches of ``--batch-size`` files, so a
   prefix with millions of objects is never held in memory.
 * A pool of ``Restorer`` actors (one model load each, through ``core.registry.load_model``;
-  ``num_gpus=--gpus-per-worker`` when the cluster has GPUs, CPU actors otherwise) reads each
-  file with ``core.images.read_image``, restores it with ``core.inference.restore`` and writes
-  ``<dst>/<same relative key>.png`` (or ``.tif``) with ``core.images.write_image``, which is
-  atomic (temp key, then a move): an output that exists is complete.
+  ``num_gpus=--gpus-per-worker`` when the cluster has GPUs, CPU actors otherwise) restores each
+  file into ``<dst>/<same relative key>.png`` (or ``.tif``), written atomically (temp key, then
+  a move): an output that exists is complete.
+* Outputs are proven to stay under ``--dst`` (``core.output_paths``): keys with ``..`` or
+  absolute keys are refused (status ``failed``, with the reason); a ``--dst`` that is ``--src``
+  or a folder above it is refused before any actor starts; a ``--dst`` inside ``--src`` is fine
+  (its keys are never taken as inputs).
+* The file step is ``core.batch.restore_file``, as in the CLI: JPEGs above
+  ``--skip-above-quality`` (default 90) are left alone (status ``skipped``), the rest are
+  restored one row of tiles at a time and streamed to the output.
 * At most two batches per actor are in flight (back-pressure on the listing).
 * Resumable: a rerun skips every input whose output exists (status ``exists``). A killed job
   loses no work that reached the destination; a rerun completes the rest, so every input ends
