@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from napari_jpeg_restore.core.evaluate import evaluate_model
 from napari_jpeg_restore.core.images import read_image
+from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.registry import load_model
@@ -117,6 +118,8 @@ def main() -> None:
             ax.plot([int(q) for q in QUALITIES], [res[q]["gain"] for q in QUALITIES], marker="o",
                     ms=3, label=label)
         ax.axhline(0, color="k", lw=0.8)
+        ax.axvspan(DEFAULT_SKIP_ABOVE_QUALITY + 0.5, 101, color="0.85", zorder=0,
+                   label=f"JPEGs skipped by default (> Q{DEFAULT_SKIP_ABOVE_QUALITY})")
         ax.set(title=f"{folder}", xlabel="JPEG quality", ylabel="PSNR gain (dB)")
         ax.legend(fontsize=8)
     fig.tight_layout()
