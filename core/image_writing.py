@@ -33,6 +33,22 @@ class ImageWriteError(OSError):
     """An output that cannot be written; ``str()`` is one line naming the destination."""
 
 
+class _BandsFailed(Exception):
+    """The producer of the bands failed (not the writing); carries its exception."""
+
+
+def _guarded(bands: Iterable[Band]) -> Iterator[Band]:
+    it = iter(bands)
+    while True:
+        try:
+            band = next(it)
+        except StopIteration:
+            return
+        except Exception as err:
+            raise _BandsFailed() from err
+        yield band
+
+
 def icc_matching(profile: bytes | None, samples: int) -> bytes | None:
     """``profile`` if its colour space (ICC header bytes 16..19) fits gray (1-2 samples per
     pixel) or RGB(A) (3-4), else None."""
@@ -152,7 +168,7 @@ def write_image_bands(dest: str | os.PathLike, shape: tuple[int, ...], dtype: np
     dest = os.fspath(dest)
 
     def fill(f: BinaryIO) -> None:
-        encode(f, shape, dtype, bands, icc)
+        encode(f, shape, dtype, _guarded(bands), icc)
 
     try:
         fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
@@ -160,6 +176,8 @@ def write_image_bands(dest: str | os.PathLike, shape: tuple[int, ...], dtype: np
             _write_local(path, fill)
         else:
             _write_remote(fs, path, fill)
+    except _BandsFailed as failed:  # e.g. the restorer: its own error, not a write error
+        raise failed.__cause__ from None
     except OSError as err:
         raise ImageWriteError(f"{dest}: cannot write ({err.strerror or _one_line(err)})") from err
     except (ValueError, TypeError):

@@ -349,3 +349,15 @@ def test_decoding_needs_memory_that_is_there(tmp_path, monkeypatch):
         read_image(path)
     monkeypatch.setattr(images, "available_memory", lambda: None)  # unknown: no refusal
     assert read_image(path).array.shape == (64, 64)
+
+
+def test_a_failing_band_producer_keeps_its_error_and_leaves_nothing(tmp_path):
+    from napari_jpeg_restore.core.image_writing import write_image_bands
+
+    def bands():
+        yield 0, np.zeros((4, 8), np.uint8)
+        raise RuntimeError("the model ran out of memory")
+
+    with pytest.raises(RuntimeError, match="ran out of memory"):
+        write_image_bands(tmp_path / "x.png", (8, 8), np.uint8, bands())
+    assert list(tmp_path.iterdir()) == []  # no output, no temp file
