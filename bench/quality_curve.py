@@ -1,8 +1,14 @@
 """Gain over JPEG at every quality Q10...Q100 (steps of 5) and on never-compressed images, on
 both validation sets: does a restorer do no harm at the top of the range?
 
-    python bench/quality_curve.py --gray "shipped=crl-lite-gray" "new=runs/hq-gray/model.pt" \\
-        --color "shipped=crl-lite-color" "new=runs/hq-color/model.pt"
+    python bench/quality_curve.py \\
+        --gray "crl-lite-gray alone (before)=crl-lite-gray@raw" "shipped crl-lite-gray=crl-lite-gray" \\
+        --color "crl-lite-color alone (before)=crl-lite-color@raw" "shipped crl-lite-color=crl-lite-color"
+
+A model is scored as ``jpeg-restore restore --skip-above-quality 100`` runs it: each output kept
+consistent with its JPEG, passed through where its calibration shows no gain; ``MODEL@raw``
+scores the network's output alone. Never-compressed images go through the default path: left
+as they are when no JPEG traces are found in them (``@raw``: restored regardless).
 
 Writes bench/quality-curve.md and docs/quality_curve.png. Finished (label, set) results are
 kept in bench/quality-curve.json, so a rerun computes only what is missing.
@@ -20,6 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from napari_jpeg_restore.core.evaluate import evaluate_model
 from napari_jpeg_restore.core.images import read_image
+from napari_jpeg_restore.core.inference import restore
+from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.metrics import psnr
@@ -39,15 +47,19 @@ def curve(model: str, images: list[np.ndarray], qualities: list[str] = QUALITIES
           ) -> dict[str, dict[str, float]]:
     """Per quality: JPEG and restored PSNR; for "none" the restored image's PSNR against the
     untouched original and the share of pixels the restorer changed."""
-    net = load_model(model)
-    rows = evaluate_model(images, qualities, net, device="cpu")
+    raw = model.endswith("@raw")
+    net = load_model(model.removesuffix("@raw"))
+    alone = (lambda im: restore(im, net, device="cpu")) if raw else None
+    rows = evaluate_model(images, qualities, net, device="cpu", restorer=alone)
     out = {r.quality: {"jpeg": r.jpeg["psnr"], "restored": r.restored["psnr"],
                        "gain": r.restored["psnr"] - r.jpeg["psnr"]} for r in rows}
-    from napari_jpeg_restore.core.inference import restore
-
-    restored = [restore(im, net, device="cpu") for im in images]
+    found = [None if raw else find_jpeg_grid(im) for im in images]
+    restored = [im if not raw and g is None else restore(im, net, device="cpu", jpeg=g)
+                for im, g in zip(images, found)]
     out["none"] = {"restored": float(np.mean([psnr(im, r) for im, r in zip(images, restored)])),
                    "changed": float(np.mean([(im != r).mean() for im, r in zip(images, restored)]))}
+    if not raw:
+        out["none"]["traces"] = sum(g is not None for g in found)
     return out
 
 
@@ -59,9 +71,11 @@ def table(results: dict, kind: str, qualities: list[str] = QUALITIES) -> list[st
     for q in qualities:
         cells = [q, f"{first[q]['jpeg']:.2f}"] + [f"{results[lab][q]['gain']:+.2f}" for lab in labels]
         lines.append("| " + " | ".join(cells) + " |")
-    cells = ["never compressed", "∞"] + [
-        f"{results[lab]['none']['restored']:.1f} dB vs original, {results[lab]['none']['changed']:.0%} "
-        "of values changed" for lab in labels]
+    def none(r: dict) -> str:
+        if r["changed"] == 0:
+            return f"unchanged ({r.get('traces', 0)} of them show JPEG traces: passed through)"
+        return f"{r['restored']:.1f} dB vs original, {r['changed']:.0%} of values changed"
+    cells = ["never compressed", "∞"] + [none(results[lab]["none"]) for lab in labels]
     lines.append("| " + " | ".join(cells) + " |")
     worst = {lab: min(results[lab][q]["gain"] for q in qualities) for lab in labels}
     lines += ["", f"Lowest gain over Q{qualities[0]}-{qualities[-1]} ({kind}): " +

@@ -16,7 +16,9 @@ from tqdm import tqdm
 from .image_writing import ImageWriteError, write_image_bands
 from .images import ImageReadError, read_image
 from .inference import Band, Progress, restore_bands
+from .consistency import JpegGrid
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
+from .jpeg_traces import find_jpeg_grid
 from .output_paths import plan_outputs
 
 PROGRESS_DELAY = 2.0  # seconds before a file's tile bar appears (quick files show none)
@@ -28,8 +30,9 @@ class FileResult:
     or ``exists`` (its output was already there)."""
 
     status: str
-    quality: QualityEstimate | None = None
+    quality: QualityEstimate | None = None  # from the tables, or found in the pixels (not exact)
     megapixels: float = 0.0
+    reason: str | None = None  # why it was skipped
 
 
 @dataclass
@@ -66,11 +69,17 @@ def check_writable(out_dir: str, storage_options: dict | None = None) -> None:
                               f"{getattr(err, 'strerror', None) or err})") from None
 
 
-def skip_reason(quality: QualityEstimate | None, skip_above_quality: int | None) -> str | None:
-    """Why a file is left alone: its tables say it is above ``skip_above_quality``; else None."""
-    if quality is None or skip_above_quality is None or quality.quality <= skip_above_quality:
+def skip_reason(jpeg: JpegGrid | None, skip_above_quality: int | None) -> str | None:
+    """Why an image is left alone, or None: its JPEG quality (from the file's tables or found
+    in its pixels) is above ``skip_above_quality``, or it shows no JPEG compression at all.
+    A limit of None or 100 restores everything."""
+    if skip_above_quality is None or skip_above_quality >= 100:
         return None
-    return f"JPEG quality above {skip_above_quality}"
+    if jpeg is None:
+        return "no JPEG compression found"
+    if jpeg.quality > skip_above_quality:
+        return f"JPEG quality above {skip_above_quality}"
+    return None
 
 
 def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, tile: int = 512,
@@ -80,7 +89,9 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
                  allow_large: bool = False, storage_options: dict | None = None,
                  progress: Progress | None = None) -> FileResult:
     """The one file-restore step of the CLI and the Ray archive job: read ``src``, leave it
-    alone when its tables say it is above ``skip_above_quality``, restore it band by band and
+    alone when its JPEG quality (its tables, or for other formats the traces in its pixels)
+    is above ``skip_above_quality`` or it shows no JPEG compression
+    (:func:`skip_reason`), restore it band by band, consistent with its JPEG, and
     stream the bands into ``dest`` (atomically), so memory beyond the decoded input stays small. ``dest`` must come from :mod:`.output_paths`. Bad files raise
     :class:`ImageReadError` / :class:`ImageWriteError` / ValueError with one line."""
     if skip_existing:
@@ -88,12 +99,16 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
         if fs.exists(path):
             return FileResult("exists")
     loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
-    if skip_reason(loaded.quality, skip_above_quality):
-        return FileResult("skipped", loaded.quality)
+    jpeg = loaded.jpeg_grid or find_jpeg_grid(loaded.array)
+    quality = loaded.quality or (QualityEstimate(jpeg.quality, float("nan"), False) if jpeg else None)
+    why = skip_reason(jpeg, skip_above_quality)
+    if why:
+        return FileResult("skipped", quality, reason=why)
 
     def bands() -> Iterator[Band]:
         for done, total, band in restore_bands(loaded.array, model, tile=tile, overlap=overlap,
-                                               device=device, ensemble=ensemble):
+                                               device=device, ensemble=ensemble,
+                                               jpeg=jpeg):
             if progress is not None:
                 progress(done, total)
             if band is not None:
@@ -101,7 +116,7 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
 
     write_image_bands(dest, loaded.array.shape, loaded.array.dtype, bands(), format=fmt,
                       icc_profile=loaded.icc_profile, storage_options=storage_options)
-    return FileResult("restored", loaded.quality, loaded.array.shape[0] * loaded.array.shape[1] / 1e6)
+    return FileResult("restored", quality, loaded.array.shape[0] * loaded.array.shape[1] / 1e6)
 
 
 def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | None = None,
@@ -145,7 +160,6 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
             report.restored.append(dest)
             report.megapixels += res.megapixels
         else:
-            report.skipped[src] = (skip_reason(res.quality, skip_above_quality)
-                                   if res.status == "skipped" else "output exists")
+            report.skipped[src] = res.reason or "output exists"
     report.seconds = time.perf_counter() - start
     return report

@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="png", choices=["png", "tiff"], help="output format (default: png)")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
     p.add_argument("--skip-above-quality", type=int, default=DEFAULT_SKIP_ABOVE_QUALITY, metavar="Q",
-                   help="leave JPEGs whose quantization tables say quality > Q alone (nothing to "
-                        f"gain); inputs without tables are always restored (default: "
+                   help="leave images alone whose JPEG quality is above Q (read from a JPEG's "
+                        "tables, or found in the pixels of other formats) or that show no JPEG "
+                        "compression at all: there is nothing to gain (default: "
                         f"{DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
     p.add_argument("--allow-large", action="store_true",
                    help="allow images above the decompression-bomb limit")
@@ -56,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", default=None, help="model whose encoder scores quality (default: shipped)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+    p = sub.add_parser("calibrate", help="measure where a model gains, so it does no harm elsewhere",
+                       description="Compress crops of clean training images at Q10...Q100, restore "
+                                   "them and record the PSNR gain per quality; qualities where the "
+                                   "model does not gain are then passed through unchanged. Writes "
+                                   "<weights>.calibration.json beside the weights file.")
+    p.add_argument("model", help="weights file (e.g. runs/x/model.pt) or registry name")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="clean training images: folders, files, globs or URLs (not validation images)")
+    p.add_argument("--crops", type=int, default=48, help="128-px crops of each kind (default 48)")
 
     p = sub.add_parser("eval", help="benchmark on a folder of clean images",
                        description="Compress each clean image with libjpeg at each quality, restore it, "
@@ -160,6 +171,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
 def cmd_quality(a: argparse.Namespace) -> int:
     from .embedding import embed
     from .images import ImageReadError, read_image
+    from .jpeg_traces import find_jpeg_grid
     from .registry import ModelNotAvailableError, default_model_name, load_model
 
     failed = 0
@@ -175,6 +187,10 @@ def cmd_quality(a: argparse.Namespace) -> int:
         if loaded.quality is not None:
             row.update(table_quality=loaded.quality.quality, exact=loaded.quality.exact,
                        table_distance=round(loaded.quality.distance, 3))
+        else:  # no tables: look for a JPEG's traces in the pixels
+            found = find_jpeg_grid(loaded.array)
+            row["pixel_quality"] = None if found is None else found.quality
+            row["pixel_grid"] = None if found is None else list(found.offset)
         try:
             planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
             net = load_model(a.model or default_model_name(min(planes, 3)))
@@ -187,7 +203,11 @@ def cmd_quality(a: argparse.Namespace) -> int:
             table = ("-" if row["table_quality"] is None else
                      f"Q{row['table_quality']}" + ("" if row["exact"] else f" (nearest, distance {row['table_distance']})"))
             enc = "-" if row["encoder_quality"] is None else f"{row['encoder_quality']:.0f}"
-            print(f"{path}\ttables: {table}\tencoder: {enc}")
+            traces = ""
+            if "pixel_quality" in row:
+                traces = ("\tpixels: no JPEG traces" if row["pixel_quality"] is None else
+                          f"\tpixels: JPEG ~Q{row['pixel_quality']}, 8x8 grid at {tuple(row['pixel_grid'])}")
+            print(f"{path}\ttables: {table}{traces}\tencoder: {enc}")
     return 1 if failed else 0
 
 
@@ -219,6 +239,26 @@ def cmd_demo(a: argparse.Namespace) -> int:
         print(f"{k:10s} {m['psnr']:8.2f} {m['ssim']:8.4f} {m['psnr_b']:8.2f}")
     print(f"gain: {s['restored']['psnr'] - s['jpeg']['psnr']:+.2f} dB PSNR")
     print(f"wrote {Path(a.output) / 'side_by_side.png'}")
+    return 0
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .calibration import QUALITIES, calibrate_weights
+    from .consistency import calibration_path
+    from .registry import resolve_weights
+    from .sources import expand
+
+    with tqdm(desc="calibrating", unit="crop", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        cal = calibrate_weights(a.model, [u for d in a.data for u in expand(d)], a.crops,
+                                progress=progress)
+    kept = [q for q in QUALITIES if cal.restores(q)]
+    print(f"restores Q{kept[0]}-{kept[-1]}" if kept else "restores no quality (passes through)")
+    print(f"wrote {calibration_path(resolve_weights(a.model))}")
     return 0
 
 
@@ -258,7 +298,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"restore": cmd_restore, "quality": cmd_quality, "eval": cmd_eval, "demo": cmd_demo,
-            "models": cmd_models, "embed": cmd_embed, "train": cmd_train}
+            "models": cmd_models, "calibrate": cmd_calibrate, "embed": cmd_embed, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,8 +10,9 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
+from .consistency import JpegGrid
 from .inference import restore
-from .jpeg import compress, double_compress
+from .jpeg import compress, double_compress, ijg_table
 from .metrics import evaluate as score
 
 METRICS = ("psnr", "ssim", "psnr_b")
@@ -35,6 +36,13 @@ def degrade(image: np.ndarray, quality: str | int) -> np.ndarray:
     return compress(image, parts[0]) if len(parts) == 1 else double_compress(image, parts[0], parts[1])
 
 
+def grid_of(quality: str | int) -> JpegGrid | None:
+    """The JPEG a single pass of :func:`degrade` writes (IJG tables, grid from the top left);
+    None for double compression (two grids) and for ``"none"``."""
+    q = str(quality)
+    return JpegGrid(ijg_table(int(q)).astype(np.float32), int(q)) if q.isdigit() else None
+
+
 def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([s[m] for s in scores])) for m in METRICS}
 
@@ -45,18 +53,21 @@ def evaluate_model(images: Sequence[np.ndarray], qualities: Sequence[str | int],
                    restorer: Callable[[np.ndarray], np.ndarray] | None = None,
                    progress: bool = True) -> list[EvalRow]:
     """Mean metrics per quality. ``model=None`` and no ``restorer`` scores the JPEG row only;
-    ``restorer`` replaces the model (e.g. an external filter) when given."""
+    ``restorer`` replaces the model (e.g. an external filter) when given. The model sees the
+    JPEG's grid (:func:`grid_of`), as it does when it restores a file."""
     rows = []
-    run = restorer or (None if model is None else
-                       (lambda im: restore(im, model, tile=tile, device=device, ensemble=ensemble)))
+    def run(im: np.ndarray, q: str | int) -> np.ndarray:
+        if restorer is not None:
+            return restorer(im)
+        return restore(im, model, tile=tile, device=device, ensemble=ensemble, jpeg=grid_of(q))
     for q in qualities:
         jpeg_scores, rest_scores, seconds, mp = [], [], 0.0, 0.0
         for clean in tqdm(images, desc=f"Q{q}", unit="img", disable=not progress, leave=False):
             jpeg = degrade(clean, q)
             jpeg_scores.append(score(clean, jpeg))
-            if run is not None:
+            if restorer is not None or model is not None:
                 t = time.perf_counter()
-                out = run(jpeg)
+                out = run(jpeg, q)
                 seconds += time.perf_counter() - t
                 mp += clean.shape[0] * clean.shape[1] / 1e6
                 rest_scores.append(score(clean, out))

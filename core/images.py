@@ -20,6 +20,7 @@ import tifffile
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .image_writing import icc_matching
+from .consistency import JpegGrid
 from .jpeg import QualityEstimate, estimate_quality, read_quant_tables
 
 MAX_PIXELS = 100_000_000  # refuse larger images unless allow_large (--allow-large)
@@ -47,6 +48,7 @@ class LoadedImage:
     quant_tables: dict[int, np.ndarray] | None = None  # JPEG only, 8x8 natural order
     quality: QualityEstimate | None = None  # JPEG only, from table 0
     has_alpha: bool = False
+    jpeg_grid: JpegGrid | None = None  # JPEG only: its luma table and 8x8 grid, as oriented
 
 
 def _one_line(err: BaseException) -> str:
@@ -207,6 +209,22 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
+def oriented_grid(tables: dict[int, np.ndarray], orientation: int, h: int, w: int) -> JpegGrid:
+    """The JPEG grid of a stored ``h`` x ``w`` image after its EXIF ``orientation`` is applied:
+    a flipped axis starts with a partial block, a transposed one swaps the table's axes."""
+    turn = _ORIENT.get(orientation)
+    if turn is None or min(h, w) < 2:
+        return JpegGrid.from_tables(tables)
+    rows = turn(np.broadcast_to(np.arange(h)[:, None], (h, w)))  # views: no full-size copies
+    cols = turn(np.broadcast_to(np.arange(w)[None, :], (h, w)))
+    transposed = rows[1, 0] == rows[0, 0]
+    along_y, along_x = (cols[:, 0], rows[0, :]) if transposed else (rows[:, 0], cols[0, :])
+
+    def first_block(stored: np.ndarray) -> int:
+        return 0 if stored[1] > stored[0] else (int(stored[0]) + 1) % 8
+    return JpegGrid.from_tables(tables, (first_block(along_y), first_block(along_x)), transposed)
+
+
 def _decode(data: bytes, name: str, allow_large: bool) -> LoadedImage:
     if not data:
         raise ImageReadError(f"{name}: empty file")
@@ -226,13 +244,15 @@ def _decode(data: bytes, name: str, allow_large: bool) -> LoadedImage:
         raise ImageReadError(f"{name}: not enough memory to decode {w}x{h} pixels") from None
     except Exception as err:  # Pillow/libjpeg/zlib errors all mean a bad file
         raise ImageReadError(f"{name}: truncated or corrupt {fmt} ({_one_line(err)})") from err
-    array = np.require(_ORIENT.get(_orientation(im), lambda a: a)(array), requirements=["C", "W"])
+    orientation = _orientation(im)
+    array = np.require(_ORIENT.get(orientation, lambda a: a)(array), requirements=["C", "W"])
     tables = read_quant_tables(im) if fmt == "JPEG" else None
+    grid = oriented_grid(tables, orientation, h, w) if tables else None
     return LoadedImage(array=array, path=name, format=fmt,
                        icc_profile=icc_matching(im.info.get("icc_profile"),
                                                 array.shape[2] if array.ndim == 3 else 1),
                        quant_tables=tables, quality=estimate_quality(tables) if tables else None,
-                       has_alpha=array.ndim == 3 and array.shape[2] == 4)
+                       has_alpha=array.ndim == 3 and array.shape[2] == 4, jpeg_grid=grid)
 
 
 def read_image(source: str | os.PathLike | bytes, *, allow_large: bool = False,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .consistency import JpegGrid, constrain
 from .registry import default_model_name, load_model
 
 Progress = Callable[[int, int], None]
@@ -153,13 +154,26 @@ def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.d
 Band = tuple[int, np.ndarray]  # (first row, final rows of the restored image)
 
 
+def passes_through(net: nn.Module, jpeg: JpegGrid | None) -> bool:
+    """Whether an image compressed as ``jpeg`` is left unchanged: the model's calibration
+    shows no gain at its quality (:class:`.consistency.Calibration`)."""
+    cal = getattr(net, "calibration", None)
+    return jpeg is not None and cal is not None and not cal.restores(jpeg.quality)
+
+
 def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
-                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False
+                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+                  jpeg: JpegGrid | None = None, calibrated: bool = True
                   ) -> Generator[tuple[int, int, Band | None], None, None]:
     """Restore ``image`` one row of tiles at a time: yields ``(tiles_done, tiles_total, band)``
     after every tile, where ``band`` is None or ``(y, rows)``, rows of the result (in the
     input's dtype, alpha passed through) that no later tile touches, top to bottom. Working
-    memory is a band of tile height across the image, never a full-size float copy."""
+    memory is a band of tile height across the image, never a full-size float copy.
+
+    ``jpeg``: how a uint8 image was compressed (its file's tables); each band is then kept
+    consistent with it (:func:`.consistency.constrain`), so the result never strays from
+    what the file allows, and where the model's calibration shows no gain at the file's
+    quality (``calibrated``) the image passes through unchanged. None: the model's output."""
     image = np.asarray(image)
     if image.ndim < 2 or min(image.shape[:2]) < 1:
         raise ValueError(f"expected a non-empty 2-D gray, RGB or RGBA image, got shape {image.shape}")
@@ -179,6 +193,11 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     overlap = min(overlap, tile // 2)
     ys, xs = _windows(h, tile, overlap, align), _windows(w, tile, overlap, align)
     total = len(ys) * len(xs) * len(groups)
+    if planes.dtype != np.uint8:
+        jpeg = None
+    if calibrated and passes_through(net, jpeg):
+        yield total, total, (0, image)
+        return
     done = 0
     top = 0  # first row not yet handed out
     acc = np.zeros((0, w, c_img), np.float32)
@@ -207,8 +226,15 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
                 if not (g == groups[-1] and x_end == w):
                     yield done, total, None
         final = ys[i + 1][0] if i + 1 < len(ys) else h  # rows no later window touches
+        if jpeg is not None and final < h:  # bands end on the 8x8 grid
+            final -= (final - jpeg.offset[0]) % 8
         n = final - top
+        if n <= 0:
+            yield done, total, None
+            continue
         rows = scale.back(acc[:n] / wsum[:n])
+        if jpeg is not None:
+            rows = constrain(rows, planes[top:final], jpeg, top)
         if neutral:
             rows = np.repeat(rows, 3, axis=2)
         if alpha is not None:
@@ -218,7 +244,8 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
 
 
 def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
-                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False
+                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+                  jpeg: JpegGrid | None = None, calibrated: bool = True
                   ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Generator form of :func:`restore`: yields ``(tiles_done, tiles_total)``, returns the image.
 
@@ -227,7 +254,8 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     image = np.asarray(image)
     out = np.empty_like(image)
     for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
-                                           device=device, ensemble=ensemble):
+                                           device=device, ensemble=ensemble, jpeg=jpeg,
+                                           calibrated=calibrated):
         if band is not None:
             out[band[0]:band[0] + len(band[1])] = band[1]
         yield done, total
@@ -236,15 +264,19 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
 
 def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
             overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
-            progress: Progress | None = None) -> np.ndarray:
+            progress: Progress | None = None, jpeg: JpegGrid | None = None,
+            calibrated: bool = True) -> np.ndarray:
     """Remove JPEG artifacts from ``image`` (HxW, HxWx3 or HxWx4; uint8, uint16 or float).
 
     Returns an array of the same shape, dtype and value range; alpha passes through.
     ``model`` is a registry name, a weights file or a module; None picks the shipped default
     for gray or colour input. Deterministic; uses CUDA when ``device='auto'`` finds one.
     ``ensemble`` averages over the eight rotations and flips (slower by 8x, a little better).
+    ``jpeg`` keeps the result consistent with the JPEG the image was decoded from and
+    ``calibrated`` lets it pass unchanged where the model does not gain (:func:`restore_bands`).
     """
-    steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device, ensemble=ensemble)
+    steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device,
+                          ensemble=ensemble, jpeg=jpeg, calibrated=calibrated)
     while True:
         try:
             done, total = next(steps)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .consistency import Calibration, calibration_path
 from .models import config_from_dict, config_to_dict, model_from_config
 from .training.checkpoint import save_checkpoint
 
@@ -71,7 +72,8 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None
                            "meta": meta or {}})
 
 
-def _resolve(name_or_path: str | Path) -> Path:
+def resolve_weights(name_or_path: str | Path) -> Path:
+    """The weights file of a registry name or a path (ModelNotAvailableError if none)."""
     if str(name_or_path) in MODELS:
         info = MODELS[str(name_or_path)]
         if not info.has_weights:
@@ -98,9 +100,13 @@ def _load_cached(path: str, mtime: float) -> tuple[nn.Module, dict[str, Any]]:
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """A ready-to-run model (eval mode) from a registry name or a weights/checkpoint file.
 
-    The returned module carries ``.cfg`` and ``.meta``; loads are cached per file.
+    The returned module carries ``.cfg``, ``.meta`` and ``.calibration`` (the
+    :class:`.consistency.Calibration` in ``<weights>.calibration.json`` beside the weights
+    file, or None); loads are cached per file.
     """
-    path = _resolve(name_or_path)
+    path = resolve_weights(name_or_path)
     model, meta = _load_cached(str(path.resolve()), path.stat().st_mtime)
     model.meta = meta
+    cal = calibration_path(path)
+    model.calibration = Calibration.load(cal) if cal.is_file() else None
     return model.to(device)

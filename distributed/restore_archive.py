@@ -15,9 +15,10 @@ How it works
   absolute keys are refused (status ``failed``, with the reason); a ``--dst`` that is ``--src``
   or a folder above it is refused before any actor starts; a ``--dst`` inside ``--src`` is fine
   (its keys are never taken as inputs).
-* The file step is ``core.batch.restore_file``, as in the CLI: JPEGs above
-  ``--skip-above-quality`` (default 90) are left alone (status ``skipped``), the rest are
-  restored one row of tiles at a time and streamed to the output.
+* The file step is ``core.batch.restore_file``, as in the CLI: images above
+  ``--skip-above-quality`` (default 90) or without JPEG traces are left alone (status
+  ``skipped``, with the reason), the rest are restored one row of tiles at a time, kept
+  consistent with their JPEG, and streamed to the output.
 * At most two batches per actor are in flight (back-pressure on the listing).
 * Resumable: a rerun skips every input whose output exists (status ``exists``). A killed job
   loses no work that reached the destination; a rerun completes the rest, so every input ends
@@ -217,6 +218,8 @@ class Restorer:
                                ensemble=self.ensemble, fmt=self.fmt, skip_existing=True,
                                skip_above_quality=self.skip_above, storage_options=self.so)
             row["status"] = res.status
+            if res.reason:
+                row["reason"] = res.reason
             if res.quality is not None:
                 row["quality"] = res.quality.quality
                 row["quality_exact"] = res.quality.exact
@@ -504,8 +507,9 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                    help="CPUs reserved per actor, also its torch thread count")
     p.add_argument("--batch-size", type=int, default=8, help="files per actor task")
     p.add_argument("--skip-above-quality", type=int, metavar="Q", default=DEFAULT_SKIP_ABOVE_QUALITY,
-                   help="leave JPEGs whose tables say quality > Q untouched (status skipped; "
-                        f"default: {DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
+                   help="leave images whose JPEG quality is above Q, or that show no JPEG "
+                        "compression, untouched (status skipped; default: "
+                        f"{DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
     p.add_argument("--format", choices=["png", "tiff"], default="png")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--ensemble", action="store_true",

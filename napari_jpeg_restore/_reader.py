@@ -31,9 +31,12 @@ def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list
     return read_jpeg
 
 
-def jpeg_metadata(tables: dict[int, np.ndarray] | None, source_path: str) -> dict[str, Any]:
+def jpeg_metadata(tables: dict[int, np.ndarray] | None, source_path: str,
+                  grid_offset: tuple[int, int] = (0, 0), transposed: bool = False) -> dict[str, Any]:
     """Layer metadata: ``jpeg_quality`` (int), ``jpeg_quality_exact`` (bool), ``quant_tables``
-    (table id -> 64 ints, natural row-major order) and ``source_path``."""
+    (table id -> 64 ints, natural row-major order, as stored), ``jpeg_grid`` (where the 8x8
+    grid starts in the layer and whether the image was transposed for display, from EXIF)
+    and ``source_path``."""
     from napari_jpeg_restore.core.jpeg import estimate_quality
 
     meta: dict[str, Any] = {"source_path": source_path}
@@ -41,7 +44,8 @@ def jpeg_metadata(tables: dict[int, np.ndarray] | None, source_path: str) -> dic
         est = estimate_quality(tables)
         meta.update(jpeg_quality=int(est.quality), jpeg_quality_exact=bool(est.exact),
                     quant_tables={int(k): np.asarray(v).reshape(-1).astype(int).tolist()
-                                  for k, v in tables.items()})
+                                  for k, v in tables.items()},
+                    jpeg_grid={"offset": [int(o) for o in grid_offset], "transposed": transposed})
     return meta
 
 
@@ -54,7 +58,9 @@ def read_jpeg(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     for p in paths:
         loaded = read_image(p)
         array = loaded.array
-        meta = jpeg_metadata(loaded.quant_tables, os.fspath(p))
+        grid = loaded.jpeg_grid
+        meta = jpeg_metadata(loaded.quant_tables, os.fspath(p), grid.offset if grid else (0, 0),
+                             grid.transposed if grid else False)
         layers.append((array, {"name": Path(os.fspath(p)).stem, "rgb": array.ndim == 3,
                                "metadata": meta}, "image"))
     return layers

@@ -32,6 +32,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 if TYPE_CHECKING:
+    from napari_jpeg_restore.core.consistency import JpegGrid
     import napari
 
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
@@ -149,10 +150,26 @@ class RestoreResult:
     error: str | None = None
 
 
+def layer_jpeg(metadata: dict[str, Any], plane: np.ndarray) -> tuple[JpegGrid | None, str]:
+    """How a plane was compressed, and how that is known: from the JPEG tables in the
+    layer's metadata (this plugin's reader), else found in the pixels (``"pixels"``)."""
+    from napari_jpeg_restore.core.consistency import JpegGrid
+    from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
+
+    tables, grid = metadata.get("quant_tables"), metadata.get("jpeg_grid") or {}
+    if tables:
+        return JpegGrid.from_tables({int(k): np.asarray(v) for k, v in tables.items()},
+                                    tuple(grid.get("offset", (0, 0))),
+                                    bool(grid.get("transposed", False))), "tables"
+    return find_jpeg_grid(np.asarray(plane)), "pixels"
+
+
 def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model_spec: str,
-                        tile: int, device: str, difference: bool, ensemble: bool = False
+                        tile: int, device: str, difference: bool, ensemble: bool = False,
+                        metadata: dict[str, Any] | None = None
                         ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
-    """Restore every 2-D (or RGB) plane of ``data`` one after the other.
+    """Restore every 2-D (or RGB) plane of ``data`` one after the other, each kept consistent
+    with its JPEG compression (:func:`layer_jpeg` of the layer's ``metadata``).
 
     Yields ``(plane, planes, tiles_done, tiles_total)`` after each tile (the worker may stop
     there), returns a :class:`RestoreResult`. Only one plane of ``data`` is in memory at a time
@@ -170,7 +187,8 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
         for p, idx in enumerate(np.ndindex(*lead_shape) if lead_shape else [()]):
             plane = np.asarray(data[idx] if idx else data)
             work, back = _restorable(plane)
-            steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble)
+            jpeg, _ = layer_jpeg(metadata or {}, work)
+            steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble, jpeg=jpeg)
             while True:
                 try:
                     done, total = next(steps)
@@ -246,9 +264,10 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.ensemble = CheckBox(text="x8 self-ensemble (8x slower, a little better)", value=False)
         self.skip_above = SpinBox(
             label="skip above JPEG Q", min=1, max=100, value=DEFAULT_SKIP_ABOVE_QUALITY,
-            tooltip="Leave an image alone when its JPEG quantization tables (read by this plugin's "
-                    "reader) say it is above this quality: there is nothing to gain. Layers "
-                    "without tables are always restored. 100 restores everything.")
+            tooltip="Leave an image alone when its JPEG quality is above this, read from its "
+                    "quantization tables (this plugin's reader) or found in its pixels, or when "
+                    "it shows no JPEG compression at all: there is nothing to gain. "
+                    "100 restores everything.")
         self.run_button = PushButton(text="Restore")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
@@ -296,7 +315,6 @@ class RestoreWidget(_ModelChoice, QWidget):
         """Start restoring the chosen layer; returns the worker, or None after a notification."""
         from napari_jpeg_restore.core.batch import skip_reason
         from napari_jpeg_restore.core.inference import resolve_device
-        from napari_jpeg_restore.core.jpeg import QualityEstimate
 
         if self.running:
             show_warning("A restoration is already running; cancel it first.")
@@ -315,11 +333,13 @@ class RestoreWidget(_ModelChoice, QWidget):
         prepared = self._prepare(f"restore '{layer.name}'", prepare)
         if prepared is None:
             return None
-        tables = table_quality(layer.metadata)
-        why = skip_reason(QualityEstimate(tables[0], 0.0, tables[1]) if tables else None,
-                          int(self.skip_above.value))
+        lead_shape = prepared[0]
+        first = layer.data[(0,) * len(lead_shape)] if lead_shape else layer.data
+        jpeg, known_by = layer_jpeg(layer.metadata, first)
+        why = skip_reason(jpeg, int(self.skip_above.value))
         if why:
-            self.status.value = (f"'{layer.name}' left as is: {why} (Q{tables[0]} by its tables); "
+            how = f" (Q{jpeg.quality} by its {known_by})" if jpeg else ""
+            self.status.value = (f"'{layer.name}' left as is: {why}{how}; "
                                  "raise 'skip above JPEG Q' to 100 to restore it anyway.")
             show_info(self.status.value)
             return None
@@ -327,7 +347,8 @@ class RestoreWidget(_ModelChoice, QWidget):
         self._job = {"layer": layer, "difference": bool(self.difference.value)}
         worker = thread_worker(restore_layer_steps, start_thread=False)(
             layer.data, lead_shape, bool(layer.rgb), spec, int(self.tile.value),
-            self.device.value, bool(self.difference.value), bool(self.ensemble.value))
+            self.device.value, bool(self.difference.value), bool(self.ensemble.value),
+            dict(layer.metadata))
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)

@@ -10,7 +10,7 @@ from napari_jpeg_restore.core import images
 from napari_jpeg_restore.core.cli import main
 from napari_jpeg_restore.core.image_writing import write_image
 from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import encode_jpeg
+from napari_jpeg_restore.core.jpeg import decode_jpeg, encode_jpeg
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import MODELS, save_weights
 from PIL import Image, ImageCms
@@ -82,12 +82,13 @@ def test_skip_existing_and_resume(batch, tmp_path, weights, capsys):
 def test_restore_with_ensemble_writes_the_x8_average(batch, tmp_path, weights):
     from napari_jpeg_restore.core import restore
 
-    jpeg = read_image(batch / "good.jpg").array
+    loaded = read_image(batch / "good.jpg")
     assert main(["restore", str(batch / "good.jpg"), "-o", str(tmp_path / "e"), "--model", weights,
                  "--ensemble"]) == 0
     written = read_image(tmp_path / "e" / "good.png").array
-    np.testing.assert_array_equal(written, restore(jpeg, weights, ensemble=True))
-    assert not np.array_equal(written, restore(jpeg, weights))
+    grid = loaded.jpeg_grid
+    np.testing.assert_array_equal(written, restore(loaded.array, weights, ensemble=True, jpeg=grid))
+    assert not np.array_equal(written, restore(loaded.array, weights, jpeg=grid))
 
 
 def test_never_overwrites_an_input(tmp_path, weights, capsys):
@@ -121,10 +122,12 @@ def test_high_quality_jpegs_are_skipped_by_default(tmp_path, weights, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "fine.jpg").write_bytes(encode_jpeg(_photo(), 97))
     (tmp_path / "in" / "coarse.jpg").write_bytes(encode_jpeg(_photo(), 30))
-    write_image(tmp_path / "in" / "never.png", _photo())
+    write_image(tmp_path / "in" / "never.png", _photo())  # never compressed: nothing to remove
+    write_image(tmp_path / "in" / "was_jpeg.png", decode_jpeg(encode_jpeg(_photo(), 30)))
     assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--model", weights]) == 0
-    assert "restored 2, skipped 1 (1 JPEG quality above 90)" in capsys.readouterr().err
-    assert _outputs(tmp_path / "o") == ["coarse.png", "never.png"]
+    assert ("restored 2, skipped 2 (1 JPEG quality above 90, 1 no JPEG compression found)"
+            in capsys.readouterr().err)
+    assert _outputs(tmp_path / "o") == ["coarse.png", "was_jpeg.png"]
     assert main(["restore", str(tmp_path / "in" / "fine.jpg"), "-o", str(tmp_path / "o"),
                  "--model", weights, "--skip-above-quality", "100"]) == 0
     assert (tmp_path / "o" / "fine.png").is_file()
@@ -175,7 +178,8 @@ def test_cmyk_palette_alpha_16bit_exif_icc(tmp_path, weights):
     Image.fromarray(photo).save(src / "rotated.jpg", quality=80, exif=exif.tobytes())
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     Image.fromarray(photo).save(src / "icc.jpg", quality=80, icc_profile=srgb)
-    assert main(["restore", str(src), "-o", str(out), "--model", weights]) == 0
+    assert main(["restore", str(src), "-o", str(out), "--model", weights,
+                 "--skip-above-quality", "100"]) == 0
     assert read_image(out / "cmyk.png").array.shape == (64, 96, 3)
     assert read_image(out / "palette.png").array.shape == (64, 96, 3)
     alpha = read_image(out / "alpha.png").array
@@ -189,9 +193,12 @@ def test_cmyk_palette_alpha_16bit_exif_icc(tmp_path, weights):
 def test_quality_command(tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes(encode_jpeg(_photo(), 37))
     write_image(tmp_path / "b.png", _photo())
-    assert main(["quality", str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]) == 0
+    write_image(tmp_path / "c.png", decode_jpeg(encode_jpeg(_photo(), 37))[3:, 2:])
+    assert main(["quality", str(tmp_path / "a.jpg"), str(tmp_path / "b.png"), str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "tables: Q37" in out[0] and "tables: -" in out[1]
+    assert "tables: Q37" in out[0] and "pixels" not in out[0]
+    assert "tables: -" in out[1] and "pixels: no JPEG traces" in out[1]
+    assert re.search(r"pixels: JPEG ~Q3[4-9], 8x8 grid at \(5, 6\)", out[2]), out[2]
 
 
 def test_eval_jpeg_row(tmp_path, capsys):
@@ -271,3 +278,26 @@ def test_same_stem_in_two_folders_is_not_overwritten(tmp_path, weights, capsys):
     assert str(tmp_path / "a" / "x.jpg") in err and str(tmp_path / "b" / "x.jpg") in err
     assert _outputs(tmp_path / "out") == []  # neither wins by the order of the arguments
     assert read_image("memory://cli-out/a.png").array.shape == (64, 96, 3)
+
+
+def test_calibrate_makes_a_harmful_model_pass_through(tmp_path, weights, capsys):
+    """A random network loses PSNR at every quality: once calibrated, it leaves JPEGs as they are."""
+    import shutil
+
+    from napari_jpeg_restore.core.registry import load_model
+
+    model = tmp_path / "harmful.pt"
+    shutil.copy(weights, model)
+    (tmp_path / "train").mkdir()
+    for i in range(2):
+        write_image(tmp_path / "train" / f"{i}.png", _photo(160, 176, seed=i))
+    src = tmp_path / "x.jpg"
+    src.write_bytes(encode_jpeg(_photo(seed=5), 20))
+    assert main(["restore", str(src), "-o", str(tmp_path / "before"), "--model", str(model)]) == 0
+    assert not np.array_equal(read_image(tmp_path / "before" / "x.png").array, read_image(src).array)
+    assert main(["calibrate", str(model), "--data", str(tmp_path / "train"), "--crops", "2"]) == 0
+    assert "restores no quality" in capsys.readouterr().out
+    assert (tmp_path / "harmful.calibration.json").is_file()
+    assert load_model(model).calibration is not None
+    assert main(["restore", str(src), "-o", str(tmp_path / "after"), "--model", str(model)]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "after" / "x.png").array, read_image(src).array)

@@ -124,9 +124,10 @@ def test_ensemble_option_reaches_the_actors(cluster, tiny_model, tmp_path):
                   log=lambda m: None)
     assert summary.counts == {"restored": 2}
     for key in jpegs:
-        jpeg = read_image(str(tmp_path / "in" / key)).array
+        loaded = read_image(str(tmp_path / "in" / key))
         written = read_image(str(tmp_path / "out" / key.replace(".jpg", ".png"))).array
-        np.testing.assert_array_equal(written, restore(jpeg, tiny_model, ensemble=True))
+        np.testing.assert_array_equal(written, restore(loaded.array, tiny_model, ensemble=True,
+                                                       jpeg=loaded.jpeg_grid))
 
 
 def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, tmp_path):

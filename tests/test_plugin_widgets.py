@@ -220,6 +220,7 @@ def test_cancel_stops_worker_without_layer(make_napari_viewer, qtbot, restorer_w
 def test_stack_restores_plane_by_plane(make_napari_viewer, qtbot, restorer_weights, notes):
     da = pytest.importorskip("dask.array")
     from napari_jpeg_restore.core.inference import restore
+    from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
 
     viewer = make_napari_viewer()
     planes = np.stack([compress(smooth_image(s, (64, 80)), 10) for s in (1, 2, 3)])
@@ -234,8 +235,11 @@ def test_stack_restores_plane_by_plane(make_napari_viewer, qtbot, restorer_weigh
     out = viewer.layers["stack (restored)"]
     assert isinstance(out.data, np.ndarray) and out.data.shape == planes.shape
     np.testing.assert_allclose(out.scale, layer.scale)
-    for i in range(3):
-        np.testing.assert_array_equal(out.data[i], restore(planes[i], str(restorer_weights), tile=64))
+    for i in range(3):  # each plane consistent with the JPEG grid found in its own pixels
+        grid = find_jpeg_grid(planes[i])
+        assert grid is not None and grid.offset == (0, 0)
+        np.testing.assert_array_equal(out.data[i], restore(planes[i], str(restorer_weights), tile=64,
+                                                           jpeg=grid))
 
 
 class _PlanesOnly:
