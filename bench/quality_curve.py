@@ -53,14 +53,21 @@ def curve(model: str, images: list[np.ndarray], qualities: list[str] = QUALITIES
     rows = evaluate_model(images, qualities, net, device="cpu", restorer=alone)
     out = {r.quality: {"jpeg": r.jpeg["psnr"], "restored": r.restored["psnr"],
                        "gain": r.restored["psnr"] - r.jpeg["psnr"]} for r in rows}
+    out["none"] = never_compressed(net, images, raw)
+    return out
+
+
+def never_compressed(net, images: list[np.ndarray], raw: bool) -> dict[str, float]:
+    """The images as they are (no new compression): how many come back unchanged, and the
+    PSNR against the input of those that do not (a restorer should leave them alone unless
+    they show JPEG traces of their own)."""
     found = [None if raw else find_jpeg_grid(im) for im in images]
     restored = [im if not raw and g is None else restore(im, net, device="cpu", jpeg=g)
                 for im, g in zip(images, found)]
-    out["none"] = {"restored": float(np.mean([psnr(im, r) for im, r in zip(images, restored)])),
-                   "changed": float(np.mean([(im != r).mean() for im, r in zip(images, restored)]))}
-    if not raw:
-        out["none"]["traces"] = sum(g is not None for g in found)
-    return out
+    changed = [(im, r) for im, r in zip(images, restored) if not np.array_equal(im, r)]
+    return {"unchanged": len(images) - len(changed), "of": len(images),
+            "traces": sum(g is not None for g in found),
+            "changed_psnr": float(np.mean([psnr(im, r) for im, r in changed])) if changed else None}
 
 
 def table(results: dict, kind: str, qualities: list[str] = QUALITIES) -> list[str]:
@@ -72,9 +79,12 @@ def table(results: dict, kind: str, qualities: list[str] = QUALITIES) -> list[st
         cells = [q, f"{first[q]['jpeg']:.2f}"] + [f"{results[lab][q]['gain']:+.2f}" for lab in labels]
         lines.append("| " + " | ".join(cells) + " |")
     def none(r: dict) -> str:
-        if r["changed"] == 0:
-            return f"unchanged ({r.get('traces', 0)} of them show JPEG traces: passed through)"
-        return f"{r['restored']:.1f} dB vs original, {r['changed']:.0%} of values changed"
+        if "changed" in r:  # the network alone, every image restored
+            return f"{r['restored']:.1f} dB vs original, {r['changed']:.0%} of values changed"
+        text = f"{r['unchanged']} of {r['of']} unchanged; JPEG traces found in {r['traces']}"
+        if r["changed_psnr"] is not None:
+            text += f" (restored, {r['changed_psnr']:.1f} dB vs input)"
+        return text
     cells = ["never compressed", "∞"] + [none(results[lab]["none"]) for lab in labels]
     lines.append("| " + " | ".join(cells) + " |")
     worst = {lab: min(results[lab][q]["gain"] for q in qualities) for lab in labels}
@@ -113,6 +123,8 @@ def main() -> None:
             if key not in cache:
                 cache[key] = curve(model, images)
                 cache_path.write_text(json.dumps(cache, indent=1))
+            if not model.endswith("@raw") and "changed" in cache[key]["none"]:  # older format
+                cache[key]["none"] = never_compressed(load_model(model), images, False)
             results[label] = cache[key]
         if not results:
             continue
@@ -125,6 +137,8 @@ def main() -> None:
             if key not in cache:
                 cache[key] = curve(model, samples, TOP)
                 cache_path.write_text(json.dumps(cache, indent=1))
+            if not model.endswith("@raw") and "changed" in cache[key]["none"]:  # older format
+                cache[key]["none"] = never_compressed(load_model(model), samples, False)
             top[label] = cache[key]
         md += [f"### The bundled samples ({', '.join(p.name for p in SAMPLES)}, {kind})", "",
                *table(top, f"{kind}, samples", TOP)]

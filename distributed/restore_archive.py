@@ -42,6 +42,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -326,6 +327,7 @@ class ArchiveConfig:
     manifest_every: float = 10.0
     throttle: float = 0.0
     strict: bool = False
+    startup_timeout: float = 600.0
 
 
 @dataclass
@@ -377,6 +379,80 @@ def _batches(items: Iterator[Item | dict], size: int) -> Iterator[list[Item] | d
         yield batch
 
 
+def actors_that_fit(resources: dict[str, float], workers: int | None, cpus: float, gpus: float,
+                    log=print) -> int:
+    """How many actors to start: ``workers`` (default: as many as the cluster holds), but never
+    more than the cluster's total CPUs and GPUs can ever hold at once: those would wait
+    forever. Raises RuntimeError when not even one fits."""
+    room = [resources.get("CPU", 0.0) / cpus] if cpus > 0 else []
+    room += [resources.get("GPU", 0.0) / gpus] if gpus > 0 else []
+    fit = int(min(room) + 1e-9) if room else workers or 1
+    ask = f"{cpus:g} CPU{f' and {gpus:g} GPU' if gpus else ''} each"
+    have = f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU in all"
+    if fit < 1:
+        raise RuntimeError(f"an actor asks {ask}; the cluster has {have}: none can start")
+    if workers and workers > fit:
+        log(f"asked for {workers} actors ({ask}); the cluster has {have}, room for {fit}: "
+            f"starting {fit}")
+    return min(workers or fit, fit)
+
+
+def _cause(err: BaseException) -> str:
+    """The one line that says why an actor failed (the exception raised in it)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    raised = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+    return (raised or lines or [type(err).__name__])[-1]
+
+
+class StartingPool:
+    """Actors as they come up: work goes only to the ones whose constructor has finished.
+    One that fails to start is reported with its cause; when none starts (or none within
+    ``timeout`` seconds) the job stops with RuntimeError instead of waiting forever."""
+
+    def __init__(self, actors: list, timeout: float, log=print) -> None:
+        self.starting = {a.pid.remote(): i for i, a in enumerate(actors)}
+        self.actors, self.up, self.causes, self.log = actors, [], [], log
+        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+
+    @property
+    def settled(self) -> bool:
+        return not self.starting
+
+    def running(self, block: bool) -> list[int]:
+        """Indices of started actors; with ``block``, waits until there is one."""
+        import ray
+
+        while True:
+            if self.starting:
+                left = max(0.0, self.deadline - time.monotonic())
+                wait = left if block and not self.up else 0
+                done, _ = ray.wait(list(self.starting), num_returns=1 if wait else len(self.starting),
+                                   timeout=wait)
+                for ref in done:
+                    i = self.starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        self.up.append(i)
+                    except ray.exceptions.RayError as err:
+                        self.causes.append(_cause(err))
+                        self.log(f"actor {i} could not start: {self.causes[-1]}")
+                if self.starting and time.monotonic() >= self.deadline:
+                    for ref, i in self.starting.items():
+                        ray.kill(self.actors[i])
+                        self.log(f"actor {i} was not scheduled within {self.timeout:g} s "
+                                 "(the cluster's resources are taken); going on without it")
+                    self.starting.clear()
+            if self.up:
+                return self.up
+            if not self.starting:
+                why = self.causes[-1] if self.causes else \
+                    f"none was scheduled within {self.timeout:g} s"
+                raise RuntimeError(f"no restoration actor could start: {why}")
+            if not block:
+                return []
+
+
 def run(cfg: ArchiveConfig, log=print) -> Summary:
     """Restore ``cfg.src`` into ``cfg.dst`` on the connected (or a local) Ray cluster."""
     import ray
@@ -390,12 +466,12 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
     if gpus > 0 and cfg.gpus_per_worker > 0:
-        n = cfg.workers or max(1, int(gpus // cfg.gpus_per_worker))
         device, num_gpus = "cuda", cfg.gpus_per_worker
     else:
-        n = cfg.workers or max(1, int(resources.get("CPU", 1) // cfg.cpus_per_worker))
         device, num_gpus = "cpu", 0.0
-        log(f"no GPUs in the cluster: restoring with {n} CPU actor(s)")
+        log("--gpus-per-worker 0: restoring on CPUs" if cfg.gpus_per_worker <= 0 and gpus > 0
+            else "no GPUs in the cluster: restoring on CPUs")
+    n = actors_that_fit(resources, cfg.workers, cfg.cpus_per_worker, num_gpus, log)
     model_name, model_blob = _model_args(cfg.model, so)
     actor_cls = restorer_actor(cfg.cpus_per_worker, num_gpus)
     env = credential_env()
@@ -431,6 +507,7 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
             log(f"progress: {done} files ({', '.join(f'{s} {counts[s]}' for s in STATUSES)}), "
                 f"{counts['restored'] / (now - start):.2f} restored/s")
 
+    pool = StartingPool(actors, cfg.startup_timeout, log)
     work = _batches(iter_items(cfg.src, cfg.dst, fmt, so), cfg.batch_size)
     retry: collections.deque[tuple[list[Item], int]] = collections.deque()
     inflight: dict[Any, tuple[int, list[Item], int]] = {}
@@ -453,16 +530,17 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
 
     try:
         while True:
-            while min(load) < 2:
+            running = pool.running(block=not inflight)  # work goes only to started actors
+            while running and min(load[i] for i in running) < 2:
                 nb = next_batch()
                 if nb is None:
                     break
-                i = load.index(min(load))
+                i = min(running, key=lambda j: load[j])
                 inflight[actors[i].process.remote(nb[0])] = (i, nb[0], nb[1])
                 load[i] += 1
             if not inflight:
                 break
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=None if pool.settled else 1.0)
             for ref in ready:
                 i, batch, tries = inflight.pop(ref)
                 load[i] -= 1
@@ -479,10 +557,14 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
                     else:
                         record([_failed(batch[0].key, "the worker process died on this file "
                                         "(killed, out of memory or crashed) in every retry")])
+    except RuntimeError as err:  # no actor could start: the run failed, and says why
+        info["error"] = str(err)
+        raise
     finally:
         manifest.flush()
         seconds = time.perf_counter() - start
-        summary = Summary(run_id, manifest.url, dict(counts), seconds, megapixels, n, device)
+        summary = Summary(run_id, manifest.url, dict(counts), seconds, megapixels, len(pool.up),
+                          device)
         info.update(summary=asdict(summary), finished=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                      time.gmtime()))
         manifest.write_info(info)
@@ -523,6 +605,9 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                    help="seconds between manifest part objects on object stores")
     p.add_argument("--throttle", type=float, default=0.0,
                    help="seconds each actor sleeps after a file (rate limiting, tests)")
+    p.add_argument("--startup-timeout", type=float, default=600.0, metavar="S",
+                   help="seconds to wait for actors to be scheduled and started; actors still "
+                        "waiting then are dropped, and with none started the job fails (default 600)")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when any file failed (default: 0, see the manifest)")
     a = p.parse_args(argv)
@@ -535,14 +620,14 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,
                          manifest_every=a.manifest_every, throttle=a.throttle,
-                         strict=a.strict)
+                         strict=a.strict, startup_timeout=a.startup_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         summary = run(cfg, log=lambda m: print(m, flush=True))
-    except (ValueError, LookupError, OSError) as err:
+    except (ValueError, LookupError, OSError, RuntimeError) as err:
         print(f"error: {scrub(str(err), secret_values(cfg.storage_options, credential_env()))}",
               file=sys.stderr)
         return 2

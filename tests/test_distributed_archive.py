@@ -26,6 +26,7 @@ from napari_jpeg_restore.distributed._testing import moto_s3, synthetic, train_t
 from napari_jpeg_restore.distributed.restore_archive import (
     ArchiveConfig,
     Item,
+    actors_that_fit,
     final_state,
     read_manifest,
     restorer_actor,
@@ -73,7 +74,8 @@ def s3():
 
 def _cfg(src, dst, model, so=None, **kw):
     kw.setdefault("workers", 2)
-    return ArchiveConfig(src=src, dst=dst, model=model, batch_size=2, storage_options=so or {},
+    kw.setdefault("batch_size", 2)
+    return ArchiveConfig(src=src, dst=dst, model=model, storage_options=so or {},
                          progress_every=0.5, manifest_every=0.0, **kw)
 
 
@@ -179,6 +181,44 @@ def test_crashed_actor_is_replaced_and_its_batch_retried(cluster, tiny_model, tm
     assert ray.get(actor.pid.remote()) != first_pid
     assert (tmp_path / "a.png").is_file()
     ray.kill(actor)
+
+
+def test_more_workers_than_the_cluster_holds_finish_with_a_clear_line(cluster, tiny_model, tmp_path):
+    """--workers 3 on a 2-CPU cluster used to restore most files and then wait forever."""
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        (tmp_path / "in" / f"f{i}.jpg").write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10))
+    lines: list[str] = []
+    summary = run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), tiny_model, workers=3,
+                       batch_size=1), log=lines.append)
+    assert summary.counts == {"restored": 6} and 1 <= summary.workers <= 2  # started ones
+    assert any("asked for 3 actors" in ln and "room for 2: starting 2" in ln for ln in lines), lines
+
+
+def test_an_actor_that_cannot_start_fails_the_job_with_its_cause(cluster, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(encode_jpeg(synthetic(1, (64, 64)), 10))
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a weights file")  # read fine on the driver, fails in the actor
+    lines: list[str] = []
+    with pytest.raises(RuntimeError, match="no restoration actor could start: .*Error"):
+        run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), str(broken), startup_timeout=120),
+            log=lines.append)
+    assert any("could not start" in ln for ln in lines), lines
+    assert not (tmp_path / "out" / "a.png").exists()
+    info = json.loads(next((tmp_path / "out" / "_manifest").glob("*.run.json")).read_text())
+    assert "no restoration actor could start" in info["error"]
+
+
+def test_actor_count_never_exceeds_what_the_cluster_can_hold():
+    lines: list[str] = []
+    assert actors_that_fit({"CPU": 16, "GPU": 2}, 3, 1, 1.0, lines.append) == 2
+    assert "room for 2" in lines[-1]
+    assert actors_that_fit({"CPU": 16, "GPU": 2}, None, 1, 0.5) == 4  # two per GPU
+    assert actors_that_fit({"CPU": 2}, None, 1, 0.0) == 2
+    assert actors_that_fit({"CPU": 8}, 3, 2, 0.0) == 3
+    with pytest.raises(RuntimeError, match="none can start"):
+        actors_that_fit({"CPU": 2}, None, 4, 0.0)
 
 
 def test_redaction_of_secrets():
