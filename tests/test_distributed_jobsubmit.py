@@ -1,10 +1,12 @@
 """End to end through the real `ray job submit`: a head node started with `ray start`, the
 repository uploaded as the job's working dir, S3 (moto) reached through AWS_* environment
 variables only (no --storage-options): the job's actors must receive them from the driver."""
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,19 +46,49 @@ def head_node(tmp_path_factory):
         env = {**os.environ, "AWS_ENDPOINT_URL": endpoint,
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         gcs, dash = free_port(), free_port()
+        # Every port a head node listens on is taken free: the defaults (e.g. the job agent's
+        # 52365) collide with any other Ray cluster on the host, and the job server then
+        # answers "No available agent to submit job" for as long as the other one runs.
+        ports = [f"--{name}={free_port()}" for name in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+            "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
+            "object-manager-port")]
         temp = tmp_path_factory.mktemp("ray")
-        start = subprocess.run(
-            [ray_bin, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
-             "--disable-usage-stats", f"--temp-dir={temp}"],
-            env=env, capture_output=True, text=True, timeout=180)
-        if start.returncode != 0:
-            subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
-            pytest.fail(f"ray start failed:\n{start.stdout}\n{start.stderr}")
+        # `ray start --block` in its own process group: the head node's processes are its
+        # children, so stopping exactly this cluster is one signal to the group (`ray stop`
+        # would stop every Ray cluster on the host, other people's included).
+        with open(temp / "head.log", "w") as out:
+            head = subprocess.Popen(
+                [ray_bin, "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+                 f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
+                 "--disable-usage-stats", f"--temp-dir={temp}", *ports],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
+            if head.poll() is not None:
+                pytest.fail(f"ray start failed:\n{(temp / 'head.log').read_text()}")
             yield ray_bin, f"http://127.0.0.1:{dash}", endpoint, env
         finally:
-            subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+            _stop_group(head)
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM to the process group led by ``proc`` (ours alone), SIGKILL if any member is
+    still there after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or the group never empties
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
 
 
 def _until_ready(run, ready, seconds: float = 240):
