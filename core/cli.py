@@ -12,7 +12,8 @@ from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 
 def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
     p.add_argument("--model", default=None,
-                   help="registry name (see `jpeg-restore models`) or a weights file; "
+                   help="registry name (see `jpeg-restore models`), a weights file or its URL "
+                        "(s3://..., with --storage-options where the command has it); "
                         "default: the shipped model for gray or colour input")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto uses CUDA when present (default: auto)")
@@ -149,9 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_restore(a: argparse.Namespace) -> int:
     from .batch import restore_files
+    from .registry import ModelNotAvailableError, load_model
     from .sources import expand
 
     opts = _storage_options(a.storage_options)
+    try:  # once, before any file: a model that cannot load is one line, not one per file
+        model = load_model(a.model, storage_options=opts) if a.model else None
+    except (ModelNotAvailableError, OSError, RuntimeError) as err:
+        print(f"error: model {a.model}: {err}", file=sys.stderr)
+        return 2
     inputs, missing = [], {}
     for item in a.inputs:
         try:
@@ -159,7 +166,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
         except FileNotFoundError as err:
             print(f"error: {err}", file=sys.stderr)
             missing[item] = str(err)
-    report = restore_files(inputs, a.output, model=a.model, tile=a.tile, overlap=a.overlap,
+    report = restore_files(inputs, a.output, model=model, tile=a.tile, overlap=a.overlap,
                            device=a.device, ensemble=a.ensemble, fmt=a.format, skip_existing=a.skip_existing,
                            skip_above_quality=a.skip_above_quality, allow_large=a.allow_large,
                            storage_options=opts)

@@ -117,7 +117,8 @@ def _tiff(f: BinaryIO, shape: tuple[int, ...], dtype: np.dtype, bands: Iterable[
                      compression="zlib", predictor=True, iccprofile=icc, metadata=None)
 
 
-def _write_local(path: str, fill) -> None:
+def write_local_atomically(path: str, fill) -> None:
+    """Call ``fill(file)`` on a new temp file beside ``path``, then rename it over ``path``."""
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
     try:
@@ -173,7 +174,7 @@ def write_image_bands(dest: str | os.PathLike, shape: tuple[int, ...], dtype: np
     try:
         fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
         if isinstance(fs, LocalFileSystem):
-            _write_local(path, fill)
+            write_local_atomically(path, fill)
         else:
             _write_remote(fs, path, fill)
     except _BandsFailed as failed:  # e.g. the restorer: its own error, not a write error

@@ -5,15 +5,19 @@ A weights file is a ``torch.save`` dict: ``config`` (see ``models.config_to_dict
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import fsspec
 import torch
 from torch import nn
 
 from .consistency import Calibration, calibration_path
+from .image_writing import write_local_atomically
 from .models import config_from_dict, config_to_dict, model_from_config
 from .training.checkpoint import save_checkpoint
 
@@ -72,8 +76,38 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None
                            "meta": meta or {}})
 
 
-def resolve_weights(name_or_path: str | Path) -> Path:
-    """The weights file of a registry name or a path (ModelNotAvailableError if none)."""
+def cache_folder() -> Path:
+    """Where weights fetched from URLs are kept (``$XDG_CACHE_HOME/napari-jpeg-restore``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "napari-jpeg-restore" / "weights"
+
+
+def fetch_weights(url: str, storage_options: dict | None = None) -> Path:
+    """A local copy of a weights file at an fsspec URL (``s3://``, ``gs://``, ``memory://``...),
+    with its calibration when there is one beside it; fetched again on every call (the copy
+    is replaced atomically), so a retrained model is never served stale."""
+    fs, remote = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    local = cache_folder() / hashlib.sha1(url.encode()).hexdigest()[:16] / PurePosixPath(remote).name
+    try:
+        for src, dst in ((remote, local), (str(calibration_path(PurePosixPath(remote))),
+                                           calibration_path(local))):
+            if src != remote and not fs.exists(src):
+                dst.unlink(missing_ok=True)
+                continue
+            data = fs.cat_file(src)
+            write_local_atomically(str(dst), lambda f, data=data: f.write(data))
+    except FileNotFoundError:
+        raise ModelNotAvailableError(f"no weights file at {url}") from None
+    return local
+
+
+def resolve_weights(name_or_path: str | Path, storage_options: dict | None = None) -> Path:
+    """The weights file of a registry name, a path or an fsspec URL (fetched to a local
+    cache); ModelNotAvailableError if there is none."""
+    spec = str(name_or_path)
+    if "://" in spec and not spec.startswith("file://"):
+        return fetch_weights(spec, storage_options)
+    name_or_path = spec.removeprefix("file://")
     if str(name_or_path) in MODELS:
         info = MODELS[str(name_or_path)]
         if not info.has_weights:
@@ -90,21 +124,27 @@ def resolve_weights(name_or_path: str | Path) -> Path:
 
 @lru_cache(maxsize=8)
 def _load_cached(path: str, mtime: float) -> tuple[nn.Module, dict[str, Any]]:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    state = blob.get("state_dict", blob.get("model"))
-    model = model_from_config(config_from_dict(blob["config"]))
-    model.load_state_dict(state)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state = blob.get("state_dict", blob.get("model"))
+        model = model_from_config(config_from_dict(blob["config"]))
+        model.load_state_dict(state)
+    except Exception as err:  # not a weights file, or one of another model: one clear line
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ModelNotAvailableError(f"{path} is not a usable weights file "
+                                     f"({type(err).__name__}: {first})") from err
     return model.eval(), dict(blob.get("meta", {}))
 
 
-def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
+               storage_options: dict | None = None) -> nn.Module:
     """A ready-to-run model (eval mode) from a registry name or a weights/checkpoint file.
 
     The returned module carries ``.cfg``, ``.meta`` and ``.calibration`` (the
     :class:`.consistency.Calibration` in ``<weights>.calibration.json`` beside the weights
     file, or None); loads are cached per file.
     """
-    path = resolve_weights(name_or_path)
+    path = resolve_weights(name_or_path, storage_options)
     model, meta = _load_cached(str(path.resolve()), path.stat().st_mtime)
     model.meta = meta
     cal = calibration_path(path)

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
@@ -65,7 +65,8 @@ from napari_jpeg_restore.core.output_paths import (
     output_folder_folds_case,
     under,
 )
-from napari_jpeg_restore.core.registry import MODELS, default_model_name, load_model
+from napari_jpeg_restore.core.consistency import calibration_path
+from napari_jpeg_restore.core.registry import MODELS, default_model_name, load_model, resolve_weights
 from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
 
 from ._common import credential_env, init_ray, parse_storage_options, redact, scrub, secret_values
@@ -184,7 +185,7 @@ def iter_items(src: str, dst: str, fmt: str = "png", storage_options: dict | Non
 class Restorer:
     """One model, many files. Wrapped with ``ray.remote`` by :func:`restorer_actor`."""
 
-    def __init__(self, model: str | None, model_blob: bytes | None, *, device: str = "cpu",
+    def __init__(self, model: str | None, model_blob: tuple[bytes, bytes | None] | None, *, device: str = "cpu",
                  threads: int = 1, tile: int = 512, ensemble: bool = False, fmt: str = "png",
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY, storage_options: dict | None = None,
                  env: dict[str, str] | None = None, throttle: float = 0.0) -> None:
@@ -197,11 +198,13 @@ class Restorer:
         self.secrets = secret_values(self.so, env)
         self.tile, self.ensemble, self.fmt = tile, ensemble, fmt
         self.skip_above, self.throttle = skip_above_quality, throttle
-        if model_blob is not None:  # a weights file shipped through the object store
-            fd, path = tempfile.mkstemp(suffix=".pt", prefix="jpeg-restore-model-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(model_blob)
-            model = path
+        if model_blob is not None:  # a weights file (and calibration) through the object store
+            weights, calibration = model_blob
+            folder = Path(tempfile.mkdtemp(prefix="jpeg-restore-model-"))
+            model = str(folder / "model.pt")
+            Path(model).write_bytes(weights)
+            if calibration is not None:
+                calibration_path(model).write_bytes(calibration)
         self.model = load_model(model, self.device) if model else None  # None: per image default
 
     def pid(self) -> int:
@@ -352,17 +355,20 @@ class Summary:
 
 
 def _model_args(model: str | None, storage_options: dict) -> tuple[str | None, Any]:
-    """(registry name or None, object-store ref of a weights file's bytes or None)."""
+    """(registry name or None, object-store ref of a weights file's bytes and its calibration's,
+    or None). A path or URL is fetched and loaded once on the driver, so a bad one fails
+    before any actor starts."""
     import ray
 
     if model is None:
         default_model_name(1)  # fail early, on the driver, when nothing is shipped
         return None, None
+    load_model(model, storage_options=storage_options)  # ModelNotAvailableError, bad files
     if model in MODELS:
-        load_model(model)  # raises ModelNotAvailableError before any actor starts
         return model, None
-    with fsspec.open(model, "rb", **storage_options) as f:
-        return None, ray.put(f.read())
+    path = resolve_weights(model, storage_options)
+    cal = calibration_path(path)
+    return None, ray.put((path.read_bytes(), cal.read_bytes() if cal.is_file() else None))
 
 
 def _batches(items: Iterator[Item | dict], size: int) -> Iterator[list[Item] | dict]:

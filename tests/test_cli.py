@@ -301,3 +301,26 @@ def test_calibrate_makes_a_harmful_model_pass_through(tmp_path, weights, capsys)
     assert load_model(model).calibration is not None
     assert main(["restore", str(src), "-o", str(tmp_path / "after"), "--model", str(model)]) == 0
     np.testing.assert_array_equal(read_image(tmp_path / "after" / "x.png").array, read_image(src).array)
+
+
+def test_model_from_a_url_with_its_calibration(tmp_path, weights, monkeypatch, capsys):
+    """--model takes an fsspec URL (here memory://; s3:// alike): the weights and the
+    calibration beside them are fetched to the cache and used."""
+    import fsspec
+    from napari_jpeg_restore.core.consistency import Calibration
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/models/m.pt", open(weights, "rb").read())
+    never = Calibration(np.array([10, 100]), {"on_grid": np.array([-1.0, -1.0])})
+    never.save(tmp_path / "c.json")
+    fs.pipe_file("/models/m.calibration.json", (tmp_path / "c.json").read_bytes())
+    src = tmp_path / "x.jpg"
+    src.write_bytes(encode_jpeg(_photo(seed=5), 20))
+    assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--model", "memory://models/m.pt"]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "o" / "x.png").array, read_image(src).array)
+    fs.rm("/models/m.calibration.json")  # without it the model restores
+    assert main(["restore", str(src), "-o", str(tmp_path / "p"), "--model", "memory://models/m.pt"]) == 0
+    assert not np.array_equal(read_image(tmp_path / "p" / "x.png").array, read_image(src).array)
+    assert main(["restore", str(src), "-o", str(tmp_path / "q"), "--model", "memory://models/none.pt"]) == 2
+    assert "no weights file at memory://models/none.pt" in capsys.readouterr().err

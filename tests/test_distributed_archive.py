@@ -26,6 +26,7 @@ from napari_jpeg_restore.distributed._testing import moto_s3, synthetic, train_t
 from napari_jpeg_restore.distributed.restore_archive import (
     ArchiveConfig,
     Item,
+    StartingPool,
     actors_that_fit,
     final_state,
     read_manifest,
@@ -79,9 +80,11 @@ def _cfg(src, dst, model, so=None, **kw):
                          progress_every=0.5, manifest_every=0.0, **kw)
 
 
-def test_s3_archive_restore_manifest_and_rerun(cluster, tiny_model, s3):
+def test_s3_archive_restore_manifest_and_rerun(cluster, tiny_model, s3, tmp_path, monkeypatch):
     fs = fsspec.filesystem("s3", **s3)
-    summary = run(_cfg("s3://archive/in", "s3://archive/out", tiny_model, s3,
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fs.put_file(tiny_model, "archive/models/tiny.pt")  # the model is read from S3 too
+    summary = run(_cfg("s3://archive/in", "s3://archive/out", "s3://archive/models/tiny.pt", s3,
                        skip_above_quality=50), log=lambda m: None)
     assert summary.counts == {"restored": 4, "skipped": 1, "failed": 2}
     assert summary.images_per_second > 0 and summary.megapixels > 0
@@ -195,19 +198,25 @@ def test_more_workers_than_the_cluster_holds_finish_with_a_clear_line(cluster, t
     assert any("asked for 3 actors" in ln and "room for 2: starting 2" in ln for ln in lines), lines
 
 
-def test_an_actor_that_cannot_start_fails_the_job_with_its_cause(cluster, tmp_path):
+def test_a_bad_model_fails_before_any_actor_starts(cluster, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(encode_jpeg(synthetic(1, (64, 64)), 10))
     broken = tmp_path / "broken.pt"
-    broken.write_bytes(b"not a weights file")  # read fine on the driver, fails in the actor
-    lines: list[str] = []
-    with pytest.raises(RuntimeError, match="no restoration actor could start: .*Error"):
-        run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), str(broken), startup_timeout=120),
-            log=lines.append)
-    assert any("could not start" in ln for ln in lines), lines
+    broken.write_bytes(b"not a weights file")
+    with pytest.raises(LookupError, match="broken.pt is not a usable weights file"):
+        run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), str(broken)), log=lambda m: None)
     assert not (tmp_path / "out" / "a.png").exists()
-    info = json.loads(next((tmp_path / "out" / "_manifest").glob("*.run.json")).read_text())
-    assert "no restoration actor could start" in info["error"]
+
+
+def test_actors_that_cannot_start_stop_the_job_with_their_cause(cluster):
+    """Work goes only to started actors; when none can start (a model that will not load in
+    the actor, CUDA missing there, ...) the job stops with the actor's own error."""
+    lines: list[str] = []
+    actors = [restorer_actor(1, 0).remote("no-such-model", None) for _ in range(2)]
+    pool = StartingPool(actors, timeout=120, log=lines.append)
+    with pytest.raises(RuntimeError, match="no restoration actor could start: .*no-such-model"):
+        pool.running(block=True)
+    assert sum("could not start" in ln for ln in lines) == 2, lines
 
 
 def test_actor_count_never_exceeds_what_the_cluster_can_hold():
