@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -73,6 +75,7 @@ from ._common import credential_env, init_ray, parse_storage_options, redact, sc
 
 MANIFEST_DIR = "_manifest"
 STATUSES = ("restored", "exists", "skipped", "failed")
+INTERRUPT_GRACE = 2.0  # seconds an interrupted run waits for the batches in flight
 
 
 # --------------------------------------------------------------------------- listing
@@ -459,12 +462,13 @@ class StartingPool:
                 return []
 
 
-def run(cfg: ArchiveConfig, log=print) -> Summary:
-    """Restore ``cfg.src`` into ``cfg.dst`` on the connected (or a local) Ray cluster."""
+def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
+    """Restore ``cfg.src`` into ``cfg.dst`` on the connected (or a local) Ray cluster
+    (``where``: its label when the caller has connected already)."""
     import ray
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-    where = init_ray(cfg.address)
+    where = where or init_ray(cfg.address)
     so = dict(cfg.storage_options)
     fmt = cfg.format.lower()
     extension(fmt)  # ValueError for an unknown format
@@ -488,7 +492,7 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
                                env=env, throttle=cfg.throttle) for _ in range(n)]
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     manifest = Manifest(cfg.dst, run_id, so, cfg.manifest_every)
-    info = {"run_id": run_id, "config": asdict(cfg), "ray": where, "device": device, "workers": n,
+    info: dict[str, Any] = {"run_id": run_id, "status": "running", "config": asdict(cfg), "ray": where, "device": device, "workers": n,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     manifest.write_info(info)
     log(f"run {run_id}: {redact(cfg.src)} -> {cfg.dst} on {where}, {n} {device} actor(s), "
@@ -564,13 +568,24 @@ def run(cfg: ArchiveConfig, log=print) -> Summary:
                         record([_failed(batch[0].key, "the worker process died on this file "
                                         "(killed, out of memory or crashed) in every retry")])
     except RuntimeError as err:  # no actor could start: the run failed, and says why
-        info["error"] = str(err)
+        info.update(status="failed", error=str(err))
+        raise
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from `ray job stop` (see main)
+        info["status"] = "interrupted"
+        # Batches in flight may have written outputs: give them a moment to report, so that
+        # every output has its row (`ray job stop` allows the driver about 3 s).
+        done, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=INTERRUPT_GRACE)
+        for ref in done:
+            with contextlib.suppress(RayActorError):
+                record(ray.get(ref))
         raise
     finally:
         manifest.flush()
         seconds = time.perf_counter() - start
         summary = Summary(run_id, manifest.url, dict(counts), seconds, megapixels, len(pool.up),
                           device)
+        if info["status"] == "running":  # still "running" in run.json: the driver was killed
+            info["status"] = "finished"
         info.update(summary=asdict(summary), finished=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                      time.gmtime()))
         manifest.write_info(info)
@@ -632,7 +647,14 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
-        summary = run(cfg, log=lambda m: print(m, flush=True))
+        where = init_ray(cfg.address)
+        # After Ray's own handlers: SIGTERM (what `ray job stop` sends) ends the run as Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        summary = run(cfg, log=lambda m: print(m, flush=True), where=where)
+    except KeyboardInterrupt:
+        print("interrupted: the manifest has a row for every output written so far (run.json "
+              "status 'interrupted'); rerun the same command to finish", file=sys.stderr)
+        return 130
     except (ValueError, LookupError, OSError, RuntimeError) as err:
         print(f"error: {scrub(str(err), secret_values(cfg.storage_options, credential_env()))}",
               file=sys.stderr)

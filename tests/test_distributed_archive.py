@@ -172,6 +172,39 @@ def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, 
         {str(p.with_suffix(".jpg")) for p in first}
 
 
+def test_stopped_job_is_marked_interrupted_and_every_output_has_a_row(cluster, tiny_model, tmp_path):
+    """SIGTERM is what `ray job stop` sends the driver."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    keys = [f"img{i:02d}.jpg" for i in range(12)]
+    for i, key in enumerate(keys):
+        (src / key).write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10))
+    cmd = [sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive", "--src",
+           str(src), "--dst", str(dst), "--model", tiny_model, "--workers", "1",
+           "--batch-size", "1", "--throttle", "0.4", "--address", cluster]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(dst.glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "interrupted" in out, out
+    written = {p.name for p in dst.glob("*.png")}
+    assert 0 < len(written) < len(keys), out
+    info = json.loads(next((dst / "_manifest").glob("*.run.json")).read_text())
+    assert info["status"] == "interrupted"
+    rows = read_manifest(str(dst))
+    assert {Path(r["key"]).with_suffix(".png").name for r in rows if r["status"] == "restored"} \
+        == written  # every output written has its row, and no row claims a missing output
+    summary = run(_cfg(str(src), str(dst), tiny_model), log=lambda m: None)
+    assert summary.counts == {"exists": len(written), "restored": len(keys) - len(written)}
+
+
 def test_crashed_actor_is_replaced_and_its_batch_retried(cluster, tiny_model, tmp_path):
     (tmp_path / "a.jpg").write_bytes(encode_jpeg(synthetic(1, (64, 64)), 10))
     actor = restorer_actor(1, 0).remote(tiny_model, None, throttle=3.0)
