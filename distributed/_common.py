@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from typing import Any
 
 # Environment variables the object-store clients read (botocore, gcsfs/google-auth). The driver
@@ -52,15 +53,25 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
-def parse_storage_options(text: str | None) -> dict[str, Any]:
+def parse_storage_options(text: str | None, warn=None) -> dict[str, Any]:
+    """``--storage-options``: a JSON object, or the path of a file holding one. Secrets written
+    inline end up wherever the command line is recorded (the process list; `ray job list`,
+    `ray job logs` and the driver log keep a job's entrypoint), so ``warn`` (default: a line on
+    stderr) is called when the inline text carries any."""
     if not text:
         return {}
-    if os.path.isfile(text):  # a JSON file keeps secrets out of the process list
+    inline = not os.path.isfile(text)
+    if not inline:  # a JSON file keeps secrets out of the command line
         with open(text) as f:
             text = f.read()
     options = json.loads(text)
     if not isinstance(options, dict):
         raise ValueError("--storage-options must be a JSON object")
+    if inline and secret_values(options):
+        (warn or (lambda m: print(m, file=sys.stderr)))(
+            "warning: --storage-options carries a secret on the command line, where Ray records "
+            "it (ray job list, ray job logs); pass the path of a JSON file instead, or AWS_* "
+            "variables (e.g. the job's runtime_env env_vars)")
     return options
 
 

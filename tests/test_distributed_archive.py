@@ -274,6 +274,19 @@ def test_redaction_of_secrets():
     assert scrub("denied for s3cr3t-value/tok-123456/env-secret-1", secrets) == "denied for ***/***/***"
 
 
+def test_inline_secrets_are_warned_about_and_a_file_keeps_them_off_the_command_line(tmp_path):
+    from napari_jpeg_restore.distributed._common import parse_storage_options
+
+    warned: list[str] = []
+    inline = '{"endpoint_url": "http://127.0.0.1:1", "secret": "s3cr3t-value"}'
+    assert parse_storage_options(inline, warned.append)["secret"] == "s3cr3t-value"
+    assert len(warned) == 1 and "JSON file" in warned[0] and "s3cr3t-value" not in warned[0]
+    (tmp_path / "so.json").write_text(inline)
+    assert parse_storage_options(str(tmp_path / "so.json"), warned.append)["secret"] == "s3cr3t-value"
+    assert parse_storage_options('{"anon": true}', warned.append) == {"anon": True}
+    assert len(warned) == 1
+
+
 def test_keys_with_dotdot_never_write_outside_the_destination(cluster, tiny_model, s3, tmp_path):
     """An object ``in/../../escape1.jpg`` must not land two folders above --dst (local or S3),
     nor outside -o when the CLI reads the prefix."""
