@@ -193,10 +193,12 @@ class Restorer:
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY, storage_options: dict | None = None,
                  env: dict[str, str] | None = None, throttle: float = 0.0) -> None:
         os.environ.update(env or {})
+        import ray
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
         self.device = resolve_device(device)
+        self.gpus = [str(g) for g in ray.get_gpu_ids()]  # the GPU(s) Ray assigned to this actor
         self.so = storage_options or {}
         self.secrets = secret_values(self.so, env)
         self.tile, self.ensemble, self.fmt = tile, ensemble, fmt
@@ -233,6 +235,8 @@ class Restorer:
             if res.status == "restored":
                 row["megapixels"] = res.megapixels
                 row["output"] = item.dst
+                if self.gpus:
+                    row["gpus"] = self.gpus
             if self.throttle:
                 time.sleep(self.throttle)
         except Exception as err:  # noqa: BLE001 - every per-file problem is a manifest row
@@ -334,6 +338,7 @@ class ArchiveConfig:
     throttle: float = 0.0
     strict: bool = False
     startup_timeout: float = 600.0
+    device: str = "auto"
 
 
 @dataclass
@@ -475,8 +480,13 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     check_roots(cfg.src, cfg.dst, so)  # before any actor starts
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
-    if gpus > 0 and cfg.gpus_per_worker > 0:
-        device, num_gpus = "cuda", cfg.gpus_per_worker
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if gpus > 0 and cfg.gpus_per_worker > 0:  # each actor holds its share of a GPU
+        device, num_gpus = ("cuda" if cfg.device == "auto" else cfg.device), cfg.gpus_per_worker
+    elif cfg.device == "cuda":
+        raise ValueError("--device cuda: the cluster has no GPUs" if gpus == 0 else
+                         "--device cuda needs --gpus-per-worker above 0")
     else:
         device, num_gpus = "cpu", 0.0
         log("--gpus-per-worker 0: restoring on CPUs" if cfg.gpus_per_worker <= 0 and gpus > 0
@@ -605,7 +615,11 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                    "(default: the shipped default for each image's channels)")
     p.add_argument("--workers", type=int, help="actors (default: GPUs / --gpus-per-worker, "
                    "or CPUs / --cpus-per-worker without GPUs)")
-    p.add_argument("--gpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=1.0,
+                   help="GPUs each actor holds when the cluster has GPUs (0.5: two per GPU; "
+                        "0: CPU actors)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where actors run the model: auto = cuda when they hold a GPU")
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="CPUs reserved per actor, also its torch thread count")
     p.add_argument("--batch-size", type=int, default=8, help="files per actor task")
@@ -641,7 +655,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,
                          manifest_every=a.manifest_every, throttle=a.throttle,
-                         strict=a.strict, startup_timeout=a.startup_timeout)
+                         strict=a.strict, startup_timeout=a.startup_timeout, device=a.device)
 
 
 def main(argv: list[str] | None = None) -> int:

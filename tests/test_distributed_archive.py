@@ -252,6 +252,40 @@ def test_actors_that_cannot_start_stop_the_job_with_their_cause(cluster):
     assert sum("could not start" in ln for ln in lines) == 2, lines
 
 
+GPU_PINNING = """
+import json, sys, tempfile
+import ray
+from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, read_manifest, run
+
+src, dst, model = sys.argv[1:4]
+ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False,
+         _temp_dir=tempfile.mkdtemp(prefix="jr-gpu-"))  # Ray's fake GPUs: resources only
+lines = []
+summary = run(ArchiveConfig(src=src, dst=dst, model=model, gpus_per_worker=0.5, device="cpu",
+                            batch_size=1, throttle=0.3), log=lines.append)
+rows = [r for r in read_manifest(dst) if r["status"] == "restored"]
+print(json.dumps({"lines": lines, "workers": summary.workers, "gpus": [r.get("gpus") for r in rows]}))
+ray.shutdown()
+"""
+
+
+def test_actors_are_pinned_to_gpus_two_per_gpu_at_half_a_gpu(tiny_model, tmp_path):
+    """On this CPU machine with Ray's fake GPU resources: --gpus-per-worker 0.5 on 2 GPUs starts
+    4 actors (not one per CPU: 8 here), each given a GPU id by Ray."""
+    (tmp_path / "in").mkdir()
+    for i in range(16):
+        (tmp_path / "in" / f"f{i:02d}.jpg").write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10))
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    done = subprocess.run([sys.executable, "-c", GPU_PINNING, str(tmp_path / "in"),
+                           str(tmp_path / "out"), tiny_model], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("4 cpu actor(s)" in ln for ln in res["lines"]), res["lines"]
+    assert len(res["gpus"]) == 16 and all(g and len(g) == 1 for g in res["gpus"])
+    assert {g[0] for g in res["gpus"]} <= {"0", "1"}
+
+
 def test_actor_count_never_exceeds_what_the_cluster_can_hold():
     lines: list[str] = []
     assert actors_that_fit({"CPU": 16, "GPU": 2}, 3, 1, 1.0, lines.append) == 2
