@@ -133,7 +133,13 @@ def test_ray_job_submit_restores_s3_archive(head_node, tmp_path):
                             env=submit_env, capture_output=True, text=True, timeout=60)
     assert f"Job '{job_id}' succeeded" in status.stdout + status.stderr  # JobStatus.SUCCEEDED
     assert "no GPUs in the cluster" in log and "restored 5" in log and "failed 1" in log
-    assert "testing-secret-value" not in log
+    # The credentials reach the actors, and appear nowhere Ray or the job records anything.
+    recorded = [log] + [subprocess.run([ray_bin, "job", *cmd, "--address", dashboard], env=submit_env,
+                                       capture_output=True, text=True, timeout=60).stdout
+                        for cmd in (["logs", job_id], ["list"])]
+    recorded += [fs.cat_file(p).decode() for p in fs.find("jobs/out/_manifest")]
+    assert "restored 5" in recorded[1] and job_id in recorded[2] and len(recorded) >= 5
+    assert not [text for text in recorded if "testing-secret-value" in text]
     assert sorted(p.rsplit("/", 1)[1] for p in fs.find("jobs/out") if p.endswith(".png")) == \
         [f"{i}.png" for i in range(5)]
     rows = [json.loads(line) for p in fs.find("jobs/out/_manifest") if p.endswith(".jsonl")
