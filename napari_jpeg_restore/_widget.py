@@ -209,9 +209,30 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
         return RestoreResult(error=f"{type(err).__name__}: {err}")
 
 
-def _copy_layer_kwargs(layer: Image) -> dict[str, Any]:
+JPEG_KEYS = ("jpeg_quality", "jpeg_quality_exact", "quant_tables", "jpeg_grid")
+
+
+def provenance(source: Image, model_spec: str, tile: int, ensemble: bool, jpeg_by: str
+               ) -> dict[str, Any]:
+    """A restored layer's metadata: the source's, less its JPEG tables (the result is not that
+    JPEG any more), plus ``restoration``: what made it and from what."""
+    import hashlib
+
+    from napari_jpeg_restore import __version__
+    from napari_jpeg_restore.core.registry import resolve_weights
+
+    meta = {k: v for k, v in copy.deepcopy(dict(source.metadata)).items() if k not in JPEG_KEYS}
+    meta["restoration"] = {
+        "source_layer": source.name, "model": model_spec,
+        "weights_sha256": hashlib.sha256(resolve_weights(model_spec).read_bytes()).hexdigest(),
+        "tile": tile, "ensemble": ensemble, "jpeg_consistency": jpeg_by,
+        "napari_jpeg_restore": __version__}
+    return meta
+
+
+def _copy_layer_kwargs(layer: Image, metadata: dict[str, Any]) -> dict[str, Any]:
     return {"scale": layer.scale, "translate": layer.translate, "rotate": layer.rotate,
-            "shear": layer.shear, "metadata": copy.deepcopy(dict(layer.metadata))}
+            "shear": layer.shear, "metadata": metadata}
 
 
 # ------------------------------------------------------------------------------ restore widget
@@ -256,12 +277,25 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.worker = None
         self._job: dict[str, Any] = {}
         self.image = ComboBox(label="image", choices=self._layer_choices, nullable=True)
-        self.model = ComboBox(label="model", choices=lambda _w: _model_choices(), value=AUTO)
-        self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False)
-        self.tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512)
-        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
-        self.difference = CheckBox(text="add difference layer", value=False)
-        self.ensemble = CheckBox(text="x8 self-ensemble (8x slower, a little better)", value=False)
+        self.model = ComboBox(label="model", choices=lambda _w: _model_choices(), value=AUTO,
+                              tooltip="The restoration network: 'auto' takes the shipped model "
+                                      "for gray or colour layers; 'weights file…' takes a .pt "
+                                      "file trained with `jpeg-restore train`.")
+        self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False,
+                                tooltip="A weights file (.pt) written by `jpeg-restore train`.")
+        self.tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512,
+                            tooltip="Pixels per side of the tiles the image is restored in: "
+                                    "smaller tiles use less memory and update the bar more "
+                                    "often; the result is the same.")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto",
+                               tooltip="Where the network runs: 'auto' uses a CUDA GPU when "
+                                       "there is one, else the CPU.")
+        self.difference = CheckBox(text="add difference layer", value=False,
+                                   tooltip="Also add 'restored minus original' as a hidden layer "
+                                           "with a diverging colormap centred at 0.")
+        self.ensemble = CheckBox(text="x8 self-ensemble (8x slower, a little better)", value=False,
+                                 tooltip="Average the network's output over the 8 rotations and "
+                                         "flips of each tile: 8x the time, a little better.")
         self.skip_above = SpinBox(
             label="skip above JPEG Q", min=1, max=100, value=DEFAULT_SKIP_ABOVE_QUALITY,
             tooltip="Leave an image alone when its JPEG quality is above this, read from its "
@@ -344,7 +378,9 @@ class RestoreWidget(_ModelChoice, QWidget):
             show_info(self.status.value)
             return None
         lead_shape, spec = prepared
-        self._job = {"layer": layer, "difference": bool(self.difference.value)}
+        self._job = {"layer": layer, "difference": bool(self.difference.value),
+                     "tile": int(self.tile.value), "ensemble": bool(self.ensemble.value),
+                     "jpeg_by": f"{known_by} (Q{jpeg.quality})" if jpeg else "none found"}
         worker = thread_worker(restore_layer_steps, start_thread=False)(
             layer.data, lead_shape, bool(layer.rgb), spec, int(self.tile.value),
             self.device.value, bool(self.difference.value), bool(self.ensemble.value),
@@ -378,18 +414,35 @@ class RestoreWidget(_ModelChoice, QWidget):
             show_error(f"Restoration failed: {result.error}")
             self.status.value = "Failed."
             return
-        kwargs = _copy_layer_kwargs(layer)
+        meta = provenance(layer, result.model, self._job["tile"], self._job["ensemble"],
+                          self._job["jpeg_by"])
+        kwargs = _copy_layer_kwargs(layer, meta)
         extra: dict[str, Any] = {"rgb": True} if layer.rgb else {
             "rgb": False, "colormap": layer.colormap, "contrast_limits": layer.contrast_limits,
             "gamma": layer.gamma}
-        self.viewer.add_image(result.restored, name=f"{layer.name} (restored)", **kwargs, **extra)
+        name = f"{layer.name} (restored)"
+        done = self._replace_or_add(name, result.restored, meta, kwargs, extra)
+        note = ""
         if result.difference is not None:
             d = result.difference
             lim = float(np.percentile(np.abs(d), 99.9)) if d.size else 1.0
-            self.viewer.add_image(d, name=f"{layer.name} (difference)", colormap="twilight_shifted",
-                                  contrast_limits=(-(lim or 1.0), lim or 1.0), **kwargs)
+            self._replace_or_add(f"{layer.name} (difference)", d, meta, kwargs, {
+                "colormap": "twilight_shifted", "contrast_limits": (-(lim or 1.0), lim or 1.0),
+                "visible": False})
+            note = " The difference layer is hidden: tick its eye to see it."
         self.progress.value = 1000
-        self.status.value = f"Added '{layer.name} (restored)'."
+        self.status.value = f"{done} '{name}'.{note}"
+
+    def _replace_or_add(self, name: str, data: np.ndarray, meta: dict[str, Any],
+                        kwargs: dict[str, Any], extra: dict[str, Any]) -> str:
+        """Replace the data of an earlier result of the same name (a second run updates it,
+        with its settings in the metadata) or add a new layer. Returns what was done."""
+        if name in self.viewer.layers:
+            old = self.viewer.layers[name]
+            old.data, old.metadata = data, meta
+            return "Replaced"
+        self.viewer.add_image(data, name=name, **kwargs, **extra)
+        return "Added"
 
     def _on_aborted(self) -> None:
         self.status.value = "Cancelled; no layer added."

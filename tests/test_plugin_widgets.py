@@ -138,13 +138,24 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     assert "cells" in viewer.layers  # the original stays
     np.testing.assert_allclose(out.scale, layer.scale)
     np.testing.assert_allclose(out.translate, layer.translate)
-    assert out.metadata == meta and out.rgb is False
+    assert out.metadata["note"] == "kept" and "jpeg_quality" not in out.metadata and out.rgb is False
+    made = out.metadata["restoration"]
+    assert made["source_layer"] == "cells" and made["tile"] == 64 and made["ensemble"] is False
+    assert len(made["weights_sha256"]) == 64 and made["jpeg_consistency"].startswith("pixels (Q")
     assert out.data.shape == jpeg.shape and out.data.dtype == np.uint8
     assert psnr(clean, out.data) > psnr(clean, jpeg) + 0.2
     diff = viewer.layers["cells (difference)"]
     np.testing.assert_allclose(diff.data, out.data.astype(np.float32) - jpeg)
     np.testing.assert_allclose(diff.scale, layer.scale)
     assert widget.progress.value == 1000 and widget.run_button.enabled
+    assert not diff.visible and "hidden" in widget.status.value
+    widget.ensemble.value = True  # a second run replaces the first result, settings recorded
+    widget.run_button.native.click()
+    _wait(qtbot, widget)
+    assert [ly.name for ly in viewer.layers] == ["cells", "cells (restored)", "cells (difference)"]
+    assert out.metadata["restoration"]["ensemble"] is True and "Replaced" in widget.status.value
+    assert all(w.tooltip for w in (widget.model, widget.tile, widget.device, widget.difference,
+                                   widget.ensemble, widget.skip_above))
 
 
 def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot, restorer_weights,
