@@ -326,7 +326,9 @@ class RestoreWidget(_ModelChoice, QWidget):
 
     # choices and model selection
     def _layer_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in self.viewer.layers]
+        """Image layers, less the ones this plugin derives (differences, quality heatmaps)."""
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)
+                and not layer.name.endswith(("(difference)", "(quality heatmap)"))]
 
     def reset_choices(self, *_args) -> None:
         self.form.reset_choices()
@@ -354,6 +356,7 @@ class RestoreWidget(_ModelChoice, QWidget):
             show_warning("A restoration is already running; cancel it first.")
             return None
         layer = self.image.value
+        self.status.value = ""  # a rejected run leaves no stale status of an earlier one
         if layer is None:
             show_warning("Add or choose an Image layer to restore.")
             return None
@@ -400,6 +403,7 @@ class RestoreWidget(_ModelChoice, QWidget):
     def cancel(self, *_args) -> None:
         if self.worker is not None:
             self.status.value = "Cancelling…"
+            self.cancel_button.enabled = False  # once is enough
             self.worker.quit()
 
     def _on_progress(self, step: tuple[int, int, int, int]) -> None:

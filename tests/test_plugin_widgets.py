@@ -171,6 +171,10 @@ def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot
     assert "fine (restored)" not in viewer.layers
     assert "left as is" in widget.status.value and "Q98" in widget.status.value
     assert notes and notes[-1][0] == "info"
+    viewer.layers.clear()
+    assert widget.run() is None and widget.status.value == ""  # no stale status from before
+    widget.image.value = viewer.add_image(compress(smooth_image(4), 98), name="fine",
+                                          metadata=jpeg_metadata(read_quant_tables(data), "fine.jpg"))
     widget.skip_above.value = 100
     assert widget.run() is not None
     _wait(qtbot, widget)
@@ -223,6 +227,7 @@ def test_cancel_stops_worker_without_layer(make_napari_viewer, qtbot, restorer_w
         qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=WAIT_MS)
         assert widget.cancel_button.enabled
         widget.cancel_button.native.click()
+        assert not widget.cancel_button.enabled  # clicked once: disabled while it stops
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert "Cancelled" in widget.status.value and widget.progress.value < 1000
@@ -299,6 +304,9 @@ def test_unsupported_layer_notifies(make_napari_viewer, restorer_weights, notes,
     else:
         layer = viewer.add_image(np.zeros((4, 64), np.uint8), name="x")
     widget = _restore_dock(viewer)
+    if kind in ("labels", "shapes"):  # not offered at all
+        assert layer not in widget.image.choices and widget.image.value is None
+        return
     widget.image.value = layer
     widget.set_model(restorer_weights)
     assert widget.run() is None
