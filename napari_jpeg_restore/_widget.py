@@ -306,6 +306,7 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long lines wrap, never clip
         self.form = Container(widgets=[
             self.image, self.model, self.weights, self.tile, self.device, self.difference, self.ensemble,
             self.skip_above, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
@@ -568,6 +569,8 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
         self.run_button = PushButton(text="Inspect")
         self.quality_label = Label(value="")
         self.status = Label(value="")
+        for label in (self.quality_label, self.status):  # long lines wrap, never clip
+            label.native.setWordWrap(True)
         self.form = Container(widgets=[self.layers, self.model, self.weights, self.tile,
                                        self.method, self.device, self.run_button,
                                        self.quality_label, self.status])

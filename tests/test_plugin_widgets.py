@@ -362,6 +362,8 @@ def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, 
     assert "q60 (quality heatmap)" in viewer.layers
     assert widget.plotted_points == 32 and widget.status.value.endswith("TSNE")
     assert "Q10" in widget.quality_label.value and "Q60" in widget.quality_label.value
+    label = widget.quality_label.native
+    assert label.wordWrap() and label.heightForWidth(200) >= 2 * label.fontMetrics().height()
     colours = np.concatenate([c.get_array() for c in widget.axes.collections])
     assert set(np.unique(colours)) == {10.0, 60.0}  # tables' quality wins over the estimate
 
