@@ -396,8 +396,8 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = f"Restoring '{layer.name}' with {Path(spec).name}…"
+        self.progress.max = 0  # busy indicator until the first tile is counted (model loading)
+        self.status.value = f"Loading {Path(spec).name} to restore '{layer.name}'…"
         worker.start()
         return worker
 
@@ -409,6 +409,7 @@ class RestoreWidget(_ModelChoice, QWidget):
 
     def _on_progress(self, step: tuple[int, int, int, int]) -> None:
         plane, planes, done, total = step
+        self.progress.max = 1000
         self.progress.value = int(1000 * (plane * total + done) / max(1, planes * total))
         where = f"plane {plane + 1}/{planes}, " if planes > 1 else ""
         self.status.value = f"{where}tile {done}/{total}"
@@ -454,6 +455,7 @@ class RestoreWidget(_ModelChoice, QWidget):
         show_info("JPEG restoration cancelled")
 
     def _on_finished(self) -> None:
+        self.progress.max = 1000
         self.worker = None
         self._job = {}
         self.run_button.enabled = True

@@ -132,7 +132,9 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     widget.tile.value = 64
     widget.difference.value = True
     widget.run_button.native.click()
+    assert widget.progress.max == 0 or widget.worker is None  # busy while the model loads
     _wait(qtbot, widget)
+    assert widget.progress.max == 1000
     assert not [n for n in notes if n[0] != "info"], notes
     out = viewer.layers["cells (restored)"]
     assert "cells" in viewer.layers  # the original stays
