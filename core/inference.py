@@ -92,22 +92,41 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
 
 @dataclass(frozen=True)
 class UnitScale:
-    """Maps an image's values to [0, 1] floats (per tile) and back to its dtype (per band)."""
+    """Maps an image's values to floats where ``low`` -> 0 and ``low + span`` -> 1 (per tile)
+    and back to its dtype (per band), clipped to ``[floor, ceil]``."""
 
     dtype: np.dtype
     low: float
     span: float
     integer: bool
+    floor: float = 0.0
+    ceil: float = 1.0
 
     @classmethod
-    def of(cls, image: np.ndarray) -> UnitScale:
-        if image.dtype == np.uint8 or image.dtype == np.uint16:
-            return cls(image.dtype, 0.0, float(np.iinfo(image.dtype).max), True)
-        if not np.issubdtype(image.dtype, np.floating):
+    def of(cls, image: np.ndarray, value_range: tuple[float, float] | None = None) -> UnitScale:
+        """``value_range`` (e.g. a napari layer's contrast limits) maps to [0, 1], values beyond
+        it pass through the network and are kept (clipped only to the dtype). Without it:
+        uint8 by 255; uint16 by the bit depth its values use (8 to 16 bits: 12-bit camera
+        data by 4095, so it is restored as its 8-bit version would be); floats by their range
+        (or [0, 1] when inside it)."""
+        integer = image.dtype in (np.uint8, np.uint16)
+        if not integer and not np.issubdtype(image.dtype, np.floating):
             raise TypeError(f"unsupported dtype {image.dtype}; use uint8, uint16 or float")
-        if not np.isfinite(image).all():
+        if not integer and not np.isfinite(image).all():
             raise ValueError("the image has NaN or infinite values; replace them (e.g. "
                              "np.nan_to_num) before restoring")
+        if value_range is not None:
+            lo, hi = map(float, value_range)
+            span = hi - lo or 1.0
+            if integer:
+                top = float(np.iinfo(image.dtype).max)
+                return cls(image.dtype, lo, span, True, -lo / span, (top - lo) / span)
+            return cls(image.dtype, lo, span, False, -np.inf, np.inf)
+        if image.dtype == np.uint8:
+            return cls(image.dtype, 0.0, 255.0, True)
+        if image.dtype == np.uint16:
+            bits = max(8, int(image.max()).bit_length()) if image.size else 16
+            return cls(image.dtype, 0.0, float(2 ** bits - 1), True, 0.0, 65535.0 / (2 ** bits - 1))
         lo, hi = float(image.min()), float(image.max())
         if lo >= 0.0 and hi <= 1.0:
             lo, hi = 0.0, 1.0
@@ -117,7 +136,7 @@ class UnitScale:
         return ((a.astype(np.float32) - self.low) / self.span).astype(np.float32, copy=False)
 
     def back(self, y: np.ndarray) -> np.ndarray:
-        y = y.clip(0, 1) * self.span + self.low
+        y = y.clip(self.floor, self.ceil) * self.span + self.low
         return np.round(y).astype(self.dtype) if self.integer else y.astype(self.dtype)
 
 
@@ -163,7 +182,8 @@ def passes_through(net: nn.Module, jpeg: JpegGrid | None) -> bool:
 
 def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
                   overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
-                  jpeg: JpegGrid | None = None, calibrated: bool = True
+                  jpeg: JpegGrid | None = None, calibrated: bool = True,
+                  value_range: tuple[float, float] | None = None
                   ) -> Generator[tuple[int, int, Band | None], None, None]:
     """Restore ``image`` one row of tiles at a time: yields ``(tiles_done, tiles_total, band)``
     after every tile, where ``band`` is None or ``(y, rows)``, rows of the result (in the
@@ -173,7 +193,8 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     ``jpeg``: how a uint8 image was compressed (its file's tables); each band is then kept
     consistent with it (:func:`.consistency.constrain`), so the result never strays from
     what the file allows, and where the model's calibration shows no gain at the file's
-    quality (``calibrated``) the image passes through unchanged. None: the model's output."""
+    quality (``calibrated``) the image passes through unchanged. None: the model's output.
+    ``value_range``: the values that map to the network's 0..1 (see :class:`UnitScale`)."""
     image = np.asarray(image)
     if image.ndim < 2 or min(image.shape[:2]) < 1:
         raise ValueError(f"expected a non-empty 2-D gray, RGB or RGBA image, got shape {image.shape}")
@@ -183,7 +204,7 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     if neutral:  # R = G = B (a gray picture stored as RGB): restore one plane, no colour cast
         planes = planes[..., :1]
     net = pick_model(planes, model, dev)
-    scale = UnitScale.of(planes)
+    scale = UnitScale.of(planes, value_range)
     c_model, c_img = net.cfg.in_channels, planes.shape[2]
     # Gray model on colour input: restore each plane; colour model on gray: replicate, average.
     groups = [slice(i, i + 1) for i in range(c_img)] if c_model == 1 and c_img == 3 else [slice(None)]
@@ -245,7 +266,8 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
 
 def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
                   overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
-                  jpeg: JpegGrid | None = None, calibrated: bool = True
+                  jpeg: JpegGrid | None = None, calibrated: bool = True,
+                  value_range: tuple[float, float] | None = None
                   ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Generator form of :func:`restore`: yields ``(tiles_done, tiles_total)``, returns the image.
 
@@ -255,7 +277,7 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     out = np.empty_like(image)
     for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
                                            device=device, ensemble=ensemble, jpeg=jpeg,
-                                           calibrated=calibrated):
+                                           calibrated=calibrated, value_range=value_range):
         if band is not None:
             out[band[0]:band[0] + len(band[1])] = band[1]
         yield done, total
@@ -265,7 +287,8 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
 def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
             overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
             progress: Progress | None = None, jpeg: JpegGrid | None = None,
-            calibrated: bool = True) -> np.ndarray:
+            calibrated: bool = True, value_range: tuple[float, float] | None = None
+            ) -> np.ndarray:
     """Remove JPEG artifacts from ``image`` (HxW, HxWx3 or HxWx4; uint8, uint16 or float).
 
     Returns an array of the same shape, dtype and value range; alpha passes through.
@@ -276,7 +299,8 @@ def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: in
     ``calibrated`` lets it pass unchanged where the model does not gain (:func:`restore_bands`).
     """
     steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device,
-                          ensemble=ensemble, jpeg=jpeg, calibrated=calibrated)
+                          ensemble=ensemble, jpeg=jpeg, calibrated=calibrated,
+                          value_range=value_range)
     while True:
         try:
             done, total = next(steps)

@@ -164,9 +164,23 @@ def layer_jpeg(metadata: dict[str, Any], plane: np.ndarray) -> tuple[JpegGrid | 
     return find_jpeg_grid(np.asarray(plane)), "pixels"
 
 
+INTENSITY = ("auto", "contrast limits", "dtype range")
+
+
+def intensity_range(layer: Image, mode: str) -> tuple[float, float] | None:
+    """The value range the network's 0..1 stands for (see ``core.inference.UnitScale``)."""
+    if mode == "contrast limits":
+        return tuple(map(float, layer.contrast_limits))
+    if mode == "dtype range" and np.issubdtype(layer.dtype, np.integer):
+        info = np.iinfo(layer.dtype)
+        return float(max(info.min, 0)), float(info.max)
+    return None
+
+
 def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model_spec: str,
                         tile: int, device: str, difference: bool, ensemble: bool = False,
-                        metadata: dict[str, Any] | None = None
+                        metadata: dict[str, Any] | None = None,
+                        value_range: tuple[float, float] | None = None
                         ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
     """Restore every 2-D (or RGB) plane of ``data`` one after the other, each kept consistent
     with its JPEG compression (:func:`layer_jpeg` of the layer's ``metadata``).
@@ -188,7 +202,8 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
             plane = np.asarray(data[idx] if idx else data)
             work, back = _restorable(plane)
             jpeg, _ = layer_jpeg(metadata or {}, work)
-            steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble, jpeg=jpeg)
+            steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble, jpeg=jpeg,
+                                  value_range=value_range)
             while True:
                 try:
                     done, total = next(steps)
@@ -290,6 +305,12 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto",
                                tooltip="Where the network runs: 'auto' uses a CUDA GPU when "
                                        "there is one, else the CPU.")
+        self.intensity = ComboBox(
+            label="intensity", choices=list(INTENSITY), value="auto",
+            tooltip="Which values the network sees as black and white. auto: 8-bit data as is, "
+                    "16-bit data by the bits it uses (12-bit camera data by 4095), float data "
+                    "by its range. contrast limits: the layer's display range (values beyond it "
+                    "are kept). dtype range: 0 to the type's maximum (65535 for uint16).")
         self.difference = CheckBox(text="add difference layer", value=False,
                                    tooltip="Also add 'restored minus original' as a hidden layer "
                                            "with a diverging colormap centred at 0.")
@@ -308,7 +329,8 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long lines wrap, never clip
         self.form = Container(widgets=[
-            self.image, self.model, self.weights, self.tile, self.device, self.difference, self.ensemble,
+            self.image, self.model, self.weights, self.tile, self.device, self.intensity,
+            self.difference, self.ensemble,
             self.skip_above, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status])
         layout = QVBoxLayout(self)
@@ -388,7 +410,7 @@ class RestoreWidget(_ModelChoice, QWidget):
         worker = thread_worker(restore_layer_steps, start_thread=False)(
             layer.data, lead_shape, bool(layer.rgb), spec, int(self.tile.value),
             self.device.value, bool(self.difference.value), bool(self.ensemble.value),
-            dict(layer.metadata))
+            dict(layer.metadata), intensity_range(layer, self.intensity.value))
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)

@@ -198,3 +198,28 @@ def test_gray_content_in_rgb_gets_no_colour_cast(color_model, gray_model):
     tinted = rgb.copy()
     tinted[0, 0, 2] += 1  # one pixel off: a colour image, restored as colour
     assert restore(tinted, color_model, device="cpu").shape == rgb.shape
+
+
+def test_12_bit_data_in_uint16_gets_the_gain_of_its_8_bit_version():
+    """Camera data of 12 bits stored as uint16 is scaled by 4095, not 65535 (which halved
+    the gain); a layer's contrast limits, given as the value range, do the same."""
+    from napari_jpeg_restore.core.jpeg import compress
+
+    def gain(clean, jpeg, out, peak):
+        def p(a):
+            return 10 * np.log10(peak ** 2 / np.mean((a.astype(float) - clean) ** 2))
+        return p(out) - p(jpeg)
+
+    clean8 = _smooth((128, 160), seed=3)
+    jpeg8 = compress(clean8, 10)
+    g8 = gain(clean8, jpeg8, restore(jpeg8, "crl-lite-gray", device="cpu"), 255)
+    to12 = lambda a: np.round(a.astype(np.float64) * 4095 / 255).astype(np.uint16)  # noqa: E731
+    clean12, jpeg12 = to12(clean8), to12(jpeg8)
+    g12 = gain(clean12, jpeg12, restore(jpeg12, "crl-lite-gray", device="cpu"), 4095)
+    assert g8 > 0.5 and abs(g12 - g8) < 0.1, (g8, g12)
+    full = restore(jpeg12, "crl-lite-gray", device="cpu", value_range=(0, 65535))
+    assert gain(clean12, jpeg12, full, 4095) < g8 - 0.2  # the old scaling: clearly less
+    wide = jpeg12.copy()
+    wide[0, 0] = 60000  # one hot pixel beyond the limits: kept, not clipped to them
+    out = restore(wide, "crl-lite-gray", device="cpu", value_range=(0, 4095))
+    assert out[0, 0] > 4095

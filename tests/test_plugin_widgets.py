@@ -157,7 +157,7 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     assert [ly.name for ly in viewer.layers] == ["cells", "cells (restored)", "cells (difference)"]
     assert out.metadata["restoration"]["ensemble"] is True and "Replaced" in widget.status.value
     assert all(w.tooltip for w in (widget.model, widget.tile, widget.device, widget.difference,
-                                   widget.ensemble, widget.skip_above))
+                                   widget.ensemble, widget.skip_above, widget.intensity))
 
 
 def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot, restorer_weights,
@@ -215,6 +215,27 @@ def test_restore_rgb_layer_keeps_rgb(make_napari_viewer, qtbot, restorer_weights
     assert out.rgb and out.data.shape == jpeg.shape
     np.testing.assert_allclose(out.translate, layer.translate)
     assert psnr(clean, out.data) > psnr(clean, jpeg)
+
+
+@pytest.mark.parametrize("mode, value_range", [("contrast limits", (0.0, 4095.0)),
+                                               ("dtype range", (0.0, 65535.0)), ("auto", None)])
+def test_intensity_choice_sets_the_value_range(make_napari_viewer, qtbot, restorer_weights, notes,
+                                               mode, value_range):
+    from napari_jpeg_restore.core.inference import restore
+
+    viewer = make_napari_viewer()
+    data = (compress(smooth_image(5), 10).astype(np.uint16) * 16)  # 12-bit camera data
+    viewer.add_image(data, name="cam", contrast_limits=(0, 4095))
+    widget = _restore_dock(viewer)
+    widget.set_model(restorer_weights)
+    widget.tile.value = 64
+    widget.skip_above.value = 100  # 16-bit data carries no JPEG traces we read
+    widget.intensity.value = mode
+    widget.run()
+    _wait(qtbot, widget)
+    out = viewer.layers["cam (restored)"].data
+    np.testing.assert_array_equal(out, restore(data, str(restorer_weights), tile=64,
+                                               value_range=value_range))
 
 
 def test_cancel_stops_worker_without_layer(make_napari_viewer, qtbot, restorer_weights, notes):
