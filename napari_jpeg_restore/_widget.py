@@ -341,6 +341,8 @@ class RestoreWidget(_ModelChoice, QWidget):
         self.cancel_button.changed.connect(self.cancel)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.reset_choices)
+        # The list follows the viewer: a layer opened or clicked on becomes the choice.
+        self.viewer.layers.selection.events.active.connect(self._select_active_layer)
         self.reset_choices()
         self._select_active_layer()
         if not model_names():
@@ -356,9 +358,9 @@ class RestoreWidget(_ModelChoice, QWidget):
     def reset_choices(self, *_args) -> None:
         self.form.reset_choices()
 
-    def _select_active_layer(self) -> None:
+    def _select_active_layer(self, *_args) -> None:
         active = self.viewer.layers.selection.active
-        if isinstance(active, Image):
+        if isinstance(active, Image) and active in self.image.choices:
             self.image.value = active
         elif self.image.value is None:
             images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
@@ -458,6 +460,7 @@ class RestoreWidget(_ModelChoice, QWidget):
                 "colormap": "twilight_shifted", "contrast_limits": (-(lim or 1.0), lim or 1.0),
                 "visible": False})
             note = " The difference layer is hidden: tick its eye to see it."
+        self.image.value = layer  # the new layers became active; the source stays the choice
         self.progress.value = 1000
         self.status.value = f"{done} '{name}'.{note}"
 

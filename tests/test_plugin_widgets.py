@@ -160,6 +160,25 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
                                    widget.ensemble, widget.skip_above, widget.intensity))
 
 
+def test_image_list_follows_the_viewer(make_napari_viewer, qtbot, restorer_weights, notes):
+    viewer = make_napari_viewer()
+    widget = _restore_dock(viewer)  # docked before any layer exists
+    assert widget.image.value is None
+    first = viewer.add_image(compress(smooth_image(1), 10), name="first")
+    assert widget.image.value is first  # opened: chosen, no "-----"
+    second = viewer.add_image(compress(smooth_image(2), 10), name="second")
+    assert widget.image.value is second
+    viewer.layers.selection.active = first  # clicked on in the layer list
+    assert widget.image.value is first
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="labels")  # not an image: choice stays
+    assert widget.image.value is first
+    widget.set_model(restorer_weights)
+    widget.tile.value = 64
+    assert widget.run() is not None
+    _wait(qtbot, widget)
+    assert "first (restored)" in viewer.layers and not [n for n in notes if n[0] == "warning"]
+
+
 def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot, restorer_weights,
                                                        notes):
     viewer = make_napari_viewer()
