@@ -529,6 +529,7 @@ class InspectResult:
     colour: np.ndarray | None = None  # quality shown for each point
     owner: np.ndarray | None = None  # index of the item each point belongs to
     estimates: list[float] = field(default_factory=list)  # mean CQE estimate per item
+    traces: list[str] = field(default_factory=list)  # JPEG traces found in each item's pixels
     method: str = ""
     error: str | None = None
 
@@ -538,6 +539,7 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
     """Embed the tiles of each item (yielding after each item), then project them to 2-D."""
     from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d, tiles
     from napari_jpeg_restore.core.inference import resolve_device
+    from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
     from napari_jpeg_restore.core.registry import load_model
 
     try:
@@ -557,6 +559,11 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
             e, q = embed(encoder, parts, dev)
             res.heatmaps.append(q.reshape(rows, cols).astype(np.float32))
             res.estimates.append(float(q.mean()))
+            found = None if item.table_q else find_jpeg_grid(np.asarray(item.plane))
+            res.traces.append("" if item.table_q else
+                              "no JPEG traces in its pixels" if found is None else
+                              f"JPEG traces in its pixels: ~Q{found.quality}, "
+                              f"8x8 grid at {found.offset}")
             embs.append(e)
             colour.append(np.full(len(q), item.table_q[0], np.float32) if item.table_q else q)
             owner.append(np.full(len(q), i))
@@ -693,14 +700,18 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
             self.status.value = "Failed."
             return
         lines = []
-        for (layer, item), heat, est in zip(self._items, res.heatmaps, res.estimates):
+        for (layer, item), heat, est, traces in zip(self._items, res.heatmaps, res.estimates,
+                                                   res.traces):
             self._add_heatmap(layer, heat, res.tile, item, est)
             if item.table_q:
                 q, exact = item.table_q
-                lines.append(f"{item.name}: JPEG tables Q{q}{'' if exact else ' (approx.)'}; "
-                             f"CQE estimate ≈ Q{est:.0f}")
+                lines.append(f"{item.name}: JPEG tables Q{q}{'' if exact else ' (approx.)'}")
             else:
-                lines.append(f"{item.name}: no JPEG tables; CQE estimate ≈ Q{est:.0f}")
+                lines.append(f"{item.name}: no JPEG tables; {traces}")
+        # Said plainly: across pictures the encoder's embedding still follows content more than
+        # quality (docs/embeddings.md), so its number is not given as if it were a quality.
+        lines.append("Encoder quality estimates (heatmap) are not yet reliable across images; "
+                     "the tables, or the traces in the pixels, are.")
         self.quality_label.value = "\n".join(lines)
         self._plot(res)
         self.status.value = f"{len(res.xy)} tiles of {res.tile} px, {res.method.upper()}"

@@ -42,6 +42,8 @@ def test_manifest_is_valid_and_discovered():
     assert {w.display_name for w in found.contributions.widgets} == {
         "Restore JPEG artifacts", "Compression quality inspector"}
     assert {s.key for s in found.contributions.sample_data} == {"ihc", "ihc_q10"}
+    menus = {k: [i.command for i in v] for k, v in found.contributions.menus.items()}
+    assert menus["napari/layers/filter"] == ["napari-jpeg-restore.make_restore_widget"]
     from npe2.manifest.utils import import_python_name
 
     for command in found.contributions.commands:
