@@ -637,11 +637,12 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
 
     def _draw_empty(self) -> None:
         self.axes.clear()
-        self.axes.set_title("compression-quality embeddings")
+        self.axes.set_title("compression-quality embeddings", fontsize=9)
         self.axes.text(0.5, 0.5, "choose images and press Inspect", ha="center", va="center",
                        transform=self.axes.transAxes, color="0.5")
         self.axes.set_xticks([])
         self.axes.set_yticks([])
+        self._follow_theme(self.axes)
         self.canvas.draw_idle()
 
     def _current_plane(self, layer: Image) -> Any:
@@ -741,15 +742,36 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
                 continue
             sc = ax.scatter(res.xy[m, 0], res.xy[m, 1], c=res.colour[m], cmap="inferno",
                             vmin=0, vmax=100, s=22, marker=self.MARKERS[i % len(self.MARKERS)],
-                            edgecolors="0.3", linewidths=0.3, label=item.name)
-        if sc is not None:
-            self.figure.colorbar(sc, ax=ax, label="JPEG quality")
+                            edgecolors="0.75", linewidths=0.4, label=item.name)
+        bar = self.figure.colorbar(sc, ax=ax, label="JPEG quality") if sc is not None else None
         if len(self._items) > 1:
             ax.legend(fontsize=7, loc="best")
         ax.set_title(f"{res.method.upper()} of compression-quality embeddings", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        self._follow_theme(ax, bar)
         self.canvas.draw_idle()
+
+    def _follow_theme(self, ax, bar=None) -> None:
+        """The plot in the viewer's theme colours (dark by default), text readable on them."""
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self.viewer.theme)
+        back, text = theme.background.as_hex(), theme.text.as_hex()
+        self.figure.set_facecolor(back)
+        ax.set_facecolor(back)
+        ax.title.set_color(text)
+        for spine in ax.spines.values():
+            spine.set_color(text)
+        if bar is not None:
+            bar.ax.yaxis.label.set_color(text)
+            bar.ax.tick_params(colors=text)
+            bar.outline.set_edgecolor(text)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.get_frame().set_facecolor(back)
+            for t in legend.get_texts():
+                t.set_color(text)
 
     @property
     def plotted_points(self) -> int:

@@ -406,6 +406,12 @@ def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, 
     assert "Q10" in widget.quality_label.value and "Q60" in widget.quality_label.value
     label = widget.quality_label.native
     assert label.wordWrap() and label.heightForWidth(200) >= 2 * label.fontMetrics().height()
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+
+    theme = get_theme(viewer.theme)  # the plot follows the viewer's theme, title readable on it
+    assert to_hex(widget.figure.get_facecolor()) == theme.background.as_hex()
+    assert to_hex(widget.axes.title.get_color()) == theme.text.as_hex()
     colours = np.concatenate([c.get_array() for c in widget.axes.collections])
     assert set(np.unique(colours)) == {10.0, 60.0}  # tables' quality wins over the estimate
 
