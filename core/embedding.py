@@ -57,19 +57,23 @@ def embed(model: nn.Module, images: Sequence[np.ndarray], device: str = "auto",
     return e.numpy(), enc.quality(e.to(dev)).cpu().numpy()
 
 
-def tiles(image: np.ndarray, size: int) -> tuple[list[np.ndarray], tuple[int, int]]:
-    """Non-overlapping ``size`` tiles (the remainder at the right/bottom is dropped) and the grid."""
+def tiles(image: np.ndarray, size: int, cover: bool = False
+          ) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """``size`` tiles on a grid from the top left, and the grid's (rows, cols). The remainder
+    at the right/bottom is dropped, or with ``cover`` has a tile of its own: the last ``size``
+    pixels, overlapping its neighbour, so a heatmap of the tiles covers the whole image."""
     h, w = image.shape[:2]
-    rows, cols = h // size, w // size
-    if rows == 0 or cols == 0:
+    if h < size or w < size:
         raise ValueError(f"image {w}x{h} is smaller than one {size}px tile")
-    return [image[r * size:(r + 1) * size, c * size:(c + 1) * size]
-            for r in range(rows) for c in range(cols)], (rows, cols)
+    rows, cols = (-(-h // size), -(-w // size)) if cover else (h // size, w // size)
+    ys = [min(r * size, h - size) for r in range(rows)]
+    xs = [min(c * size, w - size) for c in range(cols)]
+    return [image[y:y + size, x:x + size] for y in ys for x in xs], (rows, cols)
 
 
 def quality_heatmap(model: nn.Module, image: np.ndarray, tile: int = 64, device: str = "auto") -> np.ndarray:
     """Per-tile estimated quality (rows x cols float32): low values mark degraded regions."""
-    parts, (rows, cols) = tiles(image, tile)
+    parts, (rows, cols) = tiles(image, tile, cover=True)
     _, q = embed(model, parts, device)
     return q.reshape(rows, cols).astype(np.float32)
 

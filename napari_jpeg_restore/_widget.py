@@ -555,7 +555,7 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
             if res.tile and side != res.tile:
                 side = res.tile  # one tile size for the whole plot
             res.tile = side
-            parts, (rows, cols) = tiles(plane, side)
+            parts, (rows, cols) = tiles(plane, side, cover=True)
             e, q = embed(encoder, parts, dev)
             res.heatmaps.append(q.reshape(rows, cols).astype(np.float32))
             res.estimates.append(float(q.mean()))
@@ -727,9 +727,10 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
             old = self.viewer.layers[name]
             old.data, old.scale, old.translate, old.metadata = heat, scale * tile, translate, meta
             return
-        self.viewer.add_image(heat, name=name, colormap="inferno", opacity=0.45,
-                              blending="translucent", contrast_limits=(0, 100),
-                              scale=scale * tile, translate=translate, metadata=meta)
+        added = self.viewer.add_image(heat, name=name, colormap="inferno", opacity=0.45,
+                                      blending="translucent", contrast_limits=(0, 100),
+                                      scale=scale * tile, translate=translate, metadata=meta)
+        added.colorbar.visible = True
 
     def _plot(self, res: InspectResult) -> None:
         ax = self.axes

@@ -223,3 +223,4 @@ def test_12_bit_data_in_uint16_gets_the_gain_of_its_8_bit_version():
     wide[0, 0] = 60000  # one hot pixel beyond the limits: kept, not clipped to them
     out = restore(wide, "crl-lite-gray", device="cpu", value_range=(0, 4095))
     assert out[0, 0] > 4095
+

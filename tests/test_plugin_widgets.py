@@ -427,6 +427,7 @@ def test_inspector_one_layer_without_tables(make_napari_viewer, qtbot, encoder_w
     widget.run()
     _wait(qtbot, widget)
     assert viewer.layers["plain (quality heatmap)"].data.shape == (3, 3)
+    assert viewer.layers["plain (quality heatmap)"].colorbar.visible
     assert widget.plotted_points == 9 and "no JPEG tables" in widget.quality_label.value
     assert "JPEG traces in its pixels: ~Q" in widget.quality_label.value  # found in the pixels
     assert "not yet reliable" in widget.quality_label.value and "≈" not in widget.quality_label.value

@@ -1,0 +1,12 @@
+"""Tiles of the quality embeddings and heatmaps."""
+import numpy as np
+from napari_jpeg_restore.core.embedding import tiles
+
+
+def test_heatmap_tiles_cover_the_whole_image():
+    image = np.arange(481 * 321).reshape(321, 481)
+    parts, grid = tiles(image, 64)
+    assert grid == (5, 7) and len(parts) == 35  # the remainder is dropped for embeddings
+    parts, grid = tiles(image, 64, cover=True)
+    assert grid == (6, 8) and all(p.shape == (64, 64) for p in parts)
+    assert parts[-1][-1, -1] == image[-1, -1] and parts[7][0, 0] == image[0, 481 - 64]
