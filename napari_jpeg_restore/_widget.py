@@ -534,9 +534,13 @@ class InspectResult:
     error: str | None = None
 
 
+EMBED_CHUNK = 16  # tiles embedded between progress updates (and chances to cancel)
+
+
 def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, method: str,
-                  device: str) -> Generator[int, None, InspectResult]:
-    """Embed the tiles of each item (yielding after each item), then project them to 2-D."""
+                  device: str) -> Generator[tuple[int, int, int, int], None, InspectResult]:
+    """Embed the tiles of each item, yielding ``(item, items, tiles_done, tiles_total)`` after
+    every few tiles (the worker may stop there), then project them all to 2-D."""
     from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d, tiles
     from napari_jpeg_restore.core.inference import resolve_device
     from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
@@ -556,7 +560,11 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
                 side = res.tile  # one tile size for the whole plot
             res.tile = side
             parts, (rows, cols) = tiles(plane, side, cover=True)
-            e, q = embed(encoder, parts, dev)
+            chunks = []
+            for start in range(0, len(parts), EMBED_CHUNK):
+                chunks.append(embed(encoder, parts[start:start + EMBED_CHUNK], dev))
+                yield i, len(items), min(start + EMBED_CHUNK, len(parts)), len(parts)
+            e, q = (np.concatenate(a) for a in zip(*chunks))
             res.heatmaps.append(q.reshape(rows, cols).astype(np.float32))
             res.estimates.append(float(q.mean()))
             found = None if item.table_q else find_jpeg_grid(np.asarray(item.plane))
@@ -567,7 +575,6 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
             embs.append(e)
             colour.append(np.full(len(q), item.table_q[0], np.float32) if item.table_q else q)
             owner.append(np.full(len(q), i))
-            yield i
         e, c, o = np.concatenate(embs), np.concatenate(colour), np.concatenate(owner)
         if len(e) > MAX_PLOT_POINTS:
             keep = np.sort(np.random.default_rng(0).choice(len(e), MAX_PLOT_POINTS, replace=False))
@@ -601,13 +608,17 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
         self.method = ComboBox(label="projection", choices=["auto", "pca", "tsne"], value="auto")
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.run_button = PushButton(text="Inspect")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
         self.quality_label = Label(value="")
         self.status = Label(value="")
         for label in (self.quality_label, self.status):  # long lines wrap, never clip
             label.native.setWordWrap(True)
-        self.form = Container(widgets=[self.layers, self.model, self.weights, self.tile,
-                                       self.method, self.device, self.run_button,
-                                       self.quality_label, self.status])
+        self.form = Container(widgets=[
+            self.layers, self.model, self.weights, self.tile, self.method, self.device,
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                      labels=False),
+            self.progress, self.quality_label, self.status])
         self.figure = Figure(figsize=(4, 3.4), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(280)
@@ -618,6 +629,7 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
         layout.addWidget(self.canvas, 1)
         self.model.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.reset_choices)
         self.reset_choices()
@@ -682,18 +694,39 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
         self._items = items
         worker = thread_worker(inspect_steps, start_thread=False)(
             [it for _, it in items], spec, int(self.tile.value), self.method.value, self.device.value)
-        worker.yielded.connect(lambda i: setattr(self.status, "value", f"embedded {i + 1}/{len(items)}"))
+        worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
+        worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.run_button.enabled = False
-        self.status.value = "Embedding tiles…"
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.progress.max = 0  # busy until the first tiles are counted (model loading)
+        self.status.value = "Loading the encoder…"
         worker.start()
         return worker
 
+    def cancel(self, *_args) -> None:
+        if self.worker is not None:
+            self.status.value = "Cancelling…"
+            self.cancel_button.enabled = False
+            self.worker.quit()
+
+    def _on_progress(self, step: tuple[int, int, int, int]) -> None:
+        item, items, done, total = step
+        self.progress.max = 1000
+        self.progress.value = int(1000 * (item * total + done) / max(1, items * total))
+        self.status.value = f"image {item + 1}/{items}: embedded {done}/{total} tiles"
+
+    def _on_aborted(self) -> None:
+        self.status.value = "Cancelled; nothing added."
+
     def _on_finished(self) -> None:
+        self.progress.max = 1000
         self.worker = None
         self.run_button.enabled = True
+        self.cancel_button.enabled = False
 
     def _on_returned(self, res: InspectResult) -> None:
         if res.error is not None:
@@ -715,6 +748,7 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
                      "the tables, or the traces in the pixels, are.")
         self.quality_label.value = "\n".join(lines)
         self._plot(res)
+        self.progress.value = 1000
         self.status.value = f"{len(res.xy)} tiles of {res.tile} px, {res.method.upper()}"
 
     def _add_heatmap(self, layer: Image, heat: np.ndarray, tile: int, item: InspectItem,

@@ -403,6 +403,7 @@ def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, 
     np.testing.assert_allclose(heat.translate, (5.0 + 31, 7.0 + 31))
     assert "q60 (quality heatmap)" in viewer.layers
     assert widget.plotted_points == 32 and widget.status.value.endswith("TSNE")
+    assert widget.progress.value == 1000
     assert "Q10" in widget.quality_label.value and "Q60" in widget.quality_label.value
     label = widget.quality_label.native
     assert label.wordWrap() and label.heightForWidth(200) >= 2 * label.fontMetrics().height()
@@ -414,6 +415,23 @@ def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, 
     assert to_hex(widget.axes.title.get_color()) == theme.text.as_hex()
     colours = np.concatenate([c.get_array() for c in widget.axes.collections])
     assert set(np.unique(colours)) == {10.0, 60.0}  # tables' quality wins over the estimate
+
+
+def test_inspector_shows_progress_and_cancels(make_napari_viewer, qtbot, encoder_weights, notes):
+    viewer = make_napari_viewer()
+    viewer.add_image(compress(smooth_image(11, (1024, 1024)), 30), name="big")  # 256 tiles
+    widget = QualityInspectorWidget(viewer)
+    widget.layers.value = [viewer.layers["big"]]
+    widget.set_model(encoder_weights)
+    widget.tile.value = 64
+    worker = widget.run()
+    with qtbot.waitSignal(worker.aborted, timeout=WAIT_MS):
+        qtbot.waitUntil(lambda: 0 < widget.progress.value < 1000, timeout=WAIT_MS)
+        assert "embedded" in widget.status.value and widget.cancel_button.enabled
+        widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert "Cancelled" in widget.status.value and "big (quality heatmap)" not in viewer.layers
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
 
 
 def test_inspector_one_layer_without_tables(make_napari_viewer, qtbot, encoder_weights, notes):
