@@ -34,20 +34,18 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     files = expand(str(SHARED / "train-bsds-color"))[::8] + expand(str(SHARED / "train-extra"))[::6]
     md = ["# Where each model gains: calibration on training images", "",
-          f"Machine: {describe()}. `python bench/calibrate.py` (see its docstring); "
-          "`jpeg-restore calibrate` does the same for any weights file.", "",
-          "PSNR gain (dB) after clipping to the quantization intervals, on 128 px training crops "
-          "cut on their source's 8x8 grid (the source was a JPEG, as when a file is re-saved) and "
-          f"off it. A quality is restored only where both gain at least {MIN_GAIN_DB} dB "
-          "(neighbouring qualities included); elsewhere the image passes through unchanged.", ""]
+          (f"Machine: {describe()}. `python bench/calibrate.py` (see its docstring); "
+           "`jpeg-restore calibrate` does the same for any weights file."), "",
+          ("PSNR gain (dB) after clipping to the quantization intervals, on 128 px training crops "
+           "cut on their source's 8x8 grid (the source was a JPEG, as when a file is re-saved) and "
+           f"off it. A quality is restored only where both gain at least {MIN_GAIN_DB} dB "
+           "(neighbouring qualities included); elsewhere the image passes through unchanged."), ""]
     for name in a.model:
-        bar = tqdm(desc=name, unit="crop", mininterval=5)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-        cal = calibrate_weights(name, files, a.crops, QUALITIES, progress=progress)
-        bar.close()
+        with tqdm(desc=name, unit="crop", mininterval=5) as bar:
+            def progress(done: int, total: int, bar: tqdm = bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            cal = calibrate_weights(name, files, a.crops, QUALITIES, progress=progress)
         md += [f"## {name}", "", "| Q | " + " | ".join(cal.gains) + " | restored |",
                "|---|" + "---|" * (len(cal.gains) + 1)]
         for i, q in enumerate(QUALITIES):

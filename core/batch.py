@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .consistency import JpegGrid
 from .image_writing import ImageWriteError, write_image_bands
 from .images import ImageReadError, read_image
 from .inference import Band, Progress, restore_bands
-from .consistency import JpegGrid
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
 from .jpeg_traces import find_jpeg_grid
 from .output_paths import plan_outputs

@@ -71,7 +71,7 @@ def calibrate_weights(weights: str | Path, sources: Sequence[str], crops: int = 
     """Fit the calibration of a weights file (a path or a registry name) on training images
     (paths or URLs; never validation images) and save it beside the weights, where
     :func:`.registry.load_model` finds it."""
-    from .registry import resolve_weights, load_model
+    from .registry import load_model, resolve_weights
     from .training.data import load_images
 
     path = resolve_weights(weights)

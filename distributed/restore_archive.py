@@ -57,6 +57,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from napari_jpeg_restore.core.batch import restore_file
+from napari_jpeg_restore.core.consistency import calibration_path
 from napari_jpeg_restore.core.inference import resolve_device
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 from napari_jpeg_restore.core.output_paths import (
@@ -67,8 +68,12 @@ from napari_jpeg_restore.core.output_paths import (
     output_folder_folds_case,
     under,
 )
-from napari_jpeg_restore.core.consistency import calibration_path
-from napari_jpeg_restore.core.registry import MODELS, default_model_name, load_model, resolve_weights
+from napari_jpeg_restore.core.registry import (
+    MODELS,
+    default_model_name,
+    load_model,
+    resolve_weights,
+)
 from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
 
 from ._common import credential_env, init_ray, parse_storage_options, redact, scrub, secret_values

@@ -73,7 +73,7 @@ def main() -> None:
 
     from napari.settings import get_settings
 
-    from napari_jpeg_restore._widget import model_names
+    from napari_jpeg_restore._layers import model_names
 
     weights = args.weights or ("auto" if model_names() else _tiny_model(args.train_steps))
     encoder_weights = args.encoder_weights or weights
@@ -108,9 +108,10 @@ def _shoot(args, weights: str, encoder_weights: str) -> None:
     from napari_jpeg_restore.core.jpeg import decode_jpeg, encode_jpeg, read_quant_tables
     from qtpy.QtWidgets import QApplication
 
+    from napari_jpeg_restore._inspector_widget import QualityInspectorWidget
     from napari_jpeg_restore._reader import jpeg_metadata
+    from napari_jpeg_restore._restore_widget import RestoreWidget
     from napari_jpeg_restore._sample_data import ihc_jpeg_q10, ihc_original
-    from napari_jpeg_restore._widget import QualityInspectorWidget, RestoreWidget
 
     # 1. restore the Q10 sample
     viewer = _viewer(1500, 900)

@@ -2,6 +2,7 @@
 atomically, inputs are never overwritten, and each bad input gets one clear line."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,7 +312,7 @@ def test_model_from_a_url_with_its_calibration(tmp_path, weights, monkeypatch, c
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fs = fsspec.filesystem("memory")
-    fs.pipe_file("/models/m.pt", open(weights, "rb").read())
+    fs.pipe_file("/models/m.pt", Path(weights).read_bytes())
     never = Calibration(np.array([10, 100]), {"on_grid": np.array([-1.0, -1.0])})
     never.save(tmp_path / "c.json")
     fs.pipe_file("/models/m.calibration.json", (tmp_path / "c.json").read_bytes())

@@ -6,10 +6,19 @@ import pytest
 import torch
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.block_dct import blocks_dct, blocks_idct
-from napari_jpeg_restore.core.consistency import (Calibration, JpegGrid, block_coefficients,
-                                                  constrain)
+from napari_jpeg_restore.core.consistency import (
+    Calibration,
+    JpegGrid,
+    block_coefficients,
+    constrain,
+)
 from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import compress, decode_jpeg, encode_jpeg, ijg_table, read_quant_tables
+from napari_jpeg_restore.core.jpeg import (
+    compress,
+    decode_jpeg,
+    encode_jpeg,
+    read_quant_tables,
+)
 from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.models import create_model

@@ -278,7 +278,7 @@ def test_actors_are_pinned_to_gpus_two_per_gpu_at_half_a_gpu(tiny_model, tmp_pat
     env = {**os.environ, "RAY_ADDRESS": ""}
     done = subprocess.run([sys.executable, "-c", GPU_PINNING, str(tmp_path / "in"),
                            str(tmp_path / "out"), tiny_model], env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     res = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("4 cpu actor(s)" in ln for ln in res["lines"]), res["lines"]

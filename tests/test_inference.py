@@ -213,7 +213,8 @@ def test_12_bit_data_in_uint16_gets_the_gain_of_its_8_bit_version():
     clean8 = _smooth((128, 160), seed=3)
     jpeg8 = compress(clean8, 10)
     g8 = gain(clean8, jpeg8, restore(jpeg8, "crl-lite-gray", device="cpu"), 255)
-    to12 = lambda a: np.round(a.astype(np.float64) * 4095 / 255).astype(np.uint16)  # noqa: E731
+    def to12(a):
+        return np.round(a.astype(np.float64) * 4095 / 255).astype(np.uint16)
     clean12, jpeg12 = to12(clean8), to12(jpeg8)
     g12 = gain(clean12, jpeg12, restore(jpeg12, "crl-lite-gray", device="cpu"), 4095)
     assert g8 > 0.5 and abs(g12 - g8) < 0.1, (g8, g12)

@@ -118,7 +118,8 @@ def test_sample_data_in_viewer(make_napari_viewer):
 
 @needs_display
 def test_plugin_dock_widgets_open(make_napari_viewer):
-    from napari_jpeg_restore._widget import QualityInspectorWidget, RestoreWidget
+    from napari_jpeg_restore._inspector_widget import QualityInspectorWidget
+    from napari_jpeg_restore._restore_widget import RestoreWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(_gradient(), name="g")

@@ -21,15 +21,12 @@ from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, read_quant_tabl
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.registry import MODELS, save_weights
 
-from napari_jpeg_restore import _widget
+from napari_jpeg_restore import _inspector_widget, _model_choice, _restore_widget
+from napari_jpeg_restore._inspector_widget import QualityInspectorWidget
+from napari_jpeg_restore._layers import AUTO, WEIGHTS_FILE
 from napari_jpeg_restore._reader import jpeg_metadata
-from napari_jpeg_restore._widget import (
-    AUTO,
-    WEIGHTS_FILE,
-    QualityInspectorWidget,
-    RestoreWidget,
-    restore_layer_steps,
-)
+from napari_jpeg_restore._restore_steps import restore_layer_steps
+from napari_jpeg_restore._restore_widget import RestoreWidget
 
 pytestmark = [
     pytest.mark.napari,
@@ -49,7 +46,7 @@ def smooth_image(seed: int = 0, size: tuple[int, int] = (128, 160)) -> np.ndarra
 
 
 def _cache_dir(pytestconfig, tmp_path_factory) -> Path:
-    core = Path(_widget.__file__).resolve().parents[1] / "core"
+    core = Path(_restore_widget.__file__).resolve().parents[1] / "core"
     digest = hashlib.sha1(torch.__version__.encode())
     recipes = sorted((core / "models").glob("*.py")) + sorted((core / "training").glob("*.py"))
     for f in [*recipes, Path(__file__)]:  # this file holds the fixtures' training recipes
@@ -98,9 +95,11 @@ def encoder_weights(tmp_path_factory) -> Path:
 def notes(monkeypatch):
     """Warnings and errors the widgets show, as (level, message)."""
     seen: list[tuple[str, str]] = []
-    for level in ("warning", "error", "info"):
-        monkeypatch.setattr(_widget, f"show_{level}",
-                            lambda msg, _level=level: seen.append((_level, str(msg))))
+    for module in (_restore_widget, _inspector_widget, _model_choice):
+        for level in ("warning", "error", "info"):
+            if hasattr(module, f"show_{level}"):
+                monkeypatch.setattr(module, f"show_{level}",
+                                    lambda msg, _level=level: seen.append((_level, str(msg))))
     return seen
 
 

@@ -1,0 +1,109 @@
+"""Embedding the tiles of napari layers for the quality inspector, as a generator a thread
+worker runs (no Qt)."""
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAX_PLOT_POINTS = 600
+
+def _as_uint(plane: np.ndarray) -> np.ndarray:
+    """uint8/uint16 for the encoder (which scales by 255 or 65535)."""
+    if plane.dtype in (np.uint8, np.uint16):
+        return plane
+    p = plane.astype(np.float32)
+    lo, hi = float(np.nanmin(p)), float(np.nanmax(p))
+    if np.issubdtype(plane.dtype, np.floating) and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    elif np.issubdtype(plane.dtype, np.integer) and lo >= 0 and hi <= 255:
+        lo, hi = 0.0, 255.0
+    return np.round(np.nan_to_num((p - lo) / (hi - lo or 1.0)).clip(0, 1) * 255).astype(np.uint8)
+
+
+def table_quality(metadata: dict[str, Any]) -> tuple[int, bool] | None:
+    """(quality, exact) from a layer's JPEG metadata (the reader's), or None."""
+    from napari_jpeg_restore.core.jpeg import estimate_quality
+
+    if metadata.get("jpeg_quality") is not None:
+        return int(metadata["jpeg_quality"]), bool(metadata.get("jpeg_quality_exact", False))
+    tables = metadata.get("quant_tables")
+    if tables:
+        est = estimate_quality({int(k): np.asarray(v) for k, v in tables.items()})
+        return est.quality, est.exact
+    return None
+
+
+@dataclass
+class InspectItem:
+    name: str
+    plane: Any  # 2-D / HxWxC array of the plane to inspect
+    table_q: tuple[int, bool] | None
+
+
+@dataclass
+class InspectResult:
+    heatmaps: list[np.ndarray] = field(default_factory=list)
+    tile: int = 0
+    xy: np.ndarray | None = None
+    colour: np.ndarray | None = None  # quality shown for each point
+    owner: np.ndarray | None = None  # index of the item each point belongs to
+    estimates: list[float] = field(default_factory=list)  # mean CQE estimate per item
+    traces: list[str] = field(default_factory=list)  # JPEG traces found in each item's pixels
+    method: str = ""
+    error: str | None = None
+
+
+EMBED_CHUNK = 16  # tiles embedded between progress updates (and chances to cancel)
+
+
+def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, method: str,
+                  device: str) -> Generator[tuple[int, int, int, int], None, InspectResult]:
+    """Embed the tiles of each item, yielding ``(item, items, tiles_done, tiles_total)`` after
+    every few tiles (the worker may stop there), then project them all to 2-D."""
+    from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d, tiles
+    from napari_jpeg_restore.core.inference import resolve_device
+    from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
+    from napari_jpeg_restore.core.registry import load_model
+
+    try:
+        dev = resolve_device(device)
+        encoder = as_encoder(load_model(model_spec, dev))
+        stride = encoder.cfg.stride
+        res = InspectResult(method=method)
+        embs, colour, owner = [], [], []
+        for i, item in enumerate(items):
+            plane = _as_uint(np.asarray(item.plane))
+            side = min(tile, min(plane.shape[:2]) // stride * stride)
+            side = max(stride, side // stride * stride)
+            if res.tile and side != res.tile:
+                side = res.tile  # one tile size for the whole plot
+            res.tile = side
+            parts, (rows, cols) = tiles(plane, side, cover=True)
+            chunks = []
+            for start in range(0, len(parts), EMBED_CHUNK):
+                chunks.append(embed(encoder, parts[start:start + EMBED_CHUNK], dev))
+                yield i, len(items), min(start + EMBED_CHUNK, len(parts)), len(parts)
+            e, q = (np.concatenate(a) for a in zip(*chunks))
+            res.heatmaps.append(q.reshape(rows, cols).astype(np.float32))
+            res.estimates.append(float(q.mean()))
+            found = None if item.table_q else find_jpeg_grid(np.asarray(item.plane))
+            res.traces.append("" if item.table_q else
+                              "no JPEG traces in its pixels" if found is None else
+                              f"JPEG traces in its pixels: ~Q{found.quality}, "
+                              f"8x8 grid at {found.offset}")
+            embs.append(e)
+            colour.append(np.full(len(q), item.table_q[0], np.float32) if item.table_q else q)
+            owner.append(np.full(len(q), i))
+        e, c, o = np.concatenate(embs), np.concatenate(colour), np.concatenate(owner)
+        if len(e) > MAX_PLOT_POINTS:
+            keep = np.sort(np.random.default_rng(0).choice(len(e), MAX_PLOT_POINTS, replace=False))
+            e, c, o = e[keep], c[keep], o[keep]
+        if method == "auto":
+            method = "tsne" if len(e) >= 30 else "pca"
+        res.xy, res.colour, res.owner, res.method = project_2d(e, method), c, o, method
+        return res
+    except Exception as err:  # noqa: BLE001 - shown to the user as one notification
+        return InspectResult(error=f"{type(err).__name__}: {err}")
