@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+# Before torch loads: OpenMP threads that spin while they wait stall when another process keeps
+# a core busy (a 2.7-MP restore on 2 cores beside two busy processes: 30-42 s spinning, 6.5-8.4 s
+# passive; bench/speed.md). A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 

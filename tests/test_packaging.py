@@ -1,4 +1,5 @@
 """Packaging: one import root, headless core, data and weights inside the wheel."""
+import os
 import subprocess
 import sys
 import zipfile
@@ -31,3 +32,16 @@ def test_wheel_maps_core_and_distributed_under_one_root(tmp_path):
     shipped = sorted(p.name for p in (ROOT / "core" / "weights").glob("*.pt"))
     assert sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("napari_jpeg_restore/core/weights/")
                   and n.endswith(".pt")) == shipped
+
+
+def test_cli_waits_passively_unless_told_and_core_import_is_light():
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = ("import sys, os, napari_jpeg_restore.core as c, napari_jpeg_restore.core.cli; "
+            "print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'], callable(c.restore))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "PASSIVE", "True"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1] == "ACTIVE"
