@@ -135,21 +135,28 @@ def test_ensemble_option_reaches_the_actors(cluster, tiny_model, tmp_path):
                                                        jpeg=loaded.jpeg_grid))
 
 
+def _job_with_a_first_output(src: Path, dst: Path, model: str, cluster: str) -> subprocess.Popen:
+    """The archive job as a driver process (its own process group), slowed down by a throttle,
+    returned once its first output exists (or it ended, or 90 s passed)."""
+    cmd = [sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive", "--src",
+           str(src), "--dst", str(dst), "--model", model, "--workers", "1",
+           "--batch-size", "1", "--throttle", "0.4", "--address", cluster]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 90
+    while not list(dst.rglob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
+
+
 def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, tmp_path):
     src, dst = tmp_path / "in", tmp_path / "out"
     keys = [f"{d}img{i:02d}.jpg" for i, d in enumerate(["", "x/"] * 7)]
     for i, key in enumerate(keys):
         (src / key).parent.mkdir(parents=True, exist_ok=True)
         (src / key).write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10 + 5 * (i % 5)))
-    cmd = [sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive", "--src",
-           str(src), "--dst", str(dst), "--model", tiny_model, "--workers", "1",
-           "--batch-size", "1", "--throttle", "0.4", "--address", cluster]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = _job_with_a_first_output(src, dst, tiny_model, cluster)
     try:
-        deadline = time.monotonic() + 90
-        while not list(dst.rglob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-way; Ray reaps its actors
     finally:
         out = proc.communicate()[0].decode(errors="replace")
@@ -179,15 +186,8 @@ def test_stopped_job_is_marked_interrupted_and_every_output_has_a_row(cluster, t
     keys = [f"img{i:02d}.jpg" for i in range(12)]
     for i, key in enumerate(keys):
         (src / key).write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10))
-    cmd = [sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive", "--src",
-           str(src), "--dst", str(dst), "--model", tiny_model, "--workers", "1",
-           "--batch-size", "1", "--throttle", "0.4", "--address", cluster]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = _job_with_a_first_output(src, dst, tiny_model, cluster)
     try:
-        deadline = time.monotonic() + 90
-        while not list(dst.glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=120)[0].decode(errors="replace")
     finally:
