@@ -30,12 +30,13 @@ from ._layers import (
     resolve_model_spec,
 )
 from ._model_choice import _ModelChoice
+from ._worker_controls import _WorkerControls
 
 if TYPE_CHECKING:
     import napari
 
 
-class QualityInspectorWidget(_ModelChoice, QWidget):
+class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
     """Dock widget "Compression quality inspector"."""
 
     MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -145,21 +146,7 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.progress.max = 0  # busy until the first tiles are counted (model loading)
-        self.status.value = "Loading the encoder…"
-        worker.start()
-        return worker
-
-    def cancel(self, *_args) -> None:
-        if self.worker is not None:
-            self.status.value = "Cancelling…"
-            self.cancel_button.enabled = False
-            self.worker.quit()
+        return self._start(worker, "Loading the encoder…")
 
     def _on_progress(self, step: tuple[int, int, int, int]) -> None:
         item, items, done, total = step
@@ -169,12 +156,6 @@ class QualityInspectorWidget(_ModelChoice, QWidget):
 
     def _on_aborted(self) -> None:
         self.status.value = "Cancelled; nothing added."
-
-    def _on_finished(self) -> None:
-        self.progress.max = 1000
-        self.worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
 
     def _on_returned(self, res: InspectResult) -> None:
         if res.error is not None:

@@ -45,6 +45,7 @@ from ._restore_steps import (
     provenance,
     restore_layer_steps,
 )
+from ._worker_controls import _WorkerControls
 
 if TYPE_CHECKING:
     import napari
@@ -56,7 +57,7 @@ def _copy_layer_kwargs(layer: Image, metadata: dict[str, Any]) -> dict[str, Any]
 
 
 
-class RestoreWidget(_ModelChoice, QWidget):
+class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
     """Dock widget "Restore JPEG artifacts"."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -189,20 +190,7 @@ class RestoreWidget(_ModelChoice, QWidget):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.max = 0  # busy indicator until the first tile is counted (model loading)
-        self.status.value = f"Loading {Path(spec).name} to restore '{layer.name}'…"
-        worker.start()
-        return worker
-
-    def cancel(self, *_args) -> None:
-        if self.worker is not None:
-            self.status.value = "Cancelling…"
-            self.cancel_button.enabled = False  # once is enough
-            self.worker.quit()
+        return self._start(worker, f"Loading {Path(spec).name} to restore '{layer.name}'…")
 
     def _on_progress(self, step: tuple[int, int, int, int]) -> None:
         plane, planes, done, total = step
@@ -253,8 +241,5 @@ class RestoreWidget(_ModelChoice, QWidget):
         show_info("JPEG restoration cancelled")
 
     def _on_finished(self) -> None:
-        self.progress.max = 1000
-        self.worker = None
+        super()._on_finished()
         self._job = {}
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False

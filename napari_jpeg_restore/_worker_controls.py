@@ -1,0 +1,42 @@
+"""Run / Cancel buttons and a progress bar around one napari thread worker: what both dock
+widgets do the same way when a worker starts, is cancelled and finishes."""
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import Label, ProgressBar, PushButton
+
+
+class _WorkerControls:
+    """Mixin; the widget defines these controls and connects the buttons."""
+
+    worker: Any
+    run_button: PushButton
+    cancel_button: PushButton
+    progress: ProgressBar
+    status: Label
+
+    def _start(self, worker: Any, status: str) -> Any:
+        """Hook ``worker`` to ``cancel``/``_on_finished``, start it, return it. The bar is busy
+        (indeterminate) until the first ``_on_progress`` (the model is loading)."""
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.progress.max = 0
+        self.status.value = status
+        worker.start()
+        return worker
+
+    def cancel(self, *_args) -> None:
+        if self.worker is not None:
+            self.status.value = "Cancelling…"
+            self.cancel_button.enabled = False  # once is enough
+            self.worker.quit()
+
+    def _on_finished(self) -> None:
+        self.progress.max = 1000
+        self.worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
