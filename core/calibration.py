@@ -16,7 +16,7 @@ from torch import nn
 
 from .consistency import Calibration, JpegGrid, calibration_path
 from .inference import restore
-from .jpeg import compress, ijg_table
+from .jpeg import compress
 
 KINDS = ("on_grid", "off_grid")
 QUALITIES = tuple(range(10, 101, 5))
@@ -50,7 +50,7 @@ def fit_calibration(model: nn.Module, crops: dict[str, list[np.ndarray]],
     gains = {k: np.zeros(len(qualities)) for k in crops}
     total, done = len(qualities) * sum(map(len, crops.values())), 0
     for i, q in enumerate(qualities):
-        grid = JpegGrid(ijg_table(int(q)).astype(np.float32), int(q))
+        grid = JpegGrid.ijg(q)
         for kind, group in crops.items():
             before = after = 0.0
             for crop in group:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .block_dct import BLOCK, blocks_dct, blocks_idct
-from .jpeg import estimate_quality
+from .jpeg import estimate_quality, ijg_table
 
 # JFIF RGB -> YCbCr (ITU-T T.871), offsets removed: Y - 128, Cb - 128, Cr - 128.
 _TO_YCC = np.array([[0.299, 0.587, 0.114],
@@ -36,6 +36,11 @@ class JpegGrid:
     quality: int
     offset: tuple[int, int] = (0, 0)
     transposed: bool = False  # the stored image's axes were swapped (EXIF orientation 5-8)
+
+    @classmethod
+    def ijg(cls, quality: int, offset: tuple[int, int] = (0, 0)) -> JpegGrid:
+        """The grid libjpeg writes at ``quality`` (its standard luma table)."""
+        return cls(ijg_table(int(quality)).astype(np.float32), int(quality), offset)
 
     @classmethod
     def from_tables(cls, tables: dict[int, np.ndarray], offset: tuple[int, int] = (0, 0),

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .consistency import JpegGrid
 from .inference import restore
-from .jpeg import compress, double_compress, ijg_table
+from .jpeg import compress, double_compress
 from .metrics import evaluate as score
 
 METRICS = ("psnr", "ssim", "psnr_b")
@@ -40,7 +40,7 @@ def grid_of(quality: str | int) -> JpegGrid | None:
     """The JPEG a single pass of :func:`degrade` writes (IJG tables, grid from the top left);
     None for double compression (two grids) and for ``"none"``."""
     q = str(quality)
-    return JpegGrid(ijg_table(int(q)).astype(np.float32), int(q)) if q.isdigit() else None
+    return JpegGrid.ijg(int(q)) if q.isdigit() else None
 
 
 def _mean(scores: list[dict[str, float]]) -> dict[str, float]:

@@ -79,5 +79,5 @@ def find_jpeg_grid(pixels: np.ndarray) -> JpegGrid | None:
     for quality in range(1, MAX_QUALITY + 1):  # the coarsest table the coefficients fit
         table = ijg_table(quality)
         if _fits(coef, np.array([table[f] for f in LOW], np.float32)):
-            return JpegGrid(table.astype(np.float32), quality, (int(oy), int(ox)))
+            return JpegGrid.ijg(quality, (int(oy), int(ox)))
     return None
