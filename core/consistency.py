@@ -101,37 +101,47 @@ def ycc_planes(pixels: np.ndarray) -> np.ndarray:
     return np.einsum("pc,hwc->phw", _TO_YCC, a - 128, optimize=True)
 
 
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    """The level-shifted gray or JFIF Y plane of HxWx1 / HxWx3 pixels (first of :func:`ycc_planes`)."""
+    a = pixels.astype(np.float32)
+    return a[..., 0] - 128 if a.shape[2] == 1 else (a - 128) @ _TO_YCC[0]
+
+
 def _from_ycc(planes: np.ndarray) -> np.ndarray:
     if planes.shape[0] == 1:
         return planes.transpose(1, 2, 0) + 128
     return np.einsum("cp,phw->hwc", _FROM_YCC, planes, optimize=True) + 128
 
 
+def _padded(plane: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    """``plane`` with ``pad = (rows, cols)`` of edge padding above and to the left (to complete
+    partial blocks there) and as much below and to the right as completes the last blocks
+    (as libjpeg pads)."""
+    (h, w), (top, left) = plane.shape, pad
+    return np.pad(plane, ((top, (-(top + h)) % BLOCK), (left, (-(left + w)) % BLOCK)), mode="edge")
+
+
 def block_coefficients(pixels: np.ndarray, pad: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """(C, H/8, W/8, 8, 8) DCT coefficients of HxWxC pixels after ``pad = (rows, cols)`` of
-    edge padding above and to the left (to complete partial blocks there) and as much below
-    and to the right as completes the last blocks (as libjpeg pads)."""
-    planes = ycc_planes(pixels)
-    h, w = planes.shape[1:]
-    top, left = pad
-    planes = np.pad(planes, ((0, 0), (top, (-(top + h)) % BLOCK), (left, (-(left + w)) % BLOCK)),
-                    mode="edge")
-    return np.stack([blocks_dct(p) for p in planes])
+    """(C, H/8, W/8, 8, 8) DCT coefficients of the gray or Y/Cb/Cr planes of HxWxC pixels,
+    padded as :func:`_padded` does."""
+    return np.stack([blocks_dct(_padded(p, pad)) for p in ycc_planes(pixels)])
 
 
 def constrain(restored: np.ndarray, jpeg: np.ndarray, grid: JpegGrid, first_row: int = 0
               ) -> np.ndarray:
     """``restored`` (uint8 HxWxC, C in 1 or 3, rows ``first_row..`` of the image) with its
     luma clipped to the quantization intervals of the decoded ``jpeg`` of the same rows. A
-    band below the top of the image must start on a block boundary of the grid."""
+    band below the top of the image must start on a block boundary of the grid. Only luma
+    goes through the DCT; chroma planes are kept as restored."""
     oy, ox = grid.offset
     if first_row and (first_row - oy) % BLOCK:
         raise ValueError(f"band at row {first_row} does not start on the 8x8 grid (offset {oy})")
     pad = ((-oy) % BLOCK if first_row == 0 else 0, (-ox) % BLOCK)
-    c, r = block_coefficients(jpeg, pad), block_coefficients(restored, pad)
-    lattice = np.round(c[0] / grid.luma) * grid.luma
-    r[0] = np.clip(r[0], lattice - grid.luma / 2, lattice + grid.luma / 2)
-    planes = np.stack([blocks_idct(p) for p in r])
+    planes = ycc_planes(restored)
+    c = blocks_dct(_padded(_luma(jpeg), pad))
+    r = blocks_dct(_padded(planes[0], pad))
+    lattice = np.round(c / grid.luma) * grid.luma
+    r = np.clip(r, lattice - grid.luma / 2, lattice + grid.luma / 2)
     h, w = restored.shape[:2]
-    planes = planes[:, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
+    planes[0] = blocks_idct(r)[pad[0]:pad[0] + h, pad[1]:pad[1] + w]
     return np.clip(np.round(_from_ycc(planes)), 0, 255).astype(np.uint8)
