@@ -15,7 +15,7 @@ from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.sources import expand
 from napari_jpeg_restore.core.training.data import load_images
-from napari_jpeg_restore.core.training.stages import total_cpu_hours
+from napari_jpeg_restore.core.training.lineage import total_cpu_hours
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

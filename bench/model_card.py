@@ -14,20 +14,11 @@ from napari_jpeg_restore.core.evaluate import evaluate_model, format_table
 from napari_jpeg_restore.core.registry import MODELS, load_model
 from napari_jpeg_restore.core.sources import expand
 from napari_jpeg_restore.core.training.data import load_images
-from napari_jpeg_restore.core.training.stages import total_cpu_hours
+from napari_jpeg_restore.core.training.lineage import run_chain, total_cpu_hours
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 QUALITIES = ["10", "20", "30", "40", "15", "25", "35", "45", "10+30"]
-
-
-def run_chain(meta: dict) -> list[dict]:
-    """The training runs behind a model, oldest first (each ``--init`` is the previous one)."""
-    chain = []
-    while meta:
-        chain.append(meta)
-        meta = meta.get("init")
-    return chain[::-1]
 
 
 def describe_run(meta: dict) -> str:

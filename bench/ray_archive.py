@@ -21,7 +21,7 @@ from napari_jpeg_restore.core.jpeg import encode_jpeg
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import save_weights
-from napari_jpeg_restore.core.training.stages import TrainOptions
+from napari_jpeg_restore.core.training.options import TrainOptions
 from napari_jpeg_restore.distributed._testing import moto_s3, synthetic
 from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, run
 from napari_jpeg_restore.distributed.train import run_training
@@ -82,11 +82,11 @@ def main() -> None:
             Image.fromarray(synthetic(i, (128, 160))).save(data / f"{i}.png")
         for workers in (1, 2):
             opts = TrainOptions(stage="restorer", data=str(data), out=str(tmp), encoder_mode="none",
-                                steps=a.train_steps, batch=8, patch=64, lr=1e-3)
+                                steps=a.train_steps, batch=8, patch=64, lr=1e-3,
+                                ckpt_every=a.train_steps, log_every=a.train_steps)
             result, _ = run_training(opts, storage=str(tmp / "store"), name=f"t{workers}",
-                                     workers=workers, ckpt_every=a.train_steps,
-                                     log_every=a.train_steps, log=lambda m: None)
-            train_rows.append((workers, result.metrics["samples_per_s"]))
+                                     workers=workers, log=lambda m: None)
+            train_rows.append((workers, result.metrics["patches_per_s"]))
         ray.shutdown()
     load_after = os.getloadavg()
     lines = [

@@ -14,6 +14,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+from .storage_options import parse_storage_options
+from .training.options import TrainOptions, add_train_args
 
 
 def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
@@ -28,10 +30,6 @@ def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
         p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default: 32)")
         p.add_argument("--ensemble", action="store_true",
                        help="average over the 8 rotations/flips of each tile: 8x slower, a little better")
-
-
-def _storage_options(text: str | None) -> dict:
-    return json.loads(text) if text else {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, nargs="+",
                    help="clean training images: folders, files, globs or URLs (not validation images)")
     p.add_argument("--crops", type=int, default=48, help="128-px crops of each kind (default 48)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the model runs (default: cpu; the shipped files were fitted there)")
 
     p = sub.add_parser("eval", help="benchmark on a folder of clean images",
                        description="Compress each clean image with libjpeg at each quality, restore it, "
@@ -112,45 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the encoder, the restorer or ARCNN",
                        description="Stage 1 'encoder' (MoCo contrastive CQE), stage 2 'restorer' (frozen "
                                    "encoder, L1 + 0.1 L1-FFT) or the 'arcnn' baseline. Checkpoints go "
-                                   "to OUT/last.pt atomically; --resume continues; OUT/model.pt at the end.")
-    p.add_argument("stage", choices=["encoder", "restorer", "arcnn"])
-    p.add_argument("--data", required=True, help="folder/URL of clean training images")
+                                   "to OUT/last.pt atomically; --resume continues; OUT/model.pt at the end. "
+                                   "The Ray job (python -m napari_jpeg_restore.distributed.train) takes "
+                                   "the same options and runs the same loop on several workers.")
+    add_train_args(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, model.pt)")
-    p.add_argument("--preset", default="lite", choices=["lite", "paper"])
-    p.add_argument("--channels", type=int, default=1, choices=[1, 3])
-    p.add_argument("--steps", type=int, default=20000, help="total steps (default: 20000)")
-    p.add_argument("--batch", type=int, default=None, help="default: 32 (encoder), 16 (others)")
-    p.add_argument("--patch", type=int, default=None, help="default: 64 (encoder), 96 (others)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
-    p.add_argument("--encoder", help="restorer stage: trained encoder weights (model.pt)")
-    p.add_argument("--encoder-mode", default="frozen", choices=["frozen", "none", "joint"],
-                   help="frozen pre-trained encoder (default), none (ablation model-1), joint: the "
-                        "encoder trains with the restorer (from scratch: model-2; with --init: "
-                        "fine-tuned)")
-    p.add_argument("--init", help="start from these weights (name or file) with a fresh optimizer and "
-                                  "schedule: fine-tuning")
-    p.add_argument("--qualities", type=int, nargs=3, default=[10, 90, 10], metavar=("LOW", "HIGH", "STEP"),
-                   help="training qualities low..high in steps (default: 10 90 10)")
-    p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],
-                   help="restorer/arcnn: draw quality q uniformly or with probability ~ 1/q")
-    p.add_argument("--double", type=float, default=0.0,
-                   help="restorer/arcnn: share of pairs compressed twice on shifted grids (default: 0)")
-    p.add_argument("--clean", type=float, default=0.0,
-                   help="restorer/arcnn: share of identity pairs, clean image in and out, so that "
-                        "uncompressed and near-lossless inputs are left alone (default: 0)")
-    p.add_argument("--temperature", type=float, default=0.2, help="InfoNCE temperature (default: 0.2)")
-    p.add_argument("--region", type=int, default=None,
-                   help="encoder: side of the region the two positive crops come from (default: 2.5 x "
-                        "patch; larger means less shared content between positives)")
-    p.add_argument("--val-data", help="folder/URL of clean validation images")
-    p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--until", type=int, default=None,
                    help="stop at this step (the lr schedule still spans --steps); --resume later")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--storage-options", help="JSON dict of fsspec options")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     return parser
 
 
@@ -159,7 +130,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
     from .registry import ModelNotAvailableError, load_model
     from .sources import expand
 
-    opts = _storage_options(a.storage_options)
+    opts = parse_storage_options(a.storage_options)
     try:  # once, before any file: a model that cannot load is one line, not one per file
         model = load_model(a.model, storage_options=opts) if a.model else None
     except (ModelNotAvailableError, OSError, RuntimeError) as err:
@@ -268,7 +239,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
         cal = calibrate_weights(a.model, [u for d in a.data for u in expand(d)], a.crops,
-                                progress=progress)
+                                device=a.device, progress=progress)
     kept = [q for q in QUALITIES if cal.restores(q)]
     print(f"restores Q{kept[0]}-{kept[-1]}" if kept else "restores no quality (passes through)")
     print(f"wrote {calibration_path(resolve_weights(a.model))}")
@@ -293,20 +264,11 @@ def cmd_embed(a: argparse.Namespace) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     import torch
 
-    from .training.stages import TrainOptions, train
+    from .training.stages import train
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    enc = a.stage == "encoder"
-    opts = TrainOptions(stage=a.stage, data=a.data, out=a.out, preset=a.preset, channels=a.channels,
-                        steps=a.steps, batch=a.batch or (32 if enc else 16),
-                        patch=a.patch or (64 if enc else 96), lr=a.lr, encoder=a.encoder,
-                        encoder_mode=a.encoder_mode, init=a.init, qualities=tuple(a.qualities),
-                        weighting=a.weighting, double=a.double, clean=a.clean, temperature=a.temperature, region=a.region,
-                        val_data=a.val_data, val_every=a.val_every, seed=a.seed, resume=a.resume,
-                        until=a.until, device=a.device,
-                        storage_options=_storage_options(a.storage_options))
-    print(f"wrote {train(opts)}")
+    print(f"wrote {train(TrainOptions.from_args(a))}")
     return 0
 
 

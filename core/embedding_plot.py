@@ -11,7 +11,7 @@ from .embedding import embed, project_2d, quality_ordering
 from .registry import default_model_name, load_model
 from .sources import expand
 from .training.data import load_images
-from .training.stages import quality_crops
+from .training.validators import quality_crops
 
 
 def plot_embeddings(points: np.ndarray, qualities: np.ndarray, path: str, title: str,

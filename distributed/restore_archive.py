@@ -75,8 +75,9 @@ from napari_jpeg_restore.core.registry import (
     resolve_weights,
 )
 from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
+from napari_jpeg_restore.core.storage_options import parse_storage_options, secret_values
 
-from ._common import credential_env, init_ray, parse_storage_options, redact, scrub, secret_values
+from ._common import credential_env, init_ray, redact, scrub
 
 MANIFEST_DIR = "_manifest"
 STATUSES = ("restored", "exists", "skipped", "failed")

@@ -39,7 +39,7 @@ def _tiny_model(steps: int) -> str:
         val_every=10**9, ckpt_every=10**9)
     path = out / "tiny-crl-gray.pt"
     from napari_jpeg_restore.core.embedding import as_encoder
-    from napari_jpeg_restore.core.training.stages import fit_quality_probe
+    from napari_jpeg_restore.core.training.validators import fit_quality_probe
 
     fit_quality_probe(as_encoder(model).eval(), [gray])  # a quality read-out for the inspector
     save_weights(model.eval(), path, meta={"purpose": "screenshots only"})

@@ -298,7 +298,8 @@ def test_actor_count_never_exceeds_what_the_cluster_can_hold():
 
 
 def test_redaction_of_secrets():
-    from napari_jpeg_restore.distributed._common import redact, scrub, secret_values
+    from napari_jpeg_restore.core.storage_options import secret_values
+    from napari_jpeg_restore.distributed._common import redact, scrub
 
     so = {"endpoint_url": "http://127.0.0.1:1", "key": "AKIAEXAMPLE", "secret": "s3cr3t-value",
           "client_kwargs": {"aws_session_token": "tok-123456", "region_name": "eu"}}
@@ -309,7 +310,7 @@ def test_redaction_of_secrets():
 
 
 def test_inline_secrets_are_warned_about_and_a_file_keeps_them_off_the_command_line(tmp_path):
-    from napari_jpeg_restore.distributed._common import parse_storage_options
+    from napari_jpeg_restore.core.storage_options import parse_storage_options
 
     warned: list[str] = []
     inline = '{"endpoint_url": "http://127.0.0.1:1", "secret": "s3cr3t-value"}'

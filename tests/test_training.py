@@ -1,4 +1,7 @@
-"""Training: a tiny run raises PSNR, checkpoints resume exactly, contrastive step works."""
+"""Training: a tiny run raises PSNR, checkpoints resume exactly, contrastive step works, time
+budget, bf16 and loader workers, streamed shards, one set of flags."""
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -6,15 +9,13 @@ from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
 from napari_jpeg_restore.core.training.data import ContrastiveSampler, PairSampler
+from napari_jpeg_restore.core.training.lineage import total_cpu_hours
 from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import fft_l1, info_nce, restoration_loss
-from napari_jpeg_restore.core.training.stages import (
-    TrainOptions,
-    restoration_validator,
-    total_cpu_hours,
-    train,
-)
+from napari_jpeg_restore.core.training.options import TrainOptions, add_train_args
+from napari_jpeg_restore.core.training.stages import train
 from napari_jpeg_restore.core.training.tasks import ContrastiveTask, RestorationTask
+from napari_jpeg_restore.core.training.validators import restoration_validator
 
 
 def _image(seed=0, size=(128, 160)):
@@ -76,7 +77,7 @@ def test_contrastive_step_updates_queue_and_key_encoder():
     rng = np.random.default_rng(0)
     for _ in range(2):
         task.train_mode()
-        loss = task.loss(rng, torch.device("cpu"))
+        loss = task.loss(task.sample(rng))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -178,3 +179,62 @@ def test_init_from_a_shallower_restorer_grows_it(tmp_path):
     assert grown.cfg.top_blocks == create_model("crl", "lite", 1).cfg.top_blocks > 1
     assert grown.meta["init"]["grown"] == [f"top.{i}" for i in range(1, grown.cfg.top_blocks)]
     assert grown.meta["init"]["steps"] == 7
+
+
+def _overfit_task(seed=0):
+    torch.manual_seed(seed)
+    img = _image(seed)
+    model = create_model("crl", "lite", 1, use_encoder=False, top_blocks=1)
+    return img, RestorationTask(model, PairSampler([img], patch=48, qualities=(10, 10, 10)), batch=4)
+
+
+def test_time_budget_ends_the_run_and_the_schedule(tmp_path):
+    _, task = _overfit_task()
+    state = fit(task, steps=100000, time_budget=4.0, out_dir=tmp_path, lr=1e-3, device=torch.device("cpu"),
+                log_every=5, ckpt_every=10**6)
+    assert 10 <= state["step"] < 100000  # the budget, not the step count, ended it
+    assert state["wall_seconds"] >= 2.0
+    assert state["history"][-1]["lr"] < 0.05 * 1e-3  # the cosine reached its floor with the budget
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == state["step"]  # saved at the end
+
+
+def test_bf16_autocast_and_loader_workers_train(tmp_path):
+    img, task = _overfit_task(1)
+    validate = restoration_validator(task.model, [img], qualities=(10,))
+    before = validate()["val_psnr_q10"]
+    state = fit(task, steps=80, out_dir=tmp_path, lr=2e-3, device=torch.device("cpu"), log_every=10,
+                precision="bf16", loader_workers=2)
+    after = validate()["val_psnr_q10"]
+    assert state["precision"] == "bf16" and state["step"] == 80
+    assert 0.0 <= state["history"][-1]["data_wait"] <= 1.0 and state["history"][-1]["patches_per_s"] > 0
+    assert after > before + 0.2
+
+
+def test_image_shard_streams_within_its_cache(tmp_path):
+    from napari_jpeg_restore.core.image_writing import write_image
+    from napari_jpeg_restore.core.training.data import ImageShard, load_images
+
+    paths = [str(tmp_path / f"{i}.png") for i in range(4)]
+    for i, p in enumerate(paths):
+        write_image(p, _image(i))
+    shard = ImageShard(paths, channels=1, cache_mb=0)  # keeps only the image in use
+    eager = load_images(paths, 1)
+    for i in (0, 3, 1, 0):
+        np.testing.assert_array_equal(shard[i], eager[i])
+    assert len(shard._cache) == 1 and len(shard) == 4
+
+
+def test_training_flags_are_defined_once_for_cli_and_ray(capsys):
+    from napari_jpeg_restore.core.cli import build_parser
+    from napari_jpeg_restore.distributed import train as ray_train
+
+    cli = build_parser().parse_args(["train", "encoder", "--data", "d", "--out", "o", "--init", "x.pt"])
+    opts = TrainOptions.from_args(cli)
+    assert (opts.patch, opts.batch, opts.init) == (64, 32, "x.pt")  # the Ray job had drifted to 96
+    shared = argparse.ArgumentParser()
+    add_train_args(shared)
+    flags = {s for a in shared._actions for s in a.option_strings} - {"-h", "--help"}
+    with pytest.raises(SystemExit):
+        ray_train.main(["--help"])
+    ray_help = capsys.readouterr().out
+    assert flags and all(f in ray_help for f in flags)

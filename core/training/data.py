@@ -1,6 +1,7 @@
 """Training data: clean images from a folder or fsspec URL, degraded on the fly with libjpeg."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,37 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 def load_images(urls: Sequence[str], channels: int, storage_options: dict | None = None) -> list[np.ndarray]:
     return [to_channels(read_image(u, storage_options=storage_options).array, channels) for u in urls]
+
+
+class ImageShard(Sequence):
+    """Training images read on first use and kept while they fit in ``cache_mb`` (the least
+    recently used leave first), so a worker's shard streams through memory instead of filling it.
+    Decoding is deterministic: a cached and a re-read image are the same array."""
+
+    def __init__(self, urls: Sequence[str], channels: int, storage_options: dict | None = None,
+                 cache_mb: int = 4096) -> None:
+        if not urls:
+            raise ValueError("no training images")
+        self.urls, self.channels, self.storage_options = list(urls), channels, storage_options
+        self.limit = cache_mb * 2**20
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        image = self._cache.get(i)
+        if image is not None:
+            self._cache.move_to_end(i)
+            return image
+        image = to_channels(read_image(self.urls[i], storage_options=self.storage_options).array,
+                            self.channels)
+        self._cache[i] = image
+        self._bytes += image.nbytes
+        while self._bytes > self.limit and len(self._cache) > 1:
+            self._bytes -= self._cache.popitem(last=False)[1].nbytes
+        return image
 
 
 def to_tensor(batch: Sequence[np.ndarray]) -> torch.Tensor:

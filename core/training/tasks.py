@@ -1,5 +1,6 @@
-"""What one training step computes, per stage. The loop (``loop.fit``) and the Ray DDP job
-both drive these, so single-process and distributed training share the same code."""
+"""What one training step computes, per stage: ``sample(rng)`` draws a batch (on the CPU, maybe
+in a loader process), ``loss(batch, forward=None)`` computes the loss on the batch's device.
+``forward`` is the model as trained (e.g. wrapped by DDP); the loop (``loop.fit``) drives both."""
 from __future__ import annotations
 
 import copy
@@ -38,9 +39,13 @@ class RestorationTask:
         if self.frozen is not None:
             self.frozen.eval()
 
-    def loss(self, rng: np.random.Generator, device: torch.device,
-             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        x, y = (t.to(device) for t in self.sampler.sample(self.batch, rng))
+    def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """(JPEG patches, clean patches)."""
+        return self.sampler.sample(self.batch, rng)
+
+    def loss(self, batch: tuple[torch.Tensor, ...],
+             forward: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        x, y = batch
         return restoration_loss((forward or self.model)(x), y, self.fft_weight)
 
     def state_dict(self) -> dict[str, Any]:
@@ -77,10 +82,10 @@ class ContrastiveTask:
         self.key_encoder.train()
 
     @torch.no_grad()
-    def _momentum_update(self, query: nn.Module) -> None:
-        for pk, pq in zip(self.key_encoder.parameters(), query.parameters()):
+    def _momentum_update(self) -> None:
+        for pk, pq in zip(self.key_encoder.parameters(), self.model.parameters()):
             pk.mul_(self.momentum).add_(pq.detach(), alpha=1 - self.momentum)
-        for bk, bq in zip(self.key_encoder.buffers(), query.buffers()):
+        for bk, bq in zip(self.key_encoder.buffers(), self.model.buffers()):
             bk.copy_(bq)
 
     @torch.no_grad()
@@ -99,16 +104,19 @@ class ContrastiveTask:
         self.queue[idx] = k.detach().cpu().to(self.queue.dtype)
         self.ptr = int((self.ptr + n) % self.queue.shape[0])
 
-    def loss(self, rng: np.random.Generator, device: torch.device,
-             forward: Callable[..., torch.Tensor] | None = None,
-             query_module: nn.Module | None = None) -> torch.Tensor:
-        """``forward``/``query_module``: the DDP-wrapped encoder and its inner module, if any."""
-        xq, xk, xh, _ = (t.to(device) for t in self.sampler.sample(self.batch, rng))
-        self.key_encoder.to(device)
-        self._momentum_update(query_module or self.model)
+    def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """(query views, key views, hard negatives)."""
+        return self.sampler.sample(self.batch, rng)[:3]
+
+    def loss(self, batch: tuple[torch.Tensor, ...],
+             forward: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        xq, xk, xh = batch
+        self.key_encoder.to(xq.device)
+        self._momentum_update()
         q = (forward or self.model)(xq, project=True)
         k, hard = self._keys(torch.cat([xk, xh])).chunk(2)
-        loss = info_nce(q, k, self.queue.to(device, copy=True), self.temperature, hard)  # enqueue edits it
+        loss = info_nce(q.float(), k.float(), self.queue.to(xq.device, copy=True), self.temperature,
+                        hard.float())  # copy: enqueue edits the queue
         self._enqueue(k)
         return loss
 

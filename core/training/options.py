@@ -1,0 +1,133 @@
+"""Training options, defined once: the dataclass every training path takes and the command-line
+flags that fill it (``jpeg-restore train`` and the Ray DDP job add only their own flags)."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..storage_options import parse_storage_options
+
+STAGES = ("encoder", "restorer", "arcnn")
+PRECISIONS = ("auto", "fp32", "bf16")
+PRESETS = ("lite", "base", "paper")  # models.RESTORER_PRESETS, named here without importing torch
+
+
+@dataclass
+class TrainOptions:
+    stage: str
+    data: str
+    out: str
+    preset: str = "lite"
+    channels: int = 1
+    steps: int = 20000
+    batch: int = 16
+    patch: int = 96
+    lr: float = 1e-4
+    encoder: str | None = None
+    encoder_mode: str = "frozen"  # frozen | none (ablation model-1) | joint (trained too; model-2)
+    init: str | None = None  # fine-tune: start from these weights (fresh optimizer and schedule)
+    qualities: tuple[int, int, int] = (10, 90, 10)  # low, high, step
+    weighting: str = "uniform"  # uniform | inverse (restorer/arcnn quality sampling)
+    double: float = 0.0  # share of double-compressed training pairs (restorer/arcnn)
+    clean: float = 0.0  # share of identity (clean -> clean) training pairs (restorer/arcnn)
+    temperature: float = 0.2
+    region: int | None = None  # encoder: side of the region both positive crops come from
+    queue: int = 4096
+    val_data: str | None = None
+    val_images: int = 8
+    val_every: int = 500
+    log_every: int = 50
+    ckpt_every: int = 200
+    seed: int = 0
+    resume: bool = False
+    until: int | None = None
+    time_budget: float | None = None  # seconds of training; the schedule ends with the budget
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the device runs it natively)
+    loader_workers: int = 0  # processes that crop and JPEG-compress batches (0: in the loop)
+    cache_mb: int = 4096  # decoded training images kept in memory per process (LRU)
+    compile: bool = False  # torch.compile the model
+    half_weights: bool = False  # store the exported weights in fp16
+    device: str = "cpu"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.patch % 8:
+            raise ValueError(f"--patch must be a multiple of 8, got {self.patch}")
+        self.qualities = tuple(self.qualities)
+
+    def public(self) -> dict[str, Any]:
+        """The options without ``storage_options`` (which may hold secrets): for metadata and logs."""
+        return {k: v for k, v in asdict(self).items() if k != "storage_options"}
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace, **overrides: Any) -> TrainOptions:
+        """From flags added by ``add_train_args``; batch and patch default per stage."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in vars(a).items() if k in names and v is not None}
+        enc = a.stage == "encoder"
+        values.setdefault("batch", 32 if enc else 16)
+        values.setdefault("patch", 64 if enc else 96)
+        values["storage_options"] = parse_storage_options(a.storage_options)
+        return cls(**{**values, **overrides})
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The flags of a training run, shared by ``jpeg-restore train`` and the Ray job."""
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--data", required=True,
+                   help="clean training images: folder, glob or fsspec URL (never validation images)")
+    p.add_argument("--preset", default="lite", choices=PRESETS,
+                   help="lite (CPU speed), base (GPU-trained shipped size) or paper (default: lite)")
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    p.add_argument("--steps", type=int, default=20000, help="total steps (default: 20000)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="train for at most this many seconds (steps still cap it), then save, "
+                        "validate and export; the lr schedule ends with the budget")
+    p.add_argument("--batch", type=int, default=None, help="batch per process (default: 32 encoder, 16 others)")
+    p.add_argument("--patch", type=int, default=None, help="patch side (default: 64 encoder, 96 others)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    p.add_argument("--encoder", help="restorer stage: trained encoder weights (name, path or URL)")
+    p.add_argument("--encoder-mode", default="frozen", choices=["frozen", "none", "joint"],
+                   help="frozen pre-trained encoder (default), none (ablation model-1), joint: the "
+                        "encoder trains with the restorer (from scratch: model-2; with --init: fine-tuned)")
+    p.add_argument("--init", help="start from these weights (name, path or URL) with a fresh "
+                                  "optimizer and schedule: fine-tuning")
+    p.add_argument("--qualities", type=int, nargs=3, default=[10, 90, 10], metavar=("LOW", "HIGH", "STEP"),
+                   help="training qualities low..high in steps (default: 10 90 10)")
+    p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],
+                   help="restorer/arcnn: draw quality q uniformly or with probability ~ 1/q")
+    p.add_argument("--double", type=float, default=0.0,
+                   help="restorer/arcnn: share of pairs compressed twice on shifted grids (default: 0)")
+    p.add_argument("--clean", type=float, default=0.0,
+                   help="restorer/arcnn: share of identity pairs, clean image in and out, so that "
+                        "uncompressed and near-lossless inputs are left alone (default: 0)")
+    p.add_argument("--temperature", type=float, default=0.2, help="encoder: InfoNCE temperature (default: 0.2)")
+    p.add_argument("--queue", type=int, default=4096, help="encoder: MoCo queue of negatives (default: 4096)")
+    p.add_argument("--region", type=int, default=None,
+                   help="encoder: side of the region the two positive crops come from (default: 2.5 x "
+                        "patch; larger means less shared content between positives)")
+    p.add_argument("--val-data", help="clean validation images (folder, glob or URL)")
+    p.add_argument("--val-images", type=int, default=8, help="validation images used (default: 8)")
+    p.add_argument("--val-every", type=int, default=500, help="steps between validations (default: 500)")
+    p.add_argument("--log-every", type=int, default=50, help="steps between log lines (default: 50)")
+    p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (default: 200)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default), bf16 autocast, or auto: bf16 where the device runs it natively "
+                        "(CUDA with bf16, CPUs with AVX512-BF16/AMX)")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="processes that crop and JPEG-compress batches beside the model "
+                        "(default: 0, in the loop; use the spare CPU cores when training on a GPU)")
+    p.add_argument("--cache-mb", type=int, default=4096,
+                   help="decoded training images kept in memory per process, least recently used "
+                        "dropped first (default: 4096)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--half-weights", action="store_true",
+                   help="store the exported model.pt in fp16 (half the size; loads as fp32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage-options", help="fsspec options: a JSON file (recommended for secrets) "
+                                             "or an inline JSON object")

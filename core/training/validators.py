@@ -1,0 +1,74 @@
+"""Validation during training (PSNR of restored JPEGs; how well encoder embeddings order
+qualities) and the encoder's linear quality read-out fitted after training."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..embedding import embed, quality_ordering
+from ..inference import run_model
+from ..jpeg import compress
+from ..metrics import psnr
+from .data import to_tensor
+
+VAL_QUALITIES = (10, 40)
+
+
+def restoration_validator(model: nn.Module, images: list[np.ndarray],
+                          qualities: tuple[int, ...] = VAL_QUALITIES) -> Callable[[], dict[str, float]]:
+    """Mean PSNR of JPEG and restored images per quality (whole images, libjpeg via Pillow)."""
+    pairs = [(q, im, compress(im, q)) for q in qualities for im in images]
+
+    def validate() -> dict[str, float]:
+        dev = next(model.parameters()).device
+        out: dict[str, list[float]] = {}
+        for q, clean, jpeg in pairs:
+            y = run_model(model, to_tensor([jpeg]).to(dev))[0].cpu().numpy()
+            y = np.round(y.clip(0, 1) * 255).astype(np.uint8)
+            y = y[0] if y.shape[0] == 1 else y.transpose(1, 2, 0)
+            out.setdefault(f"val_jpeg_q{q}", []).append(psnr(clean, jpeg))
+            out.setdefault(f"val_psnr_q{q}", []).append(psnr(clean, y))
+        return {k: float(np.mean(v)) for k, v in out.items()}
+    return validate
+
+
+def quality_crops(images: list[np.ndarray], qualities, crop: int = 128) -> tuple[list[np.ndarray], np.ndarray]:
+    """Centre crops of every image compressed at every quality, with the quality labels."""
+    crops, labels = [], []
+    for im in images:
+        h, w = im.shape[:2]
+        y, x = (h - crop) // 2 // 8 * 8, (w - crop) // 2 // 8 * 8
+        for q in qualities:
+            crops.append(compress(im, q)[y:y + crop, x:x + crop])
+            labels.append(q)
+    return crops, np.array(labels)
+
+
+def encoder_validator(model: nn.Module, images: list[np.ndarray]) -> Callable[[], dict[str, float]]:
+    qualities = range(10, 91, 10)
+    crops, labels = quality_crops(images, qualities)
+    groups = np.arange(len(labels)) // len(qualities)
+
+    def validate() -> dict[str, float]:
+        e, _ = embed(model, crops, device=str(next(model.parameters()).device))
+        scores = quality_ordering(e, labels, groups=groups)
+        return {"val_spearman": scores["spearman_pc1"], "val_knn_acc": scores["knn_accuracy"],
+                "val_spearman_within": scores["spearman_within_image"]}
+    return validate
+
+
+def fit_quality_probe(model: nn.Module, images: list[np.ndarray], ridge: float = 1e-3) -> float:
+    """Fit the encoder's linear quality read-out (ridge regression on embeddings of training
+    crops at Q5..Q95). Returns the mean absolute error in quality units."""
+    crops, labels = quality_crops(images, range(5, 96, 5), crop=96)
+    e, _ = embed(model, crops, device=str(next(model.parameters()).device))
+    x = np.hstack([e, np.ones((len(e), 1))])
+    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ labels.astype(np.float64))
+    head = model.quality_head
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(w[:-1]).float()[None])
+        head.bias.fill_(float(w[-1]))
+    return float(np.abs(x @ w - labels).mean())
