@@ -165,7 +165,7 @@ def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.d
     layout, oneDNN's fast path for convolutions (same numbers; 1.1-1.8x faster on AVX2 EPYC)."""
     if not isinstance(model, nn.Module):
         planes, _ = split_alpha(image)
-        model = load_model(model or default_model_name(planes.shape[2]))
+        model = load_model(model or default_model_name(planes.shape[2], device))
     layout = torch.channels_last if device.type == "cpu" else torch.preserve_format
     return model.to(device, memory_format=layout).eval()
 

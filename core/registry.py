@@ -47,19 +47,26 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {m.name: m for m in [
     ModelInfo("crl-lite-gray", "crl", 1, "contrastive-encoder restorer, CPU preset, grayscale"),
     ModelInfo("crl-lite-color", "crl", 3, "contrastive-encoder restorer, CPU preset, RGB"),
+    ModelInfo("crl-base-gray", "crl", 1, "contrastive-encoder restorer, GPU-trained base preset, grayscale"),
+    ModelInfo("crl-base-color", "crl", 3, "contrastive-encoder restorer, GPU-trained base preset, RGB"),
     ModelInfo("arcnn-gray", "arcnn", 1, "ARCNN baseline, grayscale"),
     ModelInfo("arcnn-color", "arcnn", 3, "ARCNN baseline, RGB"),
 ]}
 DEFAULT_MODELS = {1: "crl-lite-gray", 3: "crl-lite-color"}
+CUDA_MODELS = {1: "crl-base-gray", 3: "crl-base-color"}  # preferred on a GPU, when shipped
 
 
 def available_models() -> list[ModelInfo]:
     return list(MODELS.values())
 
 
-def default_model_name(channels: int) -> str:
-    """The default for gray (1) or colour (3) input; falls back to the other if not shipped."""
-    first = DEFAULT_MODELS[3 if channels >= 3 else 1]
+def default_model_name(channels: int, device: str | torch.device = "cpu") -> str:
+    """The default for gray (1) or colour (3) input: ``crl-base-*`` on CUDA where shipped, else
+    ``crl-lite-*``; falls back to the other colour type if one is not shipped."""
+    kind = 3 if channels >= 3 else 1
+    if torch.device(device).type == "cuda" and MODELS[CUDA_MODELS[kind]].has_weights:
+        return CUDA_MODELS[kind]
+    first = DEFAULT_MODELS[kind]
     if MODELS[first].has_weights:
         return first
     other = DEFAULT_MODELS[1 if channels >= 3 else 3]
@@ -70,10 +77,13 @@ def default_model_name(channels: int) -> str:
         "`jpeg-restore train` and pass --model PATH")
 
 
-def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    """Write a self-describing weights file (atomically)."""
-    save_checkpoint(path, {"config": config_to_dict(model.cfg), "state_dict": model.state_dict(),
-                           "meta": meta or {}})
+def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None,
+                 half: bool = False) -> None:
+    """Write a self-describing weights file (atomically). ``half`` stores floating-point tensors
+    in fp16 (half the size; loading casts them back to the model's fp32)."""
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"config": config_to_dict(model.cfg), "state_dict": state,
+                           "meta": {**(meta or {}), **({"stored": "fp16"} if half else {})}})
 
 
 def cache_folder() -> Path:

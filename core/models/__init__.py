@@ -1,8 +1,9 @@
 """Networks built from configs: ``create_model(family, preset, channels)`` or from a saved dict.
 
 Families: ``crl`` (restorer with the compression quality encoder), ``cqe`` (the encoder
-alone, for contrastive training) and ``arcnn``. Presets: ``paper`` (the paper's widths, for
-GPU training) and ``lite`` (CPU: works at half resolution after pixel-unshuffle).
+alone, for contrastive training) and ``arcnn``. Presets: ``paper`` (the paper's widths),
+``base`` (the GPU-trained shipped preset: the paper's encoder, a narrower decoder) and ``lite``
+(CPU: works at half resolution after pixel-unshuffle).
 """
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ from .restorer import Restorer, RestorerConfig
 
 ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 64, 128, 256), blocks_per_scale=2, unshuffle=1),
+    "base": dict(widths=(64, 64, 128, 256), blocks_per_scale=2, unshuffle=1),
     "lite": dict(widths=(16, 24, 32, 64), blocks_per_scale=1, unshuffle=2),
 }
 RESTORER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 96, 128), unshuffle=1, top_blocks=2, mid_attention=2, bottom_attention=4),
+    # base: the paper's encoder and depth at 3/4 of its decoder widths, 7.6 M parameters, so
+    # that its weights ship packed in fp16 under 16 MiB (the paper preset has 12 M).
+    "base": dict(widths=(48, 64, 96), unshuffle=1, top_blocks=2, mid_attention=2, bottom_attention=3),
     "lite": dict(widths=(32, 48, 64), unshuffle=2, top_blocks=5, mid_attention=1, bottom_attention=2),
 }
 FAMILIES = ("crl", "cqe", "arcnn")
