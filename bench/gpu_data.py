@@ -36,7 +36,7 @@ def sent_bytes() -> int:
 def lossless_webp(src: Path, dst: Path) -> int:
     image = Image.open(src)
     buf = io.BytesIO()
-    image.save(buf, "WEBP", lossless=True, quality=100, method=6)
+    image.save(buf, "WEBP", lossless=True, quality=100, method=4)  # 6 is 5x slower for ~2%
     back = Image.open(io.BytesIO(buf.getvalue())).convert(image.mode)
     if not np.array_equal(np.asarray(back), np.asarray(image)):
         raise RuntimeError(f"{src}: WebP round trip changed pixels")

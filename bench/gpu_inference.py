@@ -74,13 +74,15 @@ def main() -> None:
         on_cpu = psnr(clean, restore(small, model.to("cpu"), device="cpu", calibrated=False))
         model.to(device)
         cells += [f"{out['bf16'] - out['fp32']:+.3f}", f"{out['fp32'] - on_cpu:+.4f}"]
-        lines.append(f"| {Path(name).stem if name.endswith('.pt') else name} | " + " | ".join(cells) + " |")
+        label = Path(name).parent.name if name.endswith(".pt") else name  # a run folder's name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     if device.type == "cuda":
         _, big = test_pair(1, a.large_megapixels)
         torch.cuda.reset_peak_memory_stats()
-        restore(big, load_model(names[0]).to(device), tile=512, device=device, calibrated=False)
-        lines += ["", (f"Peak GPU memory restoring a {a.large_megapixels:g}-MP gray image with {names[0]} "
+        heaviest = names[-1]
+        restore(big, load_model(heaviest).to(device), tile=512, device=device, calibrated=False)
+        lines += ["", (f"Peak GPU memory restoring a {a.large_megapixels:g}-MP image with {heaviest} "
                       f"(tile 512): {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

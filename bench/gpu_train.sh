@@ -30,14 +30,14 @@ export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" OMP_WAIT_POLICY=PASSIVE PYT
 JR=("$PY" -m napari_jpeg_restore.core.cli)
 DEVICE=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 { echo "# $(date -u +%FT%TZ) device=$DEVICE budget=${BUDGET}s patch=$PATCH batch=$BATCH workers=$WORKERS"
-  cat "$DATA/SUMMARY.txt"; command -v nvidia-smi >/dev/null && nvidia-smi -L; } | tee "$LOG"
+  cat "$DATA/SUMMARY.txt"; if command -v nvidia-smi >/dev/null; then nvidia-smi -L; fi; } | tee "$LOG"
 
 train() {  # STAGE NAME CHANNELS SECONDS [more train options]
   local stage=$1 name=$2 channels=$3 seconds=$4; shift 4
   "${JR[@]}" train "$stage" --data "$DATA/train" --out "$RUNS/$name" --preset base \
     --channels "$channels" --device "$DEVICE" --precision auto --loader-workers "$WORKERS" \
     --time-budget "$seconds" --steps 1000000 --log-every 25 --ckpt-every 1000000 "$@" 2>&1 \
-    | grep -v '^train:' | sed "s/^/[$name] /" | tee -a "$LOG"
+    | tr '\r' '\n' | grep -v '^train:' | sed "s/^/[$name] /" | tee -a "$LOG"
 }
 
 for kind in gray color; do

@@ -13,8 +13,8 @@ from pathlib import Path
 # passive; bench/speed.md). A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .filesystem import parse_storage_options
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY
-from .storage_options import parse_storage_options
 from .training.options import TrainOptions, add_train_args
 
 
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_restore(a: argparse.Namespace) -> int:
-    from .batch import restore_files
+    from .file_restore import restore_files
     from .registry import ModelNotAvailableError, load_model
     from .sources import expand
 

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
 from typing import BinaryIO
 
-import fsspec
 import numpy as np
 import tifffile
-from fsspec.implementations.local import LocalFileSystem
 
+from .filesystem import write_atomically
 from .output_paths import extension
 
 Band = tuple[int, np.ndarray]  # (first row, rows): HxW, HxWx3 or HxWx4 slices of the image
@@ -117,36 +114,6 @@ def _tiff(f: BinaryIO, shape: tuple[int, ...], dtype: np.dtype, bands: Iterable[
                      compression="zlib", predictor=True, iccprofile=icc, metadata=None)
 
 
-def write_local_atomically(path: str, fill) -> None:
-    """Call ``fill(file)`` on a new temp file beside ``path``, then rename it over ``path``."""
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(tmp, "xb") as f:  # exclusive: never an existing file
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_remote(fs: fsspec.AbstractFileSystem, path: str, fill) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with fs.open(tmp, "wb") as f:
-            fill(f)
-        fs.mv(tmp, path)
-    except BaseException:
-        with suppress(Exception):
-            if fs.exists(tmp):
-                fs.rm(tmp)
-        raise
-
-
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -172,11 +139,7 @@ def write_image_bands(dest: str | os.PathLike, shape: tuple[int, ...], dtype: np
         encode(f, shape, dtype, _guarded(bands), icc)
 
     try:
-        fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
-        if isinstance(fs, LocalFileSystem):
-            write_local_atomically(path, fill)
-        else:
-            _write_remote(fs, path, fill)
+        write_atomically(dest, fill, storage_options)
     except _BandsFailed as failed:  # e.g. the restorer: its own error, not a write error
         raise failed.__cause__ from None
     except OSError as err:

@@ -19,8 +19,8 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from .image_writing import icc_matching
 from .consistency import JpegGrid
+from .image_writing import icc_matching
 from .jpeg import QualityEstimate, estimate_quality, read_quant_tables
 
 MAX_PIXELS = 100_000_000  # refuse larger images unless allow_large (--allow-large)

@@ -20,8 +20,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from .filesystem import is_local, resolve
 
 EXTENSIONS = {"png": ".png", "tiff": ".tif", "tif": ".tif"}
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -80,8 +79,8 @@ def folds_case(folder: str) -> bool:
 def canonical(path: str, storage_options: dict | None = None, fold: bool = False) -> str:
     """One spelling per file: local paths resolved (symlinks, ``..``, ``file://``), URLs with
     their protocol and a normalised key; case-folded when ``fold``."""
-    fs, p = fsspec.core.url_to_fs(os.fspath(path), **(storage_options or {}))
-    if isinstance(fs, LocalFileSystem):
+    fs, p = resolve(path, storage_options)
+    if is_local(fs):
         name = os.path.realpath(p)
     else:
         name = fs.unstrip_protocol(posixpath.normpath("/" + p).lstrip("/"))
@@ -102,8 +101,8 @@ class OutputPlan:
 
 
 def output_folder_folds_case(out_dir: str, storage_options: dict | None = None) -> bool:
-    fs, root = fsspec.core.url_to_fs(out_dir, **(storage_options or {}))
-    return isinstance(fs, LocalFileSystem) and os.path.isdir(root) and folds_case(root)
+    fs, root = resolve(out_dir, storage_options)
+    return is_local(fs) and os.path.isdir(root) and folds_case(root)
 
 
 def plan_outputs(inputs: Iterable[str], out_dir: str, format: str = "png",

@@ -12,12 +12,11 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import fsspec
 import torch
 from torch import nn
 
 from .consistency import Calibration, calibration_path
-from .image_writing import write_local_atomically
+from .filesystem import resolve, write_atomically
 from .models import config_from_dict, config_to_dict, model_from_config
 from .training.checkpoint import save_checkpoint
 
@@ -96,7 +95,7 @@ def fetch_weights(url: str, storage_options: dict | None = None) -> Path:
     """A local copy of a weights file at an fsspec URL (``s3://``, ``gs://``, ``memory://``...),
     with its calibration when there is one beside it; fetched again on every call (the copy
     is replaced atomically), so a retrained model is never served stale."""
-    fs, remote = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    fs, remote = resolve(url, storage_options)
     local = cache_folder() / hashlib.sha1(url.encode()).hexdigest()[:16] / PurePosixPath(remote).name
     try:
         for src, dst in ((remote, local), (str(calibration_path(PurePosixPath(remote))),
@@ -105,7 +104,7 @@ def fetch_weights(url: str, storage_options: dict | None = None) -> Path:
                 dst.unlink(missing_ok=True)
                 continue
             data = fs.cat_file(src)
-            write_local_atomically(str(dst), lambda f, data=data: f.write(data))
+            write_atomically(dst, lambda f, data=data: f.write(data))
     except FileNotFoundError:
         raise ModelNotAvailableError(f"no weights file at {url}") from None
     return local

@@ -15,7 +15,7 @@ How it works
   absolute keys are refused (status ``failed``, with the reason); a ``--dst`` that is ``--src``
   or a folder above it is refused before any actor starts; a ``--dst`` inside ``--src`` is fine
   (its keys are never taken as inputs).
-* The file step is ``core.batch.restore_file``, as in the CLI: images above
+* The file step is ``core.file_restore.restore_file``, as in the CLI: images above
   ``--skip-above-quality`` (default 90) or without JPEG traces are left alone (status
   ``skipped``, with the reason), the rest are restored one row of tiles at a time, kept
   consistent with their JPEG, and streamed to the output.
@@ -55,9 +55,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
-from napari_jpeg_restore.core.batch import restore_file
 from napari_jpeg_restore.core.consistency import calibration_path
+from napari_jpeg_restore.core.file_restore import restore_file
+from napari_jpeg_restore.core.filesystem import (
+    is_local,
+    parse_storage_options,
+    resolve,
+    secret_values,
+    write_atomically,
+)
 from napari_jpeg_restore.core.inference import resolve_device
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 from napari_jpeg_restore.core.output_paths import (
@@ -75,7 +81,6 @@ from napari_jpeg_restore.core.registry import (
     resolve_weights,
 )
 from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
-from napari_jpeg_restore.core.storage_options import parse_storage_options, secret_values
 
 from ._common import credential_env, init_ray, redact, scrub
 
@@ -94,12 +99,8 @@ class Item:
     dst: str  # full URL (or local path) of the output
 
 
-def _fs(url: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
-    return fsspec.core.url_to_fs(url, **(storage_options or {}))
-
-
 def _full(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
 def _iter_s3(fs, root: str) -> Iterator[str]:
@@ -119,7 +120,7 @@ def _iter_s3(fs, root: str) -> Iterator[str]:
 
 def iter_files(src: str, storage_options: dict | None = None) -> Iterator[tuple[str, str]]:
     """(full path, key relative to ``src``) of every file under ``src``, streamed."""
-    fs, root = _fs(src, storage_options)
+    fs, root = resolve(src, storage_options)
     root = root.rstrip("/")
     if fs.isfile(root):
         yield _full(fs, root), PurePosixPath(root).name
@@ -197,7 +198,7 @@ class Restorer:
     def __init__(self, model: str | None, model_blob: tuple[bytes, bytes | None] | None, *, device: str = "cpu",
                  threads: int = 1, tile: int = 512, ensemble: bool = False, fmt: str = "png",
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY, storage_options: dict | None = None,
-                 env: dict[str, str] | None = None, throttle: float = 0.0) -> None:
+                 env: dict[str, str] | None = None) -> None:
         os.environ.update(env or {})
         import ray
         import torch
@@ -208,7 +209,7 @@ class Restorer:
         self.so = storage_options or {}
         self.secrets = secret_values(self.so, env)
         self.tile, self.ensemble, self.fmt = tile, ensemble, fmt
-        self.skip_above, self.throttle = skip_above_quality, throttle
+        self.skip_above = skip_above_quality
         if model_blob is not None:  # a weights file (and calibration) through the object store
             weights, calibration = model_blob
             folder = Path(tempfile.mkdtemp(prefix="jpeg-restore-model-"))
@@ -218,8 +219,9 @@ class Restorer:
                 calibration_path(model).write_bytes(calibration)
         self.model = load_model(model, self.device) if model else None  # None: per image default
 
-    def pid(self) -> int:
-        return os.getpid()
+    def placement(self) -> str:
+        """Where this actor runs: its device and the GPU ids Ray assigned to it."""
+        return f"{self.device}" + (f", GPU {','.join(self.gpus)}" if self.gpus else "")
 
     def process(self, batch: list[Item]) -> list[dict[str, Any]]:
         return [self._one(item) for item in batch]
@@ -243,8 +245,6 @@ class Restorer:
                 row["output"] = item.dst
                 if self.gpus:
                     row["gpus"] = self.gpus
-            if self.throttle:
-                time.sleep(self.throttle)
         except Exception as err:  # noqa: BLE001 - every per-file problem is a manifest row
             row["error"] = scrub(" ".join(str(err).split()) or type(err).__name__, self.secrets)
         row["seconds"] = round(time.perf_counter() - t0, 4)
@@ -267,10 +267,11 @@ class Manifest:
 
     def __init__(self, dst: str, run_id: str, storage_options: dict | None = None,
                  flush_seconds: float = 10.0) -> None:
-        self.fs, root = _fs(dst, storage_options)
+        self.fs, root = resolve(dst, storage_options)
+        self.so = storage_options
         self.root = f"{root.rstrip('/')}/{MANIFEST_DIR}"
         self.run_id = run_id
-        self.local = isinstance(self.fs, LocalFileSystem)
+        self.local = is_local(self.fs)
         self.fs.makedirs(self.root, exist_ok=True)
         self.rows: list[dict] = []
         self.part = 0
@@ -300,13 +301,14 @@ class Manifest:
         self.rows = []
 
     def write_info(self, info: dict) -> None:
-        self.fs.pipe_file(f"{self.root}/{self.run_id}.run.json",
-                          json.dumps(redact(info), indent=2, sort_keys=True, default=str).encode())
+        text = json.dumps(redact(info), indent=2, sort_keys=True, default=str).encode()
+        write_atomically(_full(self.fs, f"{self.root}/{self.run_id}.run.json"),
+                         lambda f: f.write(text), self.so)
 
 
 def read_manifest(dst: str, storage_options: dict | None = None) -> list[dict]:
     """Every manifest row under ``dst`` in the order written (runs sort by their time-stamped id)."""
-    fs, root = _fs(dst, storage_options)
+    fs, root = resolve(dst, storage_options)
     base = f"{root.rstrip('/')}/{MANIFEST_DIR}"
     if not fs.exists(base):
         return []
@@ -341,7 +343,6 @@ class ArchiveConfig:
     address: str | None = None
     progress_every: float = 10.0
     manifest_every: float = 10.0
-    throttle: float = 0.0
     strict: bool = False
     startup_timeout: float = 600.0
     device: str = "auto"
@@ -430,7 +431,7 @@ class StartingPool:
     ``timeout`` seconds) the job stops with RuntimeError instead of waiting forever."""
 
     def __init__(self, actors: list, timeout: float, log=print) -> None:
-        self.starting = {a.pid.remote(): i for i, a in enumerate(actors)}
+        self.starting = {a.placement.remote(): i for i, a in enumerate(actors)}
         self.actors, self.up, self.causes, self.log = actors, [], [], log
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
@@ -452,7 +453,7 @@ class StartingPool:
                 for ref in done:
                     i = self.starting.pop(ref)
                     try:
-                        ray.get(ref)
+                        self.log(f"actor {i} started on {ray.get(ref)}")
                         self.up.append(i)
                     except ray.exceptions.RayError as err:
                         self.causes.append(_cause(err))
@@ -505,7 +506,7 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
                                threads=max(1, int(cfg.cpus_per_worker)), tile=cfg.tile,
                                ensemble=cfg.ensemble, fmt=fmt,
                                skip_above_quality=cfg.skip_above_quality, storage_options=so,
-                               env=env, throttle=cfg.throttle) for _ in range(n)]
+                               env=env) for _ in range(n)]
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     manifest = Manifest(cfg.dst, run_id, so, cfg.manifest_every)
     info: dict[str, Any] = {"run_id": run_id, "status": "running", "config": asdict(cfg), "ray": where, "device": device, "workers": n,
@@ -644,8 +645,6 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between lines")
     p.add_argument("--manifest-every", type=float, default=10.0,
                    help="seconds between manifest part objects on object stores")
-    p.add_argument("--throttle", type=float, default=0.0,
-                   help="seconds each actor sleeps after a file (rate limiting, tests)")
     p.add_argument("--startup-timeout", type=float, default=600.0, metavar="S",
                    help="seconds to wait for actors to be scheduled and started; actors still "
                         "waiting then are dropped, and with none started the job fails (default 600)")
@@ -660,7 +659,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                          format=a.format, tile=a.tile, ensemble=a.ensemble,
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,
-                         manifest_every=a.manifest_every, throttle=a.throttle,
+                         manifest_every=a.manifest_every,
                          strict=a.strict, startup_timeout=a.startup_timeout, device=a.device)
 
 

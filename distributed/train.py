@@ -47,6 +47,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from napari_jpeg_restore.core.filesystem import is_local, resolve
 from napari_jpeg_restore.core.training.options import TrainOptions, add_train_args
 
 from ._common import credential_env, init_ray, redact
@@ -176,11 +177,8 @@ def train_func(config: dict[str, Any]) -> None:
 def _storage(url: str, storage_options: dict) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for ``RunConfig``: local paths as they are; URLs
     through fsspec (so ``--storage-options`` apply) wrapped as a pyarrow filesystem."""
-    import fsspec
-    from fsspec.implementations.local import LocalFileSystem
-
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    if isinstance(fs, LocalFileSystem):
+    fs, path = resolve(url, storage_options)
+    if is_local(fs):
         return os.path.abspath(path), None
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -199,7 +197,6 @@ def run_training(opts: TrainOptions, *, storage: str, name: str | None = None, w
                  gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_failures: int = 3,
                  out: str | None = None, address: str | None = None, log=print):
     """Train on the connected (or a local) Ray cluster. Returns (ray.train.Result, weights URL)."""
-    import fsspec
     import ray
     from napari_jpeg_restore.core.training.stages import WEIGHTS
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -227,7 +224,7 @@ def run_training(opts: TrainOptions, *, storage: str, name: str | None = None, w
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    fs, root = fsspec.core.url_to_fs(storage, **so)
+    fs, root = resolve(storage, so)
     dest = f"{root.rstrip('/')}/{name}/{WEIGHTS}"
     with result.checkpoint.as_directory() as d:
         weights = Path(d) / WEIGHTS

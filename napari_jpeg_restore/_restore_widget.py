@@ -148,7 +148,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
 
     def run(self, *_args):
         """Start restoring the chosen layer; returns the worker, or None after a notification."""
-        from napari_jpeg_restore.core.batch import skip_reason
+        from napari_jpeg_restore.core.file_restore import skip_reason
         from napari_jpeg_restore.core.inference import resolve_device
 
         if self.running:

@@ -104,11 +104,11 @@ def test_never_overwrites_an_input(tmp_path, weights, capsys):
 def test_progress_counts_tiles_of_one_image(tmp_path, weights, capsys, monkeypatch):
     import functools
 
-    from napari_jpeg_restore.core import batch
+    from napari_jpeg_restore.core import file_restore
 
     # A big image's bar, without the wait and with every update drawn, however fast the machine.
-    monkeypatch.setattr(batch, "PROGRESS_DELAY", 0.0)
-    monkeypatch.setattr(batch, "tqdm", functools.partial(batch.tqdm, mininterval=0, miniters=1))
+    monkeypatch.setattr(file_restore, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(file_restore, "tqdm", functools.partial(file_restore.tqdm, mininterval=0, miniters=1))
     src = tmp_path / "one.jpg"
     src.write_bytes(encode_jpeg(_photo(128, 128), 30))
     assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--model", weights,

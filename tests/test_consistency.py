@@ -134,8 +134,8 @@ def test_calibration_restores_only_where_every_kind_gains(tmp_path):
 def test_shipped_models_do_no_harm_at_any_quality(name, tmp_path):
     """Q10...Q100 in steps of 5 on a crop of a bundled sample, as a file is restored: never
     a loss; where the model does not gain (Q95 up) the image comes back bit for bit."""
-    from napari_jpeg_restore.core.batch import restore_file
     from napari_jpeg_restore.core.demo import SAMPLE
+    from napari_jpeg_restore.core.file_restore import restore_file
 
     clean = read_image(SAMPLE).array[96:288, 160:352]
     clean = clean if name.endswith("color") else clean[..., 1]

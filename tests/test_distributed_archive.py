@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,10 +20,10 @@ pytest.importorskip("s3fs", reason="needs s3fs (the s3 extra)")
 pytest.importorskip("moto.server", reason="needs moto[server] (dev extra)")
 
 import fsspec
+from helpers import moto_s3, synthetic, train_tiny_restorer
 from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
 from napari_jpeg_restore.core.metrics import psnr
-from napari_jpeg_restore.distributed._testing import moto_s3, synthetic, train_tiny_restorer
 from napari_jpeg_restore.distributed.restore_archive import (
     ArchiveConfig,
     Item,
@@ -135,12 +136,19 @@ def test_ensemble_option_reaches_the_actors(cluster, tiny_model, tmp_path):
                                                        jpeg=loaded.jpeg_grid))
 
 
+def _slow_archive(src: Path, keys: list[str]) -> None:
+    """JPEGs that take a while each: 384 px, restored with the x8 self-ensemble (--ensemble)."""
+    for i, key in enumerate(keys):
+        (src / key).parent.mkdir(parents=True, exist_ok=True)
+        (src / key).write_bytes(encode_jpeg(synthetic(i, (384, 384)), 10 + 5 * (i % 5)))
+
+
 def _job_with_a_first_output(src: Path, dst: Path, model: str, cluster: str) -> subprocess.Popen:
-    """The archive job as a driver process (its own process group), slowed down by a throttle,
-    returned once its first output exists (or it ended, or 90 s passed)."""
+    """The archive job as a driver process (its own process group), one actor, one file per
+    batch, returned once its first output exists (or it ended, or 90 s passed)."""
     cmd = [sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive", "--src",
-           str(src), "--dst", str(dst), "--model", model, "--workers", "1",
-           "--batch-size", "1", "--throttle", "0.4", "--address", cluster]
+           str(src), "--dst", str(dst), "--model", model, "--workers", "1", "--ensemble",
+           "--batch-size", "1", "--address", cluster]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.monotonic() + 90
@@ -152,9 +160,7 @@ def _job_with_a_first_output(src: Path, dst: Path, model: str, cluster: str) -> 
 def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, tmp_path):
     src, dst = tmp_path / "in", tmp_path / "out"
     keys = [f"{d}img{i:02d}.jpg" for i, d in enumerate(["", "x/"] * 7)]
-    for i, key in enumerate(keys):
-        (src / key).parent.mkdir(parents=True, exist_ok=True)
-        (src / key).write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10 + 5 * (i % 5)))
+    _slow_archive(src, keys)
     proc = _job_with_a_first_output(src, dst, tiny_model, cluster)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-way; Ray reaps its actors
@@ -182,10 +188,8 @@ def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, 
 def test_stopped_job_is_marked_interrupted_and_every_output_has_a_row(cluster, tiny_model, tmp_path):
     """SIGTERM is what `ray job stop` sends the driver."""
     src, dst = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
     keys = [f"img{i:02d}.jpg" for i in range(12)]
-    for i, key in enumerate(keys):
-        (src / key).write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10))
+    _slow_archive(src, keys)
     proc = _job_with_a_first_output(src, dst, tiny_model, cluster)
     try:
         proc.send_signal(signal.SIGTERM)
@@ -206,16 +210,27 @@ def test_stopped_job_is_marked_interrupted_and_every_output_has_a_row(cluster, t
 
 
 def test_crashed_actor_is_replaced_and_its_batch_retried(cluster, tiny_model, tmp_path):
-    (tmp_path / "a.jpg").write_bytes(encode_jpeg(synthetic(1, (64, 64)), 10))
-    actor = restorer_actor(1, 0).remote(tiny_model, None, throttle=3.0)
-    first_pid = ray.get(actor.pid.remote())
-    ref = actor.process.remote([Item(str(tmp_path / "a.jpg"), "a.jpg", str(tmp_path / "a.png"))])
-    time.sleep(1.0)
-    os.kill(first_pid, signal.SIGKILL)  # a worker crash in the middle of the batch
-    rows = ray.get(ref, timeout=120)
-    assert [r["status"] for r in rows] in (["restored"], ["exists"])
-    assert ray.get(actor.pid.remote()) != first_pid
-    assert (tmp_path / "a.png").is_file()
+    items = []
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes(encode_jpeg(synthetic(i, (384, 384)), 10))
+        items.append(Item(str(tmp_path / f"{i}.jpg"), f"{i}.jpg", str(tmp_path / f"{i}.png")))
+    actor = restorer_actor(1, 0).remote(tiny_model, None, ensemble=True)
+    assert ray.get(actor.placement.remote()) == "cpu"
+
+    def actor_processes() -> set[int]:  # this test's cluster: descendants of this process
+        return {p.pid for p in psutil.Process().children(recursive=True)
+                if "Restorer" in " ".join(p.cmdline())}
+    (first_pid,) = actor_processes()
+    ref = actor.process.remote(items)
+    for _ in range(1200):  # a worker crash in the middle of the batch: after its first output
+        if (tmp_path / "0.png").is_file():
+            break
+        time.sleep(0.05)
+    os.kill(first_pid, signal.SIGKILL)
+    rows = ray.get(ref, timeout=300)
+    assert {r["status"] for r in rows} <= {"restored", "exists"} and len(rows) == 6
+    assert actor_processes() - {first_pid}  # a new worker process took over
+    assert all((tmp_path / f"{i}.png").is_file() for i in range(6))
     ray.kill(actor)
 
 
@@ -255,16 +270,20 @@ def test_actors_that_cannot_start_stop_the_job_with_their_cause(cluster):
 GPU_PINNING = """
 import json, sys, tempfile
 import ray
-from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, read_manifest, run
+from napari_jpeg_restore.distributed.restore_archive import (ArchiveConfig, read_manifest,
+                                                             restorer_actor, run)
 
 src, dst, model = sys.argv[1:4]
 ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False,
          _temp_dir=tempfile.mkdtemp(prefix="jr-gpu-"))  # Ray's fake GPUs: resources only
 lines = []
 summary = run(ArchiveConfig(src=src, dst=dst, model=model, gpus_per_worker=0.5, device="cpu",
-                            batch_size=1, throttle=0.3), log=lines.append)
+                            batch_size=1), log=lines.append)
 rows = [r for r in read_manifest(dst) if r["status"] == "restored"]
-print(json.dumps({"lines": lines, "workers": summary.workers, "gpus": [r.get("gpus") for r in rows]}))
+actors = [restorer_actor(1, 0.5).remote(model, None, device="cpu") for _ in range(4)]
+placed = sorted(ray.get([a.placement.remote() for a in actors]))
+print(json.dumps({"lines": lines, "workers": summary.workers, "gpus": [r.get("gpus") for r in rows],
+                  "placed": placed}))
 ray.shutdown()
 """
 
@@ -284,6 +303,7 @@ def test_actors_are_pinned_to_gpus_two_per_gpu_at_half_a_gpu(tiny_model, tmp_pat
     assert any("4 cpu actor(s)" in ln for ln in res["lines"]), res["lines"]
     assert len(res["gpus"]) == 16 and all(g and len(g) == 1 for g in res["gpus"])
     assert {g[0] for g in res["gpus"]} <= {"0", "1"}
+    assert res["placed"] == ["cpu, GPU 0", "cpu, GPU 0", "cpu, GPU 1", "cpu, GPU 1"]  # half a GPU each
 
 
 def test_actor_count_never_exceeds_what_the_cluster_can_hold():
@@ -298,7 +318,7 @@ def test_actor_count_never_exceeds_what_the_cluster_can_hold():
 
 
 def test_redaction_of_secrets():
-    from napari_jpeg_restore.core.storage_options import secret_values
+    from napari_jpeg_restore.core.filesystem import secret_values
     from napari_jpeg_restore.distributed._common import redact, scrub
 
     so = {"endpoint_url": "http://127.0.0.1:1", "key": "AKIAEXAMPLE", "secret": "s3cr3t-value",
@@ -310,7 +330,7 @@ def test_redaction_of_secrets():
 
 
 def test_inline_secrets_are_warned_about_and_a_file_keeps_them_off_the_command_line(tmp_path):
-    from napari_jpeg_restore.core.storage_options import parse_storage_options
+    from napari_jpeg_restore.core.filesystem import parse_storage_options
 
     warned: list[str] = []
     inline = '{"endpoint_url": "http://127.0.0.1:1", "secret": "s3cr3t-value"}'

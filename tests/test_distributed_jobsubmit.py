@@ -20,13 +20,13 @@ pytest.importorskip("s3fs", reason="needs s3fs (the s3 extra)")
 pytest.importorskip("moto.server", reason="needs moto[server] (dev extra)")
 
 import fsspec
-from napari_jpeg_restore.core.jpeg import encode_jpeg
-from napari_jpeg_restore.distributed._testing import (
+from helpers import (
     free_port,
     moto_s3,
     synthetic,
     train_tiny_restorer,
 )
+from napari_jpeg_restore.core.jpeg import encode_jpeg
 
 # The timeout only guards against hangs: with two busy processes on two cores the DDP
 # restart test took over 400 s (about 90 s on a quiet machine).

@@ -18,11 +18,11 @@ ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'napar
 pytest.importorskip("ray.train.torch", reason="needs ray[train]")
 
 import torch
+from helpers import synthetic
 from napari_jpeg_restore.core.models import QualityEncoder, Restorer
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.training.options import TrainOptions
 from napari_jpeg_restore.core.training.stages import train
-from napari_jpeg_restore.distributed._testing import synthetic
 from napari_jpeg_restore.distributed.train import run_training
 
 # The timeout only guards against hangs: with two busy processes on two cores the DDP

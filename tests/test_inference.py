@@ -166,7 +166,7 @@ def test_restoring_a_file_costs_little_beyond_its_decoded_pixels(tmp_path):
     # VmHWM (peak) and VmRSS (now) of the child's own address space; ru_maxrss would carry
     # the forking parent's peak across exec.
     script = f"""
-from napari_jpeg_restore.core.batch import restore_file
+from napari_jpeg_restore.core.file_restore import restore_file
 from napari_jpeg_restore.core.registry import load_model
 def status(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) * 1024

@@ -82,3 +82,25 @@ def test_growth_keeps_the_function_and_refuses_other_mismatches():
         load_grown(create_model("crl", "lite", 1, top_blocks=1, mid_attention=2), small.state_dict())
     with pytest.raises(ValueError, match="size mismatch|shape"):
         load_grown(create_model("crl", "lite", 1, top_blocks=1, widths=(16, 48, 64)), small.state_dict())
+
+
+def test_one_family_registry_round_trips_every_family_and_preset():
+    from napari_jpeg_restore.core.models import (
+        ENCODER_PRESETS,
+        FAMILIES,
+        RESTORER_PRESETS,
+        build_config,
+        config_from_dict,
+        config_to_dict,
+    )
+    from napari_jpeg_restore.core.training.options import PRESETS
+
+    assert set(PRESETS) == set(RESTORER_PRESETS) == set(ENCODER_PRESETS)  # the CLI offers every preset
+    for family in FAMILIES:
+        for preset in PRESETS:
+            cfg = build_config(family, preset, 3)
+            assert config_from_dict(config_to_dict(cfg)) == cfg
+    with pytest.raises(ValueError, match="unknown model family"):
+        build_config("unet")
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_config("crl", "huge")

@@ -16,7 +16,9 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 pytest.importorskip("magicgui")
 
+import helpers
 import torch
+from helpers import synthetic, train_tiny_restorer
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, read_quant_tables
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.registry import MODELS, save_weights
@@ -37,19 +39,11 @@ pytestmark = [
 WAIT_MS = 90_000
 
 
-def smooth_image(seed: int = 0, size: tuple[int, int] = (128, 160)) -> np.ndarray:
-    """The synthetic image family of tests/test_training.py."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: size[0], : size[1]]
-    img = 128 + 70 * np.sin(xx / 9.0 + seed) * np.cos(yy / 13.0) + 40 * (xx > size[1] // 2)
-    return np.clip(img + rng.normal(0, 3, size), 0, 255).astype(np.uint8)
-
-
 def _cache_dir(pytestconfig, tmp_path_factory) -> Path:
     core = Path(_restore_widget.__file__).resolve().parents[1] / "core"
     digest = hashlib.sha1(torch.__version__.encode())
     recipes = sorted((core / "models").glob("*.py")) + sorted((core / "training").glob("*.py"))
-    for f in [*recipes, Path(__file__)]:  # this file holds the fixtures' training recipes
+    for f in [*recipes, Path(__file__), Path(helpers.__file__)]:  # the fixtures' training recipes
         digest.update(f.read_bytes())
     try:
         root = Path(pytestconfig.cache.mkdir("napari-jpeg-restore"))
@@ -61,22 +55,11 @@ def _cache_dir(pytestconfig, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def restorer_weights(pytestconfig, tmp_path_factory) -> Path:
     """A gray CRL-lite restorer (no encoder, one top block) briefly trained at Q10: it raises PSNR."""
-    from napari_jpeg_restore.core.models import create_model
-    from napari_jpeg_restore.core.training.data import PairSampler
-    from napari_jpeg_restore.core.training.loop import fit
-    from napari_jpeg_restore.core.training.tasks import RestorationTask
-
     folder = _cache_dir(pytestconfig, tmp_path_factory)
     path = folder / "restorer.pt"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        model = create_model("crl", "lite", 1, use_encoder=False, top_blocks=1)
-        task = RestorationTask(model, PairSampler([smooth_image()], patch=48, qualities=(10, 10, 10)),
-                               batch=4)
-        fit(task, steps=50, out_dir=tmp_path_factory.mktemp("train"), lr=3e-3,
-            device=torch.device("cpu"), log_every=50, val_every=10**9, ckpt_every=10**9)
-        save_weights(model.eval(), path, meta={"purpose": "napari plugin tests"})
+        train_tiny_restorer(path, steps=50)
     return path
 
 
@@ -119,7 +102,7 @@ def _restore_dock(viewer) -> RestoreWidget:
 # ------------------------------------------------------------------------------------ restore
 def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_weights, notes):
     viewer = make_napari_viewer()
-    clean = smooth_image(3)
+    clean = synthetic(3, (128, 160))
     jpeg = compress(clean, 10)
     meta = {"jpeg_quality": 10, "note": "kept"}
     layer = viewer.add_image(jpeg, name="cells", scale=(0.5, 0.25), translate=(10.0, -3.0),
@@ -163,9 +146,9 @@ def test_image_list_follows_the_viewer(make_napari_viewer, qtbot, restorer_weigh
     viewer = make_napari_viewer()
     widget = _restore_dock(viewer)  # docked before any layer exists
     assert widget.image.value is None
-    first = viewer.add_image(compress(smooth_image(1), 10), name="first")
+    first = viewer.add_image(compress(synthetic(1, (128, 160)), 10), name="first")
     assert widget.image.value is first  # opened: chosen, no "-----"
-    second = viewer.add_image(compress(smooth_image(2), 10), name="second")
+    second = viewer.add_image(compress(synthetic(2, (128, 160)), 10), name="second")
     assert widget.image.value is second
     viewer.layers.selection.active = first  # clicked on in the layer list
     assert widget.image.value is first
@@ -181,8 +164,8 @@ def test_image_list_follows_the_viewer(make_napari_viewer, qtbot, restorer_weigh
 def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot, restorer_weights,
                                                        notes):
     viewer = make_napari_viewer()
-    data = encode_jpeg(smooth_image(4), 98)
-    viewer.add_image(compress(smooth_image(4), 98), name="fine",
+    data = encode_jpeg(synthetic(4, (128, 160)), 98)
+    viewer.add_image(compress(synthetic(4, (128, 160)), 98), name="fine",
                      metadata=jpeg_metadata(read_quant_tables(data), "fine.jpg"))
     widget = _restore_dock(viewer)
     widget.set_model(restorer_weights)
@@ -193,7 +176,7 @@ def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot
     assert notes and notes[-1][0] == "info"
     viewer.layers.clear()
     assert widget.run() is None and widget.status.value == ""  # no stale status from before
-    widget.image.value = viewer.add_image(compress(smooth_image(4), 98), name="fine",
+    widget.image.value = viewer.add_image(compress(synthetic(4, (128, 160)), 98), name="fine",
                                           metadata=jpeg_metadata(read_quant_tables(data), "fine.jpg"))
     widget.skip_above.value = 100
     assert widget.run() is not None
@@ -205,7 +188,7 @@ def test_restore_with_self_ensemble(make_napari_viewer, qtbot, restorer_weights,
     from napari_jpeg_restore.core import restore
 
     viewer = make_napari_viewer()
-    jpeg = compress(smooth_image(4), 10)
+    jpeg = compress(synthetic(4, (128, 160)), 10)
     viewer.add_image(jpeg, name="cells")
     widget = _restore_dock(viewer)
     widget.set_model(restorer_weights)
@@ -221,7 +204,7 @@ def test_restore_with_self_ensemble(make_napari_viewer, qtbot, restorer_weights,
 
 def test_restore_rgb_layer_keeps_rgb(make_napari_viewer, qtbot, restorer_weights, notes):
     viewer = make_napari_viewer()
-    clean = np.stack([smooth_image(s, (64, 72)) for s in (4, 5, 6)], axis=-1)
+    clean = np.stack([synthetic(s, (64, 72)) for s in (4, 5, 6)], axis=-1)
     jpeg = compress(clean, 10)
     layer = viewer.add_image(jpeg, name="rgb", rgb=True, translate=(2, 2))
     widget = _restore_dock(viewer)
@@ -242,7 +225,7 @@ def test_intensity_choice_sets_the_value_range(make_napari_viewer, qtbot, restor
     from napari_jpeg_restore.core.inference import restore
 
     viewer = make_napari_viewer()
-    data = (compress(smooth_image(5), 10).astype(np.uint16) * 16)  # 12-bit camera data
+    data = (compress(synthetic(5, (128, 160)), 10).astype(np.uint16) * 16)  # 12-bit camera data
     viewer.add_image(data, name="cam", contrast_limits=(0, 4095))
     widget = _restore_dock(viewer)
     widget.set_model(restorer_weights)
@@ -258,7 +241,7 @@ def test_intensity_choice_sets_the_value_range(make_napari_viewer, qtbot, restor
 
 def test_cancel_stops_worker_without_layer(make_napari_viewer, qtbot, restorer_weights, notes):
     viewer = make_napari_viewer()
-    big = compress(smooth_image(7, (1024, 1024)), 10)
+    big = compress(synthetic(7, (1024, 1024)), 10)
     viewer.add_image(big, name="big")
     widget = _restore_dock(viewer)
     widget.set_model(restorer_weights)
@@ -280,7 +263,7 @@ def test_stack_restores_plane_by_plane(make_napari_viewer, qtbot, restorer_weigh
     from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
 
     viewer = make_napari_viewer()
-    planes = np.stack([compress(smooth_image(s, (64, 80)), 10) for s in (1, 2, 3)])
+    planes = np.stack([compress(synthetic(s, (64, 80)), 10) for s in (1, 2, 3)])
     stack = da.from_array(planes, chunks=(1, 64, 80))
     layer = viewer.add_image(stack, name="stack", scale=(2.0, 0.5, 0.5))
     widget = _restore_dock(viewer)
@@ -316,7 +299,7 @@ class _PlanesOnly:
 
 
 def test_restore_steps_reads_one_plane_at_a_time(restorer_weights):
-    planes = np.stack([compress(smooth_image(s, (32, 40)), 10) for s in range(4)]).reshape(2, 2, 32, 40)
+    planes = np.stack([compress(synthetic(s, (32, 40)), 10) for s in range(4)]).reshape(2, 2, 32, 40)
     guard = _PlanesOnly(planes)
     steps = restore_layer_steps(guard, (2, 2), False, str(restorer_weights), 64, "cpu", False)
     progress = []
@@ -358,7 +341,7 @@ def test_unsupported_layer_notifies(make_napari_viewer, restorer_weights, notes,
 
 def test_missing_weights_file_and_auto(make_napari_viewer, qtbot, notes):
     viewer = make_napari_viewer()
-    clean = smooth_image(8, (64, 64))
+    clean = synthetic(8, (64, 64))
     viewer.add_image(compress(clean, 10), name="img")
     widget = _restore_dock(viewer)
     widget.model.value = WEIGHTS_FILE
@@ -381,7 +364,7 @@ def test_missing_weights_file_and_auto(make_napari_viewer, qtbot, notes):
 # ---------------------------------------------------------------------------------- inspector
 def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, notes):
     viewer = make_napari_viewer()
-    clean = smooth_image(9, (128, 128))
+    clean = synthetic(9, (128, 128))
     layers = []
     for q in (10, 60):
         data = encode_jpeg(clean, q)
@@ -418,7 +401,7 @@ def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, 
 
 def test_inspector_shows_progress_and_cancels(make_napari_viewer, qtbot, encoder_weights, notes):
     viewer = make_napari_viewer()
-    viewer.add_image(compress(smooth_image(11, (1024, 1024)), 30), name="big")  # 256 tiles
+    viewer.add_image(compress(synthetic(11, (1024, 1024)), 30), name="big")  # 256 tiles
     widget = QualityInspectorWidget(viewer)
     widget.layers.value = [viewer.layers["big"]]
     widget.set_model(encoder_weights)
@@ -435,7 +418,7 @@ def test_inspector_shows_progress_and_cancels(make_napari_viewer, qtbot, encoder
 
 def test_inspector_one_layer_without_tables(make_napari_viewer, qtbot, encoder_weights, notes):
     viewer = make_napari_viewer()
-    layer = viewer.add_image(compress(smooth_image(10, (96, 96)), 30), name="plain")
+    layer = viewer.add_image(compress(synthetic(10, (96, 96)), 30), name="plain")
     widget = QualityInspectorWidget(viewer)
     widget.layers.value = [layer]
     widget.set_model(encoder_weights)
@@ -454,7 +437,7 @@ def test_inspector_one_layer_without_tables(make_napari_viewer, qtbot, encoder_w
 def test_inspector_rejects_restorer_without_encoder(make_napari_viewer, qtbot, restorer_weights,
                                                     notes):
     viewer = make_napari_viewer()
-    layer = viewer.add_image(smooth_image(11, (64, 64)), name="img")
+    layer = viewer.add_image(synthetic(11, (64, 64)), name="img")
     widget = QualityInspectorWidget(viewer)
     widget.layers.value = [layer]
     widget.set_model(restorer_weights)
@@ -468,7 +451,7 @@ def test_inspector_rejects_restorer_without_encoder(make_napari_viewer, qtbot, r
 def test_inspector_uses_current_plane_of_float_stack(make_napari_viewer, qtbot, encoder_weights,
                                                       notes):
     viewer = make_napari_viewer()
-    stack = np.stack([compress(smooth_image(s, (64, 96)), q) for s, q in ((12, 90), (13, 10))])
+    stack = np.stack([compress(synthetic(s, (64, 96)), q) for s, q in ((12, 90), (13, 10))])
     layer = viewer.add_image(stack.astype(np.float32) / 255, name="stack")
     viewer.dims.set_current_step(0, 1)
     widget = QualityInspectorWidget(viewer)

@@ -5,6 +5,8 @@ import argparse
 import numpy as np
 import pytest
 import torch
+from helpers import synthetic
+from napari_jpeg_restore.core.image_writing import write_image
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
@@ -16,13 +18,6 @@ from napari_jpeg_restore.core.training.options import TrainOptions, add_train_ar
 from napari_jpeg_restore.core.training.stages import train
 from napari_jpeg_restore.core.training.tasks import ContrastiveTask, RestorationTask
 from napari_jpeg_restore.core.training.validators import restoration_validator
-
-
-def _image(seed=0, size=(128, 160)):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: size[0], : size[1]]
-    img = 128 + 70 * np.sin(xx / 9.0 + seed) * np.cos(yy / 13.0) + 40 * (xx > size[1] // 2)
-    return np.clip(img + rng.normal(0, 3, size), 0, 255).astype(np.uint8)
 
 
 def test_losses():
@@ -37,7 +32,7 @@ def test_losses():
 
 def test_tiny_restorer_overfit_raises_psnr(tmp_path):
     torch.manual_seed(0)
-    img = _image()
+    img = synthetic(0, (128, 160))
     model = create_model("crl", "lite", 1, use_encoder=False)
     task = RestorationTask(model, PairSampler([img], patch=64, qualities=(10, 10, 10)), batch=4)
     validate = restoration_validator(model, [img], qualities=(10,))
@@ -50,7 +45,7 @@ def test_tiny_restorer_overfit_raises_psnr(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    img = _image(1)
+    img = synthetic(1, (128, 160))
 
     def run(out, resume, until=None):
         torch.manual_seed(0)
@@ -69,7 +64,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_contrastive_step_updates_queue_and_key_encoder():
-    img = _image(2, (192, 192))
+    img = synthetic(2, (192, 192))
     enc = create_model("cqe", "lite", 1)
     task = ContrastiveTask(enc, ContrastiveSampler([img], patch=32, region=64), batch=4, queue_size=16)
     before = task.key_encoder.stem.weight.clone()
@@ -87,11 +82,10 @@ def test_contrastive_step_updates_queue_and_key_encoder():
 
 
 def test_train_stage_exports_loadable_weights(tmp_path):
-    from napari_jpeg_restore.core.image_writing import write_image
 
     data = tmp_path / "data"
     for i in range(3):
-        write_image(data / f"im{i}.png", _image(i))
+        write_image(data / f"im{i}.png", synthetic(i, (128, 160)))
     enc_opts = TrainOptions(stage="encoder", data=str(data), out=str(tmp_path / "enc"), steps=3,
                             batch=4, patch=32, queue=16)
     enc_path = train(enc_opts)
@@ -114,7 +108,7 @@ def test_train_stage_exports_loadable_weights(tmp_path):
 def test_pair_sampler_weighting_and_double_compression():
     from napari_jpeg_restore.core.jpeg import compress
 
-    img = _image(0, (96, 96))
+    img = synthetic(0, (96, 96))
     inverse = PairSampler([img], patch=32, qualities=(10, 90, 10), weighting="inverse")
     assert inverse._p[0] == pytest.approx(9 * inverse._p[-1])  # p(Q10) / p(Q90) = 90 / 10
     rng = np.random.default_rng(0)
@@ -133,7 +127,7 @@ def test_pair_sampler_weighting_and_double_compression():
 
 
 def test_pair_sampler_clean_identity_pairs():
-    img = _image(0, (96, 96))
+    img = synthetic(0, (96, 96))
     rng = np.random.default_rng(0)
     clean = img[:32, :32].copy()
     some = PairSampler([img], patch=32, qualities=(20, 20, 1), clean=0.5)
@@ -146,11 +140,10 @@ def test_pair_sampler_clean_identity_pairs():
 
 
 def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
-    from napari_jpeg_restore.core.image_writing import write_image
 
     data = tmp_path / "data"
     for i in range(2):
-        write_image(data / f"im{i}.png", _image(i))
+        write_image(data / f"im{i}.png", synthetic(i, (128, 160)))
     base = load_model(train(TrainOptions(stage="arcnn", data=str(data), out=str(tmp_path / "a"),
                                          steps=2, batch=2, patch=32, lr=1e-2)))
     tuned_opts = TrainOptions(stage="arcnn", data=str(data), out=str(tmp_path / "b"), steps=1, batch=2,
@@ -167,10 +160,9 @@ def test_init_fine_tunes_from_weights_and_records_lineage(tmp_path):
 
 
 def test_init_from_a_shallower_restorer_grows_it(tmp_path):
-    from napari_jpeg_restore.core.image_writing import write_image
     from napari_jpeg_restore.core.registry import save_weights
 
-    write_image(tmp_path / "data" / "im.png", _image(0))
+    write_image(tmp_path / "data" / "im.png", synthetic(0, (128, 160)))
     shallow = create_model("crl", "lite", 1, top_blocks=1)
     save_weights(shallow, tmp_path / "shallow.pt", {"steps": 7})
     grown = load_model(train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), steps=1,
@@ -183,7 +175,7 @@ def test_init_from_a_shallower_restorer_grows_it(tmp_path):
 
 def _overfit_task(seed=0):
     torch.manual_seed(seed)
-    img = _image(seed)
+    img = synthetic(seed, (128, 160))
     model = create_model("crl", "lite", 1, use_encoder=False, top_blocks=1)
     return img, RestorationTask(model, PairSampler([img], patch=48, qualities=(10, 10, 10)), batch=4)
 
@@ -211,12 +203,11 @@ def test_bf16_autocast_and_loader_workers_train(tmp_path):
 
 
 def test_image_shard_streams_within_its_cache(tmp_path):
-    from napari_jpeg_restore.core.image_writing import write_image
     from napari_jpeg_restore.core.training.data import ImageShard, load_images
 
     paths = [str(tmp_path / f"{i}.png") for i in range(4)]
     for i, p in enumerate(paths):
-        write_image(p, _image(i))
+        write_image(p, synthetic(i, (128, 160)))
     shard = ImageShard(paths, channels=1, cache_mb=0)  # keeps only the image in use
     eager = load_images(paths, 1)
     for i in (0, 3, 1, 0):

@@ -8,6 +8,7 @@ alone, for contrastive training) and ``arcnn``. Presets: ``paper`` (the paper's 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -28,53 +29,69 @@ RESTORER_PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(widths=(48, 64, 96), unshuffle=1, top_blocks=2, mid_attention=2, bottom_attention=3),
     "lite": dict(widths=(32, 48, 64), unshuffle=2, top_blocks=5, mid_attention=1, bottom_attention=2),
 }
-FAMILIES = ("crl", "cqe", "arcnn")
 
 
 def encoder_config(preset: str, channels: int) -> EncoderConfig:
+    if preset not in ENCODER_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(ENCODER_PRESETS)}")
     return EncoderConfig(in_channels=channels, **ENCODER_PRESETS[preset])
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One model family: its config and module classes, how a preset becomes a config, and how a
+    saved config dict becomes one again."""
+
+    config: type
+    module: type
+    from_preset: Callable[[str, int, dict[str, Any]], Any]
+    from_dict: Callable[[dict[str, Any]], Any]
+
+
+FAMILIES: dict[str, Family] = {
+    "crl": Family(RestorerConfig, Restorer,
+                  lambda preset, ch, o: RestorerConfig(in_channels=ch, encoder=encoder_config(preset, ch),
+                                                       **{**RESTORER_PRESETS[preset], **o}),
+                  lambda d: RestorerConfig(encoder=EncoderConfig(**_tuples(d.pop("encoder"))), **_tuples(d))),
+    "cqe": Family(EncoderConfig, QualityEncoder,
+                  lambda preset, ch, o: dataclasses.replace(encoder_config(preset, ch), **o),
+                  lambda d: EncoderConfig(**_tuples(d))),
+    "arcnn": Family(ARCNNConfig, ARCNN, lambda preset, ch, o: ARCNNConfig(in_channels=ch, **o),
+                    lambda d: ARCNNConfig(**d)),
+}
 
 
 def build_config(family: str, preset: str = "lite", channels: int = 1, **overrides: Any):
     """The config dataclass for a family/preset; ``overrides`` replace single fields."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if family == "arcnn":
-        return ARCNNConfig(in_channels=channels, **overrides)
-    if preset not in ENCODER_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(ENCODER_PRESETS)}")
-    if family == "cqe":
-        return dataclasses.replace(encoder_config(preset, channels), **overrides)
-    if family == "crl":
-        return RestorerConfig(in_channels=channels, encoder=encoder_config(preset, channels),
-                              **{**RESTORER_PRESETS[preset], **overrides})
-    raise ValueError(f"unknown model family {family!r}; choose from {FAMILIES}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose from {tuple(FAMILIES)}")
+    return FAMILIES[family].from_preset(preset, channels, overrides)
+
+
+def family_of(cfg) -> str:
+    for name, fam in FAMILIES.items():
+        if isinstance(cfg, fam.config):
+            return name
+    raise TypeError(f"not a model config: {cfg!r}")
 
 
 def config_to_dict(cfg) -> dict[str, Any]:
-    kind = {ARCNNConfig: "arcnn", EncoderConfig: "cqe", RestorerConfig: "crl"}[type(cfg)]
-    return {"family": kind, **dataclasses.asdict(cfg)}
+    return {"family": family_of(cfg), **dataclasses.asdict(cfg)}
 
 
 def config_from_dict(d: dict[str, Any]):
     d = dict(d)
-    family = d.pop("family")
-    if family == "arcnn":
-        return ARCNNConfig(**d)
-    if family == "cqe":
-        return EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-    enc = config_from_dict({"family": "cqe", **d.pop("encoder")})
-    return RestorerConfig(encoder=enc, **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    return FAMILIES[d.pop("family")].from_dict(d)
 
 
 def model_from_config(cfg) -> nn.Module:
-    if isinstance(cfg, ARCNNConfig):
-        return ARCNN(cfg)
-    if isinstance(cfg, EncoderConfig):
-        return QualityEncoder(cfg)
-    if isinstance(cfg, RestorerConfig):
-        return Restorer(cfg)
-    raise TypeError(f"not a model config: {cfg!r}")
+    return FAMILIES[family_of(cfg)].module(cfg)
 
 
 def create_model(family: str, preset: str = "lite", channels: int = 1, **overrides: Any) -> nn.Module:
@@ -86,7 +103,19 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "ARCNN", "ARCNNConfig", "EncoderConfig", "EncoderOutput", "QualityEncoder", "Restorer",
-    "RestorerConfig", "build_config", "config_from_dict", "config_to_dict", "count_parameters",
-    "create_model", "model_from_config",
+    "ARCNN",
+    "FAMILIES",
+    "ARCNNConfig",
+    "EncoderConfig",
+    "EncoderOutput",
+    "Family",
+    "QualityEncoder",
+    "Restorer",
+    "RestorerConfig",
+    "build_config",
+    "config_from_dict",
+    "config_to_dict",
+    "count_parameters",
+    "create_model",
+    "model_from_config",
 ]

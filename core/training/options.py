@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..storage_options import parse_storage_options
+from ..filesystem import parse_storage_options
 
 STAGES = ("encoder", "restorer", "arcnn")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -43,7 +43,7 @@ class TrainOptions:
     resume: bool = False
     until: int | None = None
     time_budget: float | None = None  # seconds of training; the schedule ends with the budget
-    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the device runs it natively)
+    precision: str = "auto"  # auto (bf16 where the device runs it natively) | fp32 | bf16
     loader_workers: int = 0  # processes that crop and JPEG-compress batches (0: in the loop)
     cache_mb: int = 4096  # decoded training images kept in memory per process (LRU)
     compile: bool = False  # torch.compile the model
@@ -116,9 +116,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=500, help="steps between validations (default: 500)")
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines (default: 50)")
     p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (default: 200)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default), bf16 autocast, or auto: bf16 where the device runs it natively "
-                        "(CUDA with bf16, CPUs with AVX512-BF16/AMX)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto (default): bf16 autocast where the device runs it natively (CUDA with "
+                        "bf16, CPUs with AVX512-BF16/AMX), else fp32; bench/train-precision.md")
     p.add_argument("--loader-workers", type=int, default=0,
                    help="processes that crop and JPEG-compress batches beside the model "
                         "(default: 0, in the loop; use the spare CPU cores when training on a GPU)")

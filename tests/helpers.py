@@ -1,5 +1,5 @@
-"""Helpers shared by the distributed tests and ``bench/ray_archive.py``: a local S3 (moto's
-standalone server), synthetic images and a briefly trained tiny restorer. Not used by the jobs."""
+"""Test helpers (also used by ``bench/ray_archive.py``): free ports, a local S3 (moto's standalone
+server), the synthetic image family and the one tiny-restorer recipe of the tests."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,6 @@
-"""Restore many files: read → restore → write, one clear line per bad file, the rest go on."""
+"""Restoring files: the one file-restore step (``restore_file``: exists → read → skip above the
+quality → restore → write atomically) that the CLI and the Ray archive job share, and the batch over
+many (``restore_files``), one clear line per bad file while the rest go on."""
 from __future__ import annotations
 
 import sys
@@ -8,12 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import fsspec
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from .consistency import JpegGrid
+from .filesystem import resolve
 from .image_writing import ImageWriteError, write_image_bands
 from .images import ImageReadError, read_image
 from .inference import Band, Progress, restore_bands
@@ -57,7 +59,7 @@ class BatchReport:
 
 def check_writable(out_dir: str, storage_options: dict | None = None) -> None:
     """Create ``out_dir`` and prove a file can be written there (raises ImageWriteError)."""
-    fs, _, (root,) = fsspec.get_fs_token_paths(out_dir, storage_options=storage_options)
+    fs, root = resolve(out_dir, storage_options)
     probe = f"{root.rstrip('/')}/.jpeg-restore-write-test"
     try:
         fs.makedirs(root, exist_ok=True)
@@ -95,7 +97,7 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
     stream the bands into ``dest`` (atomically), so memory beyond the decoded input stays small. ``dest`` must come from :mod:`.output_paths`. Bad files raise
     :class:`ImageReadError` / :class:`ImageWriteError` / ValueError with one line."""
     if skip_existing:
-        fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+        fs, path = resolve(dest, storage_options)
         if fs.exists(path):
             return FileResult("exists")
     loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
