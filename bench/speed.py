@@ -17,9 +17,10 @@ import torch
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.models import count_parameters, create_model
+from napari_jpeg_restore.core.precision import cpu_flags
 from napari_jpeg_restore.core.registry import load_model
 
-CASES = [("crl", "lite", 1), ("crl", "lite", 3), ("arcnn", "lite", 1), ("crl", "paper", 1)]
+CASES = [("crl", "lite", 1), ("crl", "lite", 3), ("arcnn", "lite", 1), ("crl", "base", 1), ("crl", "paper", 1)]
 
 
 def _image(h: int, w: int, channels: int) -> np.ndarray:
@@ -28,12 +29,13 @@ def _image(h: int, w: int, channels: int) -> np.ndarray:
     return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
-def megapixels_per_second(family: str, preset: str, channels: int, side: int = 1448) -> float:
+def megapixels_per_second(family: str, preset: str, channels: int, side: int = 1448,
+                          precision: str = "fp32") -> float:
     model = create_model(family, preset, channels).eval()
     img = _image(side, side, channels)
-    restore(img[:256, :256], model)  # warm-up
+    restore(img[:256, :256], model, precision=precision)  # warm-up
     t = time.perf_counter()
-    restore(img, model)
+    restore(img, model, precision=precision)
     return side * side / 1e6 / (time.perf_counter() - t)
 
 
@@ -59,11 +61,15 @@ def main() -> None:
     if a.child:
         peak_rss_child(float(a.child[0]), int(a.child[1]), *a.child[2:])
         return
-    lines = [f"Machine: {describe()}", "", "| model | preset | channels | parameters | MP/s (2 MP image) |", "|---|---|---|---|---|"]
+    native = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()) or ["none: bf16 is emulated"]
+    lines = [f"Machine: {describe()}; native bf16: {', '.join(native)}", "",
+             "| model | preset | channels | parameters | MP/s fp32 | MP/s bf16 (2 MP image) |",
+             "|---|---|---|---|---|---|"]
     for family, preset, ch in CASES:
-        mps = megapixels_per_second(family, preset, ch, side=724 if preset == "paper" else 1448)
+        side = 724 if preset in ("paper", "base") else 1448
+        mps = [megapixels_per_second(family, preset, ch, side, prec) for prec in ("fp32", "bf16")]
         n = count_parameters(create_model(family, preset, ch))
-        lines.append(f"| {family} | {preset} | {ch} | {n / 1e6:.2f} M | {mps:.2f} |")
+        lines.append(f"| {family} | {preset} | {ch} | {n / 1e6:.2f} M | {mps[0]:.2f} | {mps[1]:.2f} |")
         print(lines[-1], flush=True)
     lines += ["", f"Peak RSS restoring a {a.large_mp:g}-megapixel image (crl lite, tile 512, fresh process):", ""]
     for ch in (1, 3):
@@ -72,7 +78,9 @@ def main() -> None:
                              check=True, capture_output=True, text=True).stdout.split()
         lines.append(f"- {'gray' if ch == 1 else 'RGB'}: {float(out[0]):.0f} MB peak RSS, {float(out[1]):.1f} s")
         print(lines[-1], flush=True)
-    Path(__file__).with_name("speed.md").write_text("\n".join(lines) + "\n")
+    out = Path(__file__).with_name("speed.md")
+    kept = out.read_text().partition("\n## ")[2] if out.is_file() else ""  # later sections stay
+    out.write_text("\n".join(lines) + "\n" + (f"\n## {kept}" if kept else ""))
 
 
 if __name__ == "__main__":

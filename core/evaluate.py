@@ -51,7 +51,7 @@ def evaluate_model(images: Sequence[np.ndarray], qualities: Sequence[str | int],
                    model: str | nn.Module | None, *, device: str = "auto", tile: int = 512,
                    ensemble: bool = False,
                    restorer: Callable[[np.ndarray], np.ndarray] | None = None,
-                   progress: bool = True) -> list[EvalRow]:
+                   progress: bool = True, precision: str = "fp32") -> list[EvalRow]:
     """Mean metrics per quality. ``model=None`` and no ``restorer`` scores the JPEG row only;
     ``restorer`` replaces the model (e.g. an external filter) when given. The model sees the
     JPEG's grid (:func:`grid_of`), as it does when it restores a file."""
@@ -59,7 +59,8 @@ def evaluate_model(images: Sequence[np.ndarray], qualities: Sequence[str | int],
     def run(im: np.ndarray, q: str | int) -> np.ndarray:
         if restorer is not None:
             return restorer(im)
-        return restore(im, model, tile=tile, device=device, ensemble=ensemble, jpeg=grid_of(q))
+        return restore(im, model, tile=tile, device=device, ensemble=ensemble, jpeg=grid_of(q),
+                       precision=precision)
     for q in qualities:
         jpeg_scores, rest_scores, seconds, mp = [], [], 0.0, 0.0
         for clean in tqdm(images, desc=f"Q{q}", unit="img", disable=not progress, leave=False):

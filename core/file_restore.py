@@ -89,7 +89,7 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
                  fmt: str = "png", skip_existing: bool = False,
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                  allow_large: bool = False, storage_options: dict | None = None,
-                 progress: Progress | None = None) -> FileResult:
+                 progress: Progress | None = None, precision: str = "fp32") -> FileResult:
     """The one file-restore step of the CLI and the Ray archive job: read ``src``, leave it
     alone when its JPEG quality (its tables, or for other formats the traces in its pixels)
     is above ``skip_above_quality`` or it shows no JPEG compression
@@ -110,7 +110,7 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
     def bands() -> Iterator[Band]:
         for done, total, band in restore_bands(loaded.array, model, tile=tile, overlap=overlap,
                                                device=device, ensemble=ensemble,
-                                               jpeg=jpeg):
+                                               jpeg=jpeg, precision=precision):
             if progress is not None:
                 progress(done, total)
             if band is not None:
@@ -126,7 +126,7 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
                   fmt: str = "png", skip_existing: bool = False,
                   skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                   allow_large: bool = False, storage_options: dict | None = None,
-                  log: Callable[[str], None] | None = None) -> BatchReport:
+                  log: Callable[[str], None] | None = None, precision: str = "fp32") -> BatchReport:
     """Restore every input into ``out_dir/<stem>.<fmt>``. Outputs are planned before anything
     is written (:func:`.output_paths.plan_outputs`): an input is never overwritten, nothing is
     written outside ``out_dir``, two inputs never share an output. Progress counts tiles."""
@@ -151,7 +151,8 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
                 res = restore_file(src, dest, model, tile=tile, overlap=overlap, device=device,
                                    ensemble=ensemble, fmt=fmt, skip_existing=skip_existing,
                                    skip_above_quality=skip_above_quality, allow_large=allow_large,
-                                   storage_options=storage_options, progress=progress)
+                                   storage_options=storage_options, progress=progress,
+                                   precision=precision)
             except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:
                 # Read/write errors already name the file; others get it prefixed.
                 named = isinstance(err, (ImageReadError, ImageWriteError))

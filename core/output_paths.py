@@ -54,10 +54,14 @@ def join_under(root: str, key: str) -> str:
 
 
 def output_path(input_name: str | os.PathLike, out_dir: str | os.PathLike,
-                format: str = "png") -> str:
-    """``<out_dir>/<stem><ext>`` (``.png`` or ``.tif``) for local paths and URLs alike."""
-    stem = PurePosixPath(os.fspath(input_name).replace("\\", "/")).stem
-    return join_under(os.fspath(out_dir), stem + extension(format))
+                format: str = "png", keep_tree: bool = False) -> str:
+    """The output of one input, for local paths and URLs alike: ``<out_dir>/<stem><ext>`` (flat,
+    the CLI), or with ``keep_tree`` ``<out_dir>/<input_name with <ext>>`` for a key relative to
+    the source root (the archive job). ``<ext>`` is ``.png`` or ``.tif``; keys that would escape
+    ``out_dir`` raise :class:`UnsafeOutputError`."""
+    name = PurePosixPath(os.fspath(input_name).replace("\\", "/"))
+    return join_under(os.fspath(out_dir), str(name.with_suffix(extension(format))) if keep_tree
+                      else name.stem + extension(format))
 
 
 def folds_case(folder: str) -> bool:

@@ -70,8 +70,8 @@ from napari_jpeg_restore.core.output_paths import (
     UnsafeOutputError,
     canonical,
     extension,
-    join_under,
     output_folder_folds_case,
+    output_path,
     under,
 )
 from napari_jpeg_restore.core.registry import (
@@ -135,12 +135,6 @@ def iter_files(src: str, storage_options: dict | None = None) -> Iterator[tuple[
         yield _full(fs, path), path[len(root) + 1:]
 
 
-def output_url(dst: str, key: str, fmt: str) -> str:
-    """``<dst>/<key with the output suffix>``; raises UnsafeOutputError for keys that would
-    escape ``dst`` (``..``, absolute keys)."""
-    return join_under(dst, str(PurePosixPath(key.replace("\\", "/")).with_suffix(extension(fmt))))
-
-
 def _failed(key: str, error: str) -> dict:
     return {"key": key, "status": "failed", "quality": None, "seconds": 0.0, "error": error}
 
@@ -171,7 +165,7 @@ def iter_items(src: str, dst: str, fmt: str = "png", storage_options: dict | Non
                                                               dst_root):
             continue
         try:
-            out = output_url(dst, key, fmt)
+            out = output_path(key, dst, fmt, keep_tree=True)
         except UnsafeOutputError as err:
             yield _failed(key, str(err))
             continue
@@ -196,7 +190,8 @@ class Restorer:
     """One model, many files. Wrapped with ``ray.remote`` by :func:`restorer_actor`."""
 
     def __init__(self, model: str | None, model_blob: tuple[bytes, bytes | None] | None, *, device: str = "cpu",
-                 threads: int = 1, tile: int = 512, ensemble: bool = False, fmt: str = "png",
+                 threads: int = 1, tile: int = 512, ensemble: bool = False, precision: str = "fp32",
+                 fmt: str = "png",
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY, storage_options: dict | None = None,
                  env: dict[str, str] | None = None) -> None:
         os.environ.update(env or {})
@@ -208,7 +203,7 @@ class Restorer:
         self.gpus = [str(g) for g in ray.get_gpu_ids()]  # the GPU(s) Ray assigned to this actor
         self.so = storage_options or {}
         self.secrets = secret_values(self.so, env)
-        self.tile, self.ensemble, self.fmt = tile, ensemble, fmt
+        self.tile, self.ensemble, self.precision, self.fmt = tile, ensemble, precision, fmt
         self.skip_above = skip_above_quality
         if model_blob is not None:  # a weights file (and calibration) through the object store
             weights, calibration = model_blob
@@ -232,7 +227,8 @@ class Restorer:
                                "seconds": 0.0, "error": None}
         try:
             res = restore_file(item.src, item.dst, self.model, tile=self.tile, device=self.device,
-                               ensemble=self.ensemble, fmt=self.fmt, skip_existing=True,
+                               ensemble=self.ensemble, precision=self.precision, fmt=self.fmt,
+                               skip_existing=True,
                                skip_above_quality=self.skip_above, storage_options=self.so)
             row["status"] = res.status
             if res.reason:
@@ -339,6 +335,7 @@ class ArchiveConfig:
     format: str = "png"
     tile: int = 512
     ensemble: bool = False
+    precision: str = "auto"
     storage_options: dict[str, Any] = field(default_factory=dict)
     address: str | None = None
     progress_every: float = 10.0
@@ -504,7 +501,7 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     env = credential_env()
     actors = [actor_cls.remote(model_name, model_blob, device=device,
                                threads=max(1, int(cfg.cpus_per_worker)), tile=cfg.tile,
-                               ensemble=cfg.ensemble, fmt=fmt,
+                               ensemble=cfg.ensemble, precision=cfg.precision, fmt=fmt,
                                skip_above_quality=cfg.skip_above_quality, storage_options=so,
                                env=env) for _ in range(n)]
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
@@ -638,6 +635,9 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--ensemble", action="store_true",
                    help="x8 self-ensemble (rotations/flips): 8x the compute, a little better")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 autocast where each actor's device computes it "
+                        "natively, else fp32")
     p.add_argument("--storage-options", help="JSON object (or a JSON file) passed to fsspec, "
                    'e.g. \'{"endpoint_url": "http://127.0.0.1:5555"}\'')
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local "
@@ -656,7 +656,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     return ArchiveConfig(src=a.src, dst=a.dst, model=a.model, workers=a.workers,
                          gpus_per_worker=a.gpus_per_worker, cpus_per_worker=a.cpus_per_worker,
                          batch_size=a.batch_size, skip_above_quality=a.skip_above_quality,
-                         format=a.format, tile=a.tile, ensemble=a.ensemble,
+                         format=a.format, tile=a.tile, ensemble=a.ensemble, precision=a.precision,
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,
                          manifest_every=a.manifest_every,

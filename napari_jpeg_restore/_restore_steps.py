@@ -63,7 +63,7 @@ def intensity_range(layer: Image, mode: str) -> tuple[float, float] | None:
 def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model_spec: str,
                         tile: int, device: str, difference: bool, ensemble: bool = False,
                         metadata: dict[str, Any] | None = None,
-                        value_range: tuple[float, float] | None = None
+                        value_range: tuple[float, float] | None = None, precision: str = "fp32"
                         ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
     """Restore every 2-D (or RGB) plane of ``data`` one after the other, each kept consistent
     with its JPEG compression (:func:`layer_jpeg` of the layer's ``metadata``).
@@ -86,7 +86,7 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
             work, back = _restorable(plane)
             jpeg, _ = layer_jpeg(metadata or {}, work)
             steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble, jpeg=jpeg,
-                                  value_range=value_range)
+                                  value_range=value_range, precision=precision)
             while True:
                 try:
                     done, total = next(steps)
@@ -110,8 +110,8 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
 JPEG_KEYS = ("jpeg_quality", "jpeg_quality_exact", "quant_tables", "jpeg_grid")
 
 
-def provenance(source: Image, model_spec: str, tile: int, ensemble: bool, jpeg_by: str
-               ) -> dict[str, Any]:
+def provenance(source: Image, model_spec: str, tile: int, ensemble: bool, jpeg_by: str,
+               precision: str = "fp32") -> dict[str, Any]:
     """A restored layer's metadata: the source's, less its JPEG tables (the result is not that
     JPEG any more), plus ``restoration``: what made it and from what."""
     import hashlib
@@ -123,6 +123,6 @@ def provenance(source: Image, model_spec: str, tile: int, ensemble: bool, jpeg_b
     meta["restoration"] = {
         "source_layer": source.name, "model": model_spec,
         "weights_sha256": hashlib.sha256(resolve_weights(model_spec).read_bytes()).hexdigest(),
-        "tile": tile, "ensemble": ensemble, "jpeg_consistency": jpeg_by,
+        "tile": tile, "ensemble": ensemble, "precision": precision, "jpeg_consistency": jpeg_by,
         "napari_jpeg_restore": __version__}
     return meta

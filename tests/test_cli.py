@@ -88,8 +88,10 @@ def test_restore_with_ensemble_writes_the_x8_average(batch, tmp_path, weights):
                  "--ensemble"]) == 0
     written = read_image(tmp_path / "e" / "good.png").array
     grid = loaded.jpeg_grid
-    np.testing.assert_array_equal(written, restore(loaded.array, weights, ensemble=True, jpeg=grid))
-    assert not np.array_equal(written, restore(loaded.array, weights, jpeg=grid))
+    # The CLI's default --precision auto, as restore() is told here.
+    np.testing.assert_array_equal(written, restore(loaded.array, weights, ensemble=True, jpeg=grid,
+                                                   precision="auto"))
+    assert not np.array_equal(written, restore(loaded.array, weights, jpeg=grid, precision="auto"))
 
 
 def test_never_overwrites_an_input(tmp_path, weights, capsys):

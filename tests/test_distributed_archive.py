@@ -133,7 +133,7 @@ def test_ensemble_option_reaches_the_actors(cluster, tiny_model, tmp_path):
         loaded = read_image(str(tmp_path / "in" / key))
         written = read_image(str(tmp_path / "out" / key.replace(".jpg", ".png"))).array
         np.testing.assert_array_equal(written, restore(loaded.array, tiny_model, ensemble=True,
-                                                       jpeg=loaded.jpeg_grid))
+                                                       jpeg=loaded.jpeg_grid, precision="auto"))
 
 
 def _slow_archive(src: Path, keys: list[str]) -> None:

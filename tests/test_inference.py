@@ -225,3 +225,16 @@ def test_12_bit_data_in_uint16_gets_the_gain_of_its_8_bit_version():
     out = restore(wide, "crl-lite-gray", device="cpu", value_range=(0, 4095))
     assert out[0, 0] > 4095
 
+
+
+def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
+    from napari_jpeg_restore.core import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
+    assert precision.resolve_precision("auto", cpu) == "fp32"  # emulated bf16 would be slower
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert precision.resolve_precision("auto", cpu) == "bf16"
+    assert precision.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        precision.resolve_precision("fp16", cpu)

@@ -144,3 +144,10 @@ def test_restore_never_changes_an_input(files, out_inside, weights):
         after = _snapshot(src)
         assert {k: after[k] for k in before} == before
         assert all((src / k).resolve().is_relative_to(out.resolve()) for k in set(after) - set(before))
+
+
+def test_one_naming_function_flat_for_the_cli_and_keeping_the_tree_for_archives():
+    assert output_path("a/b/photo.jpg", "out", "png") == "out/photo.png"
+    assert output_path("a/b/photo.jpg", "s3://bkt/out", "tiff", keep_tree=True) == "s3://bkt/out/a/b/photo.tif"
+    with pytest.raises(UnsafeOutputError, match=r"'\.\.'"):
+        output_path("../x.jpg", "out", "png", keep_tree=True)

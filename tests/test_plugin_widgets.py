@@ -198,8 +198,10 @@ def test_restore_with_self_ensemble(make_napari_viewer, qtbot, restorer_weights,
     _wait(qtbot, widget)
     assert not [n for n in notes if n[0] != "info"], notes
     out = viewer.layers["cells (restored)"].data
-    np.testing.assert_array_equal(out, restore(jpeg, str(restorer_weights), tile=64, ensemble=True))
-    assert not np.array_equal(out, restore(jpeg, str(restorer_weights), tile=64))
+    # The widget's default precision, auto, as restore() is told here.
+    np.testing.assert_array_equal(out, restore(jpeg, str(restorer_weights), tile=64, ensemble=True,
+                                               precision="auto"))
+    assert not np.array_equal(out, restore(jpeg, str(restorer_weights), tile=64, precision="auto"))
 
 
 def test_restore_rgb_layer_keeps_rgb(make_napari_viewer, qtbot, restorer_weights, notes):
@@ -236,7 +238,7 @@ def test_intensity_choice_sets_the_value_range(make_napari_viewer, qtbot, restor
     _wait(qtbot, widget)
     out = viewer.layers["cam (restored)"].data
     np.testing.assert_array_equal(out, restore(data, str(restorer_weights), tile=64,
-                                               value_range=value_range))
+                                               value_range=value_range, precision="auto"))
 
 
 def test_cancel_stops_worker_without_layer(make_napari_viewer, qtbot, restorer_weights, notes):
@@ -279,7 +281,7 @@ def test_stack_restores_plane_by_plane(make_napari_viewer, qtbot, restorer_weigh
         grid = find_jpeg_grid(planes[i])
         assert grid is not None and grid.offset == (0, 0)
         np.testing.assert_array_equal(out.data[i], restore(planes[i], str(restorer_weights), tile=64,
-                                                           jpeg=grid))
+                                                           jpeg=grid, precision="auto"))
 
 
 class _PlanesOnly:
