@@ -18,7 +18,7 @@ from napari_jpeg_restore.core.precision import autocast, cpu_flags
 from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import restoration_loss
 from napari_jpeg_restore.core.training.options import TrainOptions
-from napari_jpeg_restore.core.training.stages import prepare, shard_images, validator
+from napari_jpeg_restore.core.training.stages import prepare, validator
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -48,8 +48,7 @@ def short_run(precision: str, steps: int, data: str, val: str) -> dict[str, floa
         opts = TrainOptions(stage="restorer", data=data, out=tmp, encoder_mode="none", steps=steps,
                             batch=16, patch=96, lr=5e-4, val_data=val, val_images=8, precision=precision,
                             log_every=steps, ckpt_every=steps)
-        images = shard_images(opts)
-        model, task, meta = prepare(opts, images)
+        model, task, _, meta = prepare(opts)
         validate = validator(opts, model)
         t = time.perf_counter()
         fit(task, out_dir=tmp, device=torch.device("cpu"), meta=meta, steps=steps, lr=opts.lr,

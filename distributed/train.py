@@ -119,7 +119,6 @@ def train_func(config: dict[str, Any]) -> None:
         export,
         fit_kwargs,
         prepare,
-        shard_images,
         validator,
     )
 
@@ -132,10 +131,9 @@ def train_func(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device()
-    mean, gather, cat = _collectives(world, device) if world > 1 else (float, lambda o: [o], None)
+    mean, gather, cat = _collectives(world, device) if world > 1 else (Runtime.mean, Runtime.gather, None)
 
-    images = shard_images(opts, rank, world)
-    model, task, meta = prepare(opts, images, gather=cat, fetched=fetched)
+    model, task, images, meta = prepare(opts, rank, world, gather=cat, fetched=fetched)
     for path in fetched.values():
         os.unlink(path)
     forward = ray.train.torch.prepare_model(model)  # moves to the device; DDP when world > 1

@@ -68,25 +68,23 @@ def build_task(opts: TrainOptions, images, model: nn.Module,
                            train_encoder=opts.encoder_mode == "joint")
 
 
-def shard_images(opts: TrainOptions, rank: int = 0, world: int = 1) -> ImageShard:
-    """This rank's share of the training images (every ``world``-th file), read as needed."""
+def prepare(opts: TrainOptions, rank: int = 0, world: int = 1,
+            gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            fetched: dict[str, str] | None = None) -> tuple[nn.Module, Any, ImageShard, dict[str, Any]]:
+    """The model (seeded: identical on every rank), its task, this rank's share of the training
+    images (every ``world``-th file, read as needed) and the run's metadata. ``fetched`` maps
+    ``--encoder``/``--init`` specs to local copies (a Ray worker's)."""
     urls = expand(opts.data, opts.storage_options)
-    return ImageShard(urls[rank::world] or urls, opts.channels, opts.storage_options, opts.cache_mb)
-
-
-def prepare(opts: TrainOptions, images, gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            fetched: dict[str, str] | None = None) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """The model (seeded: identical on every rank), its task and the run's metadata.
-    ``fetched`` maps ``--encoder``/``--init`` specs to local copies (a Ray worker's)."""
+    images = ImageShard(urls[rank::world] or urls, opts.channels, opts.storage_options, opts.cache_mb)
     local = fetched or {}
     torch.manual_seed(opts.seed)
     model = build_model(opts, local)
     init = load_init(model, opts.init, local.get(opts.init)) if opts.init else None
     task = build_task(opts, images, model, gather)
-    meta = {"options": opts.public(), "train_images": len(expand(opts.data, opts.storage_options)),
+    meta = {"options": opts.public(), "train_images": len(urls),
             "machine": describe(), "init": init,
             "encoder": encoder_lineage(opts.encoder, local.get(opts.encoder)) if opts.encoder else None}
-    return model, task, meta
+    return model, task, images, meta
 
 
 def validator(opts: TrainOptions, model: nn.Module) -> Callable[[], dict[str, float]] | None:
@@ -124,8 +122,7 @@ def export(model: nn.Module, state: dict[str, Any], images, dest: str | Path,
 def train(opts: TrainOptions) -> Path:
     """Run one stage in this process and export ``<out>/model.pt``; returns its path."""
     device = torch.device(opts.device)
-    images = shard_images(opts)
-    model, task, meta = prepare(opts, images)
+    model, task, images, meta = prepare(opts)
     state = fit(task, out_dir=opts.out, device=device, validate=validator(opts, model), meta=meta,
                 **fit_kwargs(opts))
     return export(model, state, images, Path(opts.out) / WEIGHTS, half=opts.half_weights)
