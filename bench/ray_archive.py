@@ -37,10 +37,12 @@ from helpers import moto_s3, synthetic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=24)
+    p.add_argument("--images", type=int, default=72)
     p.add_argument("--size", type=int, nargs=2, default=[1024, 768], metavar=("W", "H"))
     p.add_argument("--model", default="crl-lite-gray", help="shipped model name or weights file")
     p.add_argument("--train-steps", type=int, default=20)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the same for the plain loop and the Ray job (auto: bf16 on AVX512-BF16)")
     a = p.parse_args()
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="ray-bench-"))
@@ -66,7 +68,7 @@ def main() -> None:
                       storage_options=so, log=lambda m: None)  # imports, model cache
         t = time.perf_counter()
         rep = restore_files(urls, "s3://bench/plain", model=str(model), device="cpu",
-                            storage_options=so, log=lambda m: None)
+                            storage_options=so, log=lambda m: None, precision=a.precision)
         plain = time.perf_counter() - t
         assert len(rep.restored) == a.images, rep.summary()
         rows.append(("plain loop (core.file_restore.restore_files), 1 thread", a.images / plain,
@@ -79,7 +81,8 @@ def main() -> None:
             t = time.perf_counter()
             s = run(ArchiveConfig(src="s3://bench/in", dst=f"s3://bench/ray{workers}",
                                   model=str(model), workers=workers, batch_size=8,
-                                  storage_options=so, progress_every=1e9), log=lambda m: None)
+                                  precision=a.precision, storage_options=so,
+                                  progress_every=1e9), log=lambda m: None)
             wall = time.perf_counter() - t
             assert s.counts.get("restored") == a.images, s.counts
             rows.append((f"Ray, {workers} CPU actor(s) x 1 thread, batch 8", a.images / wall,
@@ -105,7 +108,7 @@ def main() -> None:
         f"Machine: {describe()}; {os.cpu_count()} CPUs.",
         f"Load average (1 min) before / after the run: {load_before[0]:.2f} / {load_after[0]:.2f}.", "",
         f"## Archive restoration: {a.images} {'gray' if channels == 1 else 'colour'} {w}x{h} JPEGs "
-        f"(Q20, views of the bundled sample) on moto S3, {model}, tile 512, output PNG to S3", "",
+        f"(Q20, views of the bundled sample) on moto S3, {model}, tile 512, precision {a.precision}, output PNG to S3", "",
         "| runner | images/s | MP/s | vs plain loop | seconds |", "|---|---|---|---|---|",
         *[f"| {n} | {ips:.2f} | {mps:.3f} | {ratio:.2f}x | {sec:.1f} |"
           for n, ips, mps, ratio, sec in rows], "",

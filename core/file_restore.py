@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .consistency import JpegGrid
 from .filesystem import resolve
 from .image_writing import ImageWriteError, write_image_bands
-from .images import ImageReadError, read_image
+from .images import ImageReadError, LoadedImage, read_image
 from .inference import Band, Progress, restore_bands
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
 from .jpeg_traces import find_jpeg_grid
@@ -84,18 +84,29 @@ def skip_reason(jpeg: JpegGrid | None, skip_above_quality: int | None) -> str | 
     return None
 
 
-def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, tile: int = 512,
-                 overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
-                 fmt: str = "png", skip_existing: bool = False,
-                 skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
-                 allow_large: bool = False, storage_options: dict | None = None,
-                 progress: Progress | None = None, precision: str = "fp32") -> FileResult:
-    """The one file-restore step of the CLI and the Ray archive job: read ``src``, leave it
-    alone when its JPEG quality (its tables, or for other formats the traces in its pixels)
-    is above ``skip_above_quality`` or it shows no JPEG compression
-    (:func:`skip_reason`), restore it band by band, consistent with its JPEG, and
-    stream the bands into ``dest`` (atomically), so memory beyond the decoded input stays small. ``dest`` must come from :mod:`.output_paths`. Bad files raise
-    :class:`ImageReadError` / :class:`ImageWriteError` / ValueError with one line."""
+@dataclass
+class OpenedFile:
+    """An input that is to be restored: its decoded image and how it was compressed."""
+
+    loaded: LoadedImage
+    jpeg: JpegGrid | None
+    quality: QualityEstimate | None
+
+    def restored(self) -> FileResult:
+        """The result once its output is written."""
+        h, w = self.loaded.array.shape[:2]
+        return FileResult("restored", self.quality, h * w / 1e6)
+
+
+def open_file(src: str, dest: str, *, skip_existing: bool = False,
+              skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
+              allow_large: bool = False, storage_options: dict | None = None
+              ) -> FileResult | OpenedFile:
+    """The first half of :func:`restore_file`: ``exists`` when ``skip_existing`` finds ``dest``,
+    ``skipped`` when the JPEG quality (its tables, or for other formats the traces in its
+    pixels) is above ``skip_above_quality`` or it shows no JPEG compression
+    (:func:`skip_reason`), else the decoded input with its JPEG grid. Bad files raise
+    :class:`ImageReadError` with one line."""
     if skip_existing:
         fs, path = resolve(dest, storage_options)
         if fs.exists(path):
@@ -106,19 +117,39 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
     why = skip_reason(jpeg, skip_above_quality)
     if why:
         return FileResult("skipped", quality, reason=why)
+    return OpenedFile(loaded, jpeg, quality)
+
+
+def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, tile: int = 512,
+                 overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+                 fmt: str = "png", skip_existing: bool = False,
+                 skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
+                 allow_large: bool = False, storage_options: dict | None = None,
+                 progress: Progress | None = None, precision: str = "fp32") -> FileResult:
+    """The one file-restore step of the CLI and the Ray archive job: :func:`open_file`, then
+    restore band by band, consistent with its JPEG, and stream the bands into ``dest``
+    (atomically), so memory beyond the decoded input stays small. ``dest`` must come from
+    :mod:`.output_paths`. Bad files raise :class:`ImageReadError` / :class:`ImageWriteError` /
+    ValueError with one line."""
+    opened = open_file(src, dest, skip_existing=skip_existing,
+                       skip_above_quality=skip_above_quality, allow_large=allow_large,
+                       storage_options=storage_options)
+    if isinstance(opened, FileResult):
+        return opened
+    image = opened.loaded.array
 
     def bands() -> Iterator[Band]:
-        for done, total, band in restore_bands(loaded.array, model, tile=tile, overlap=overlap,
+        for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
                                                device=device, ensemble=ensemble,
-                                               jpeg=jpeg, precision=precision):
+                                               jpeg=opened.jpeg, precision=precision):
             if progress is not None:
                 progress(done, total)
             if band is not None:
                 yield band
 
-    write_image_bands(dest, loaded.array.shape, loaded.array.dtype, bands(), format=fmt,
-                      icc_profile=loaded.icc_profile, storage_options=storage_options)
-    return FileResult("restored", quality, loaded.array.shape[0] * loaded.array.shape[1] / 1e6)
+    write_image_bands(dest, image.shape, image.dtype, bands(), format=fmt,
+                      icc_profile=opened.loaded.icc_profile, storage_options=storage_options)
+    return opened.restored()
 
 
 def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | None = None,

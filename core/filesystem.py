@@ -3,6 +3,7 @@
 (a JSON file or an inline object) with the secret-looking values it may carry."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -72,7 +73,8 @@ def write_atomically(url: str | os.PathLike, fill: Callable[[BinaryIO], None],
                      storage_options: dict | None = None) -> None:
     """Call ``fill(file)`` on a new temporary file beside ``url``, then move it over ``url``: a
     local file is fsynced and renamed (``os.replace``); an object store gets a temporary key
-    moved into place. On failure the temporary file is removed and the error raised."""
+    moved into place. On failure the temporary file is removed and the error raised. After a
+    success, temporary files of the same output left by killed writers are removed."""
     fs, path = resolve(url, storage_options)
     if is_local(fs):
         folder, base = os.path.split(os.path.abspath(path))
@@ -88,6 +90,9 @@ def write_atomically(url: str | os.PathLike, fill: Callable[[BinaryIO], None],
             with suppress(OSError):
                 os.unlink(tmp)
             raise
+        for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}.tmp-*")):
+            with suppress(OSError):  # left by a writer of this file that was killed
+                os.unlink(stale)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
@@ -99,3 +104,7 @@ def write_atomically(url: str | os.PathLike, fill: Callable[[BinaryIO], None],
             if fs.exists(tmp):
                 fs.rm(tmp)
         raise
+    with suppress(Exception):  # left by a writer of this file that was killed
+        stale = fs.glob(f"{glob.escape(path)}.tmp-*")
+        if stale:
+            fs.rm(stale)

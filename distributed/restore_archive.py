@@ -1,322 +1,73 @@
-"""Restore a whole JPEG archive (local folder, ``s3://`` or ``gs://`` prefix) on a Ray cluster.
+"""Restore a whole JPEG archive (local folder, ``s3://`` or ``gs://`` prefix) on a Ray cluster
+with Ray Data's batch inference (``map_batches`` with a pool of model actors).
 
     python -m napari_jpeg_restore.distributed.restore_archive \\
         --src s3://archive/jpeg --dst s3://archive/restored --model crl-lite-gray --workers 8
 
 How it works
-* The driver lists ``--src`` as a stream (S3: one page of 1000 keys at a time; other
-  filesystems: one folder at a time) and cuts it into batches of ``--batch-size`` files, so a
-  prefix with millions of objects is never held in memory.
-* A pool of ``Restorer`` actors (one model load each, through ``core.registry.load_model``;
-  ``num_gpus=--gpus-per-worker`` when the cluster has GPUs, CPU actors otherwise) restores each
-  file into ``<dst>/<same relative key>.png`` (or ``.tif``), written atomically (temp key, then
-  a move): an output that exists is complete.
-* Outputs are proven to stay under ``--dst`` (``core.output_paths``): keys with ``..`` or
-  absolute keys are refused (status ``failed``, with the reason); a ``--dst`` that is ``--src``
-  or a folder above it is refused before any actor starts; a ``--dst`` inside ``--src`` is fine
-  (its keys are never taken as inputs).
-* The file step is ``core.file_restore.restore_file``, as in the CLI: images above
-  ``--skip-above-quality`` (default 90) or without JPEG traces are left alone (status
-  ``skipped``, with the reason), the rest are restored one row of tiles at a time, kept
-  consistent with their JPEG, and streamed to the output.
-* At most two batches per actor are in flight (back-pressure on the listing).
-* Resumable: a rerun skips every input whose output exists (status ``exists``). A killed job
-  loses no work that reached the destination; a rerun completes the rest, so every input ends
-  with exactly one output.
-* Actors are started with ``max_restarts=-1, max_task_retries=2``: a crashed actor is replaced
-  and its batch retried by Ray; if a batch keeps killing its actor, it is split into single
-  files and a file that still crashes it is recorded as failed.
-* Per-file problems (corrupt JPEG, not an image, access denied, ...) are rows in the manifest,
-  never a stopped job. The manifest is JSON Lines under ``<dst>/_manifest/``: locally one file
-  ``<run-id>.jsonl`` appended after every batch; on object stores ``<run-id>/part-NNNNNN.jsonl``
-  objects written every ``--manifest-every`` seconds. Each row: key, status
-  (restored/skipped/failed/exists), quality (IJG factor from the quantization tables), seconds,
-  megapixels, error. ``<run-id>.run.json`` records the (redacted) options and the summary.
-* Credentials: ``--storage-options`` (JSON or a JSON file) goes to fsspec; the standard AWS/GCS
-  environment variables of the driver are handed to the actors as constructor arguments.
-  Secret-looking keys are redacted from everything printed or written.
+* The driver lists ``--src`` (S3: one page of 1000 keys at a time) and keeps the images to do
+  as a Ray dataset of (key, input, output) rows, in blocks of ``--batch-size``; about 200 bytes
+  per key (1 million keys: about 200 MB). Keys that would write outside ``--dst`` (``..``,
+  absolute keys) or onto another input's output are refused (status ``failed``, with the
+  reason); a ``--dst`` that is ``--src`` or a folder above it is refused before anything starts.
+* A pool of ``Restorer`` actors (``ActorPoolStrategy``, one model load each, through
+  ``core.registry.load_model``) restores each file into ``<dst>/<same relative key>.png`` (or
+  ``.tif``), written atomically: an output that exists is complete. On CPUs each actor runs
+  the CLI's whole file step (``core.file_restore.restore_file``, streamed band by band). With
+  GPUs (``num_gpus=--gpus-per-worker``) actors only run the model; reading and decoding, then
+  encoding and writing, are CPU tasks before and after them.
+* Images above ``--skip-above-quality`` (default 90) or without JPEG traces are left alone
+  (status ``skipped``, with the reason); results are kept consistent with their JPEG.
+* Resumable: a rerun skips every input whose output exists (status ``exists``), so every
+  input ends with exactly one output.
+* Failures: a crashed actor is restarted by Ray and its batch retried (twice); a batch that
+  keeps killing its actor gets a ``failed`` row per file and the job goes on. An actor that
+  cannot start (CUDA asked but absent, a model that will not load) stops the job with its
+  cause and exit status 2; so does a pool that cannot be scheduled within ``--startup-timeout``.
+* Per-file problems (corrupt JPEG, not an image, access denied, ...) are manifest rows, never
+  a stopped job. The manifest is JSON Lines under ``<dst>/_manifest/<run-id>/``, one part per
+  batch, each row written by the process that wrote the output right after it. Each row:
+  key, status (restored/skipped/failed/exists), quality (IJG factor from the quantization
+  tables), seconds, megapixels, error, actor (and its GPU ids). ``<run-id>.run.json`` records
+  the (redacted) options, the status (finished, interrupted, failed) and the summary.
+* Credentials: ``--storage-options`` (a JSON file, or inline JSON, warned about when it holds
+  secrets) goes to fsspec; the standard AWS/GCS environment variables of the driver are handed
+  to the stages as arguments. Secret-looking values are redacted from everything written.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import json
-import os
+import logging
 import re
 import signal
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import Any
 
-import fsspec
 from napari_jpeg_restore.core.consistency import calibration_path
-from napari_jpeg_restore.core.file_restore import restore_file
-from napari_jpeg_restore.core.filesystem import (
-    is_local,
-    parse_storage_options,
-    resolve,
-    secret_values,
-    write_atomically,
-)
-from napari_jpeg_restore.core.inference import resolve_device
+from napari_jpeg_restore.core.filesystem import parse_storage_options, secret_values
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
-from napari_jpeg_restore.core.output_paths import (
-    UnsafeOutputError,
-    canonical,
-    extension,
-    output_folder_folds_case,
-    output_path,
-    under,
-)
+from napari_jpeg_restore.core.output_paths import extension
 from napari_jpeg_restore.core.registry import (
     MODELS,
     default_model_name,
     load_model,
     resolve_weights,
 )
-from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
 
 from ._common import credential_env, init_ray, redact, scrub
+from .archive_listing import Item, check_roots, failed_row, iter_items
+from .archive_manifest import ManifestPart, final_state, read_manifest, run_folder, write_info
+from .archive_stages import ALL, Restorer, Settings, read_stage, write_stage
 
-MANIFEST_DIR = "_manifest"
 STATUSES = ("restored", "exists", "skipped", "failed")
-INTERRUPT_GRACE = 2.0  # seconds an interrupted run waits for the batches in flight
-
-
-# --------------------------------------------------------------------------- listing
-
-
-@dataclass(frozen=True)
-class Item:
-    src: str  # full URL (or local path) of the input
-    key: str  # path relative to --src
-    dst: str  # full URL (or local path) of the output
-
-
-def _full(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    return path if is_local(fs) else fs.unstrip_protocol(path)
-
-
-def _iter_s3(fs, root: str) -> Iterator[str]:
-    """Keys under ``root`` page by page (s3fs' paginated ListObjectsV2, no delimiter)."""
-    from fsspec.asyn import sync
-
-    bucket, _, prefix = root.partition("/")
-    agen = fs._iterdir(bucket, prefix=f"{prefix}/" if prefix else "", delimiter="")
-    while True:
-        try:
-            info = sync(fs.loop, agen.__anext__)
-        except StopAsyncIteration:
-            return
-        if info.get("type", "file") != "directory" and not info["name"].endswith("/"):
-            yield info["name"]
-
-
-def iter_files(src: str, storage_options: dict | None = None) -> Iterator[tuple[str, str]]:
-    """(full path, key relative to ``src``) of every file under ``src``, streamed."""
-    fs, root = resolve(src, storage_options)
-    root = root.rstrip("/")
-    if fs.isfile(root):
-        yield _full(fs, root), PurePosixPath(root).name
-        return
-    if hasattr(fs, "_iterdir") and "s3" in (fs.protocol if isinstance(fs.protocol, tuple)
-                                            else (fs.protocol,)):
-        paths: Iterator[str] = _iter_s3(fs, root)
-    else:
-        paths = (f"{folder.rstrip('/')}/{name}" for folder, _, files in fs.walk(root)
-                 for name in sorted(files))
-    for path in paths:
-        yield _full(fs, path), path[len(root) + 1:]
-
-
-def _failed(key: str, error: str) -> dict:
-    return {"key": key, "status": "failed", "quality": None, "seconds": 0.0, "error": error}
-
-
-def check_roots(src: str, dst: str, storage_options: dict | None = None) -> None:
-    """Refuse a ``dst`` that is ``src`` or a folder above it: outputs would land among the
-    inputs. (A ``dst`` inside ``src`` is fine: its keys are not taken as inputs.)"""
-    fold = output_folder_folds_case(dst, storage_options)
-    s, d = canonical(src, storage_options, fold), canonical(dst, storage_options, fold)
-    if under(s, d):
-        raise ValueError(f"--dst {dst} is --src or a folder above it: outputs would land among "
-                         "the inputs; choose a destination outside --src or inside it")
-
-
-def iter_items(src: str, dst: str, fmt: str = "png", storage_options: dict | None = None,
-               window: int = 100_000) -> Iterator[Item | dict]:
-    """Images under ``src`` with their outputs. Keys under ``dst`` (when it lies inside ``src``)
-    are left out. Keys that would escape ``dst`` come back as ``failed`` manifest rows, and so
-    does the later of two inputs that would write the same output (``a.jpg``, ``a.jpeg``),
-    caught within a sliding window of recent outputs (same-stem keys sort next to each other).
-    Outputs are compared case-folded when ``dst`` is a local folder that ignores case."""
-    check_roots(src, dst, storage_options)
-    fold = output_folder_folds_case(dst, storage_options)
-    dst_root = canonical(dst, storage_options, fold)
-    recent: collections.OrderedDict[str, str] = collections.OrderedDict()
-    for url, key in iter_files(src, storage_options):
-        if not key.lower().endswith(IMAGE_SUFFIXES) or under(canonical(url, storage_options, fold),
-                                                              dst_root):
-            continue
-        try:
-            out = output_path(key, dst, fmt, keep_tree=True)
-        except UnsafeOutputError as err:
-            yield _failed(key, str(err))
-            continue
-        out_key = canonical(out, storage_options, fold)
-        if not under(out_key, dst_root):
-            yield _failed(key, f"{key}: its output {out} would leave the destination; refused")
-            continue
-        if out_key in recent:
-            yield _failed(key, f"{key}: {recent[out_key]} already writes {out} (same name, "
-                               "other suffix); refused, rename one of them")
-            continue
-        recent[out_key] = key
-        if len(recent) > window:
-            recent.popitem(last=False)
-        yield Item(url, key, out)
-
-
-# --------------------------------------------------------------------------- actor
-
-
-class Restorer:
-    """One model, many files. Wrapped with ``ray.remote`` by :func:`restorer_actor`."""
-
-    def __init__(self, model: str | None, model_blob: tuple[bytes, bytes | None] | None, *, device: str = "cpu",
-                 threads: int = 1, tile: int = 512, ensemble: bool = False, precision: str = "fp32",
-                 fmt: str = "png",
-                 skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY, storage_options: dict | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        os.environ.update(env or {})
-        import ray
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
-        self.device = resolve_device(device)
-        self.gpus = [str(g) for g in ray.get_gpu_ids()]  # the GPU(s) Ray assigned to this actor
-        self.so = storage_options or {}
-        self.secrets = secret_values(self.so, env)
-        self.tile, self.ensemble, self.precision, self.fmt = tile, ensemble, precision, fmt
-        self.skip_above = skip_above_quality
-        if model_blob is not None:  # a weights file (and calibration) through the object store
-            weights, calibration = model_blob
-            folder = Path(tempfile.mkdtemp(prefix="jpeg-restore-model-"))
-            model = str(folder / "model.pt")
-            Path(model).write_bytes(weights)
-            if calibration is not None:
-                calibration_path(model).write_bytes(calibration)
-        self.model = load_model(model, self.device) if model else None  # None: per image default
-
-    def placement(self) -> str:
-        """Where this actor runs: its device and the GPU ids Ray assigned to it."""
-        return f"{self.device}" + (f", GPU {','.join(self.gpus)}" if self.gpus else "")
-
-    def process(self, batch: list[Item]) -> list[dict[str, Any]]:
-        return [self._one(item) for item in batch]
-
-    def _one(self, item: Item) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {"key": item.key, "status": "failed", "quality": None,
-                               "seconds": 0.0, "error": None}
-        try:
-            res = restore_file(item.src, item.dst, self.model, tile=self.tile, device=self.device,
-                               ensemble=self.ensemble, precision=self.precision, fmt=self.fmt,
-                               skip_existing=True,
-                               skip_above_quality=self.skip_above, storage_options=self.so)
-            row["status"] = res.status
-            if res.reason:
-                row["reason"] = res.reason
-            if res.quality is not None:
-                row["quality"] = res.quality.quality
-                row["quality_exact"] = res.quality.exact
-            if res.status == "restored":
-                row["megapixels"] = res.megapixels
-                row["output"] = item.dst
-                if self.gpus:
-                    row["gpus"] = self.gpus
-        except Exception as err:  # noqa: BLE001 - every per-file problem is a manifest row
-            row["error"] = scrub(" ".join(str(err).split()) or type(err).__name__, self.secrets)
-        row["seconds"] = round(time.perf_counter() - t0, 4)
-        return row
-
-
-def restorer_actor(num_cpus: float, num_gpus: float):
-    """``Restorer`` as a Ray actor class with restart/retry options."""
-    import ray
-
-    return ray.remote(Restorer).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1,
-                                        max_task_retries=2)
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-class Manifest:
-    """JSON Lines under ``<dst>/_manifest/``; append-per-batch locally, part objects remotely."""
-
-    def __init__(self, dst: str, run_id: str, storage_options: dict | None = None,
-                 flush_seconds: float = 10.0) -> None:
-        self.fs, root = resolve(dst, storage_options)
-        self.so = storage_options
-        self.root = f"{root.rstrip('/')}/{MANIFEST_DIR}"
-        self.run_id = run_id
-        self.local = is_local(self.fs)
-        self.fs.makedirs(self.root, exist_ok=True)
-        self.rows: list[dict] = []
-        self.part = 0
-        self.flush_seconds = flush_seconds
-        self.last = time.monotonic()
-        self.path = f"{self.root}/{run_id}.jsonl" if self.local else f"{self.root}/{run_id}/"
-        self.url = _full(self.fs, self.path)
-
-    def add(self, rows: list[dict]) -> None:
-        self.rows += [{**r, "run": self.run_id} for r in rows]
-        if self.local or time.monotonic() - self.last >= self.flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        self.last = time.monotonic()
-        if not self.rows:
-            return
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows)
-        if self.local:
-            with open(self.path, "a") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        else:
-            self.fs.pipe_file(f"{self.path}part-{self.part:06d}.jsonl", text.encode())
-            self.part += 1
-        self.rows = []
-
-    def write_info(self, info: dict) -> None:
-        text = json.dumps(redact(info), indent=2, sort_keys=True, default=str).encode()
-        write_atomically(_full(self.fs, f"{self.root}/{self.run_id}.run.json"),
-                         lambda f: f.write(text), self.so)
-
-
-def read_manifest(dst: str, storage_options: dict | None = None) -> list[dict]:
-    """Every manifest row under ``dst`` in the order written (runs sort by their time-stamped id)."""
-    fs, root = resolve(dst, storage_options)
-    base = f"{root.rstrip('/')}/{MANIFEST_DIR}"
-    if not fs.exists(base):
-        return []
-    rows = []
-    for path in sorted(p for p in fs.find(base) if p.endswith(".jsonl")):
-        rows += [json.loads(line) for line in fs.cat_file(path).decode().splitlines() if line]
-    return rows
-
-
-def final_state(rows: list[dict]) -> dict[str, dict]:
-    """The last row of every key: what the archive looks like after all runs."""
-    return {r["key"]: r for r in rows}
+TASK_RETRIES = 2  # a batch whose actor dies is retried this often on a restarted actor
+DIED = ("its batch killed the worker process in every retry (killed, out of memory or "
+        "crashed); rerun with --batch-size 1 to single out the file")
 
 
 # --------------------------------------------------------------------------- driver
@@ -339,7 +90,6 @@ class ArchiveConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     address: str | None = None
     progress_every: float = 10.0
-    manifest_every: float = 10.0
     strict: bool = False
     startup_timeout: float = 600.0
     device: str = "auto"
@@ -367,11 +117,9 @@ class Summary:
 
 
 def _model_args(model: str | None, storage_options: dict) -> tuple[str | None, Any]:
-    """(registry name or None, object-store ref of a weights file's bytes and its calibration's,
-    or None). A path or URL is fetched and loaded once on the driver, so a bad one fails
-    before any actor starts."""
-    import ray
-
+    """(registry name or None, a weights file's bytes and its calibration's, or None; Ray Data
+    ships them to the actors through the object store). A path or URL is fetched and loaded
+    once on the driver, so a bad one fails before any actor starts."""
     if model is None:
         default_model_name(1)  # fail early, on the driver, when nothing is shipped
         return None, None
@@ -380,29 +128,17 @@ def _model_args(model: str | None, storage_options: dict) -> tuple[str | None, A
         return model, None
     path = resolve_weights(model, storage_options)
     cal = calibration_path(path)
-    return None, ray.put((path.read_bytes(), cal.read_bytes() if cal.is_file() else None))
-
-
-def _batches(items: Iterator[Item | dict], size: int) -> Iterator[list[Item] | dict]:
-    batch: list[Item] = []
-    for it in items:
-        if isinstance(it, dict):
-            yield it
-            continue
-        batch.append(it)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return None, (path.read_bytes(), cal.read_bytes() if cal.is_file() else None)
 
 
 def actors_that_fit(resources: dict[str, float], workers: int | None, cpus: float, gpus: float,
                     log=print) -> int:
     """How many actors to start: ``workers`` (default: as many as the cluster holds), but never
     more than the cluster's total CPUs and GPUs can ever hold at once: those would wait
-    forever. Raises RuntimeError when not even one fits."""
-    room = [resources.get("CPU", 0.0) / cpus] if cpus > 0 else []
+    forever. GPU actors leave one CPU for the reading and writing tasks around them.
+    Raises RuntimeError when not even one fits."""
+    free = resources.get("CPU", 0.0) - (1 if gpus > 0 else 0)
+    room = [free / cpus] if cpus > 0 else []
     room += [resources.get("GPU", 0.0) / gpus] if gpus > 0 else []
     fit = int(min(room) + 1e-9) if room else workers or 1
     ask = f"{cpus:g} CPU{f' and {gpus:g} GPU' if gpus else ''} each"
@@ -422,60 +158,32 @@ def _cause(err: BaseException) -> str:
     return (raised or lines or [type(err).__name__])[-1]
 
 
-class StartingPool:
-    """Actors as they come up: work goes only to the ones whose constructor has finished.
-    One that fails to start is reported with its cause; when none starts (or none within
-    ``timeout`` seconds) the job stops with RuntimeError instead of waiting forever."""
+def _pipeline(items: list[dict], cfg: ArchiveConfig, settings: Settings, model: tuple,
+              device: str, num_gpus: float, actors: int):
+    """The Ray dataset of manifest rows: (read →) model actors (→ write)."""
+    import ray
 
-    def __init__(self, actors: list, timeout: float, log=print) -> None:
-        self.starting = {a.placement.remote(): i for i, a in enumerate(actors)}
-        self.actors, self.up, self.causes, self.log = actors, [], [], log
-        self.deadline = time.monotonic() + timeout
-        self.timeout = timeout
-
-    @property
-    def settled(self) -> bool:
-        return not self.starting
-
-    def running(self, block: bool) -> list[int]:
-        """Indices of started actors; with ``block``, waits until there is one."""
-        import ray
-
-        while True:
-            if self.starting:
-                left = max(0.0, self.deadline - time.monotonic())
-                wait = left if block and not self.up else 0
-                done, _ = ray.wait(list(self.starting), num_returns=1 if wait else len(self.starting),
-                                   timeout=wait)
-                for ref in done:
-                    i = self.starting.pop(ref)
-                    try:
-                        self.log(f"actor {i} started on {ray.get(ref)}")
-                        self.up.append(i)
-                    except ray.exceptions.RayError as err:
-                        self.causes.append(_cause(err))
-                        self.log(f"actor {i} could not start: {self.causes[-1]}")
-                if self.starting and time.monotonic() >= self.deadline:
-                    for ref, i in self.starting.items():
-                        ray.kill(self.actors[i])
-                        self.log(f"actor {i} was not scheduled within {self.timeout:g} s "
-                                 "(the cluster's resources are taken); going on without it")
-                    self.starting.clear()
-            if self.up:
-                return self.up
-            if not self.starting:
-                why = self.causes[-1] if self.causes else \
-                    f"none was scheduled within {self.timeout:g} s"
-                raise RuntimeError(f"no restoration actor could start: {why}")
-            if not block:
-                return []
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // cfg.batch_size)))
+    threads = max(1, int(cfg.cpus_per_worker))
+    actor = {"fn_constructor_args": (settings, *model),
+             "fn_constructor_kwargs": {"device": device, "threads": threads,
+                                       "whole_files": num_gpus == 0},
+             "compute": ray.data.ActorPoolStrategy(size=actors),
+             "batch_size": cfg.batch_size, "num_cpus": cfg.cpus_per_worker,
+             # Ray Data retries a dead actor's batch forever by default: a file that kills
+             # its actor every time would stop the job.
+             "max_restarts": -1, "max_task_retries": TASK_RETRIES}
+    if num_gpus == 0:
+        return ds.map_batches(Restorer, **actor)
+    ds = ds.map_batches(read_stage, fn_kwargs={"settings": settings}, batch_size=cfg.batch_size)
+    ds = ds.map_batches(Restorer, num_gpus=num_gpus, **actor)
+    return ds.map_batches(write_stage, fn_kwargs={"settings": settings}, batch_size=cfg.batch_size)
 
 
 def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     """Restore ``cfg.src`` into ``cfg.dst`` on the connected (or a local) Ray cluster
     (``where``: its label when the caller has connected already)."""
     import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
     where = where or init_ray(cfg.address)
     so = dict(cfg.storage_options)
@@ -496,21 +204,17 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
         log("--gpus-per-worker 0: restoring on CPUs" if cfg.gpus_per_worker <= 0 and gpus > 0
             else "no GPUs in the cluster: restoring on CPUs")
     n = actors_that_fit(resources, cfg.workers, cfg.cpus_per_worker, num_gpus, log)
-    model_name, model_blob = _model_args(cfg.model, so)
-    actor_cls = restorer_actor(cfg.cpus_per_worker, num_gpus)
-    env = credential_env()
-    actors = [actor_cls.remote(model_name, model_blob, device=device,
-                               threads=max(1, int(cfg.cpus_per_worker)), tile=cfg.tile,
-                               ensemble=cfg.ensemble, precision=cfg.precision, fmt=fmt,
-                               skip_above_quality=cfg.skip_above_quality, storage_options=so,
-                               env=env) for _ in range(n)]
+    model = _model_args(cfg.model, so)
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    manifest = Manifest(cfg.dst, run_id, so, cfg.manifest_every)
-    info: dict[str, Any] = {"run_id": run_id, "status": "running", "config": asdict(cfg), "ray": where, "device": device, "workers": n,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    manifest.write_info(info)
+    settings = Settings(cfg.dst, run_id, fmt, cfg.tile, cfg.ensemble, cfg.precision,
+                        cfg.skip_above_quality, so, credential_env())
+    info: dict[str, Any] = {"run_id": run_id, "status": "running", "config": asdict(cfg),
+                            "ray": where, "device": device, "workers": n,
+                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_info(cfg.dst, run_id, info, so)
+    manifest = run_folder(cfg.dst, run_id, so)
     log(f"run {run_id}: {redact(cfg.src)} -> {cfg.dst} on {where}, {n} {device} actor(s), "
-        f"manifest {manifest.url}")
+        f"manifest {manifest}")
 
     counts: collections.Counter[str] = collections.Counter()
     megapixels = 0.0
@@ -518,7 +222,6 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
 
     def record(rows: list[dict]) -> None:
         nonlocal megapixels, last_print
-        manifest.add(rows)
         for r in rows:
             counts[r["status"]] += 1
             megapixels += r.get("megapixels", 0.0)
@@ -527,84 +230,57 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
         now = time.perf_counter()
         if now - last_print >= cfg.progress_every:
             last_print = now
-            done = sum(counts.values())
-            log(f"progress: {done} files ({', '.join(f'{s} {counts[s]}' for s in STATUSES)}), "
+            log(f"progress: {sum(counts.values())} files "
+                f"({', '.join(f'{s} {counts[s]}' for s in STATUSES)}), "
                 f"{counts['restored'] / (now - start):.2f} restored/s")
 
-    pool = StartingPool(actors, cfg.startup_timeout, log)
-    work = _batches(iter_items(cfg.src, cfg.dst, fmt, so), cfg.batch_size)
-    retry: collections.deque[tuple[list[Item], int]] = collections.deque()
-    inflight: dict[Any, tuple[int, list[Item], int]] = {}
-    load = [0] * n
-    exhausted = False
-
-    def next_batch() -> tuple[list[Item], int] | None:
-        nonlocal exhausted
-        if retry:
-            return retry.popleft()
-        while not exhausted:
-            b = next(work, None)
-            if b is None:
-                exhausted = True
-            elif isinstance(b, dict):
-                record([b])
-            else:
-                return b, 0
-        return None
-
+    driver_rows = ManifestPart(cfg.dst, run_id, so)  # refusals and batches lost with their actor
+    items = []
+    for it in iter_items(cfg.src, cfg.dst, fmt, so):
+        if isinstance(it, Item):
+            items.append(dict(zip(ALL, (it.key, it.src, it.dst, "", b"", 0.0))))
+        else:
+            driver_rows.add([it])
+            record([it])
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = -1  # a batch that keeps killing its actor: rows, not a stop
+    context.wait_for_min_actors_s = cfg.startup_timeout
+    context.enable_progress_bars = False  # the job prints its own progress lines
+    # Ray 2.60 logs its DataContext at DEBUG with a format that fails ("--- Logging error ---"
+    # on stderr, an exception under pytest's log capture): keep that one logger at INFO.
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.INFO)
+    done: set[str] = set()
     try:
-        while True:
-            running = pool.running(block=not inflight)  # work goes only to started actors
-            while running and min(load[i] for i in running) < 2:
-                nb = next_batch()
-                if nb is None:
-                    break
-                i = min(running, key=lambda j: load[j])
-                inflight[actors[i].process.remote(nb[0])] = (i, nb[0], nb[1])
-                load[i] += 1
-            if not inflight:
-                break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=None if pool.settled else 1.0)
-            for ref in ready:
-                i, batch, tries = inflight.pop(ref)
-                load[i] -= 1
-                try:
-                    record(ray.get(ref))
-                except ActorUnavailableError as err:  # transient: same batch again
-                    retry.append((batch, tries))
-                    log(f"actor {i} unavailable ({type(err).__name__}); batch requeued")
-                except (ActorDiedError, RayActorError) as err:
-                    log(f"actor {i} died on a batch of {len(batch)} after Ray's retries "
-                        f"({type(err).__name__})")
-                    if len(batch) > 1:
-                        retry.extend(([it], tries + 1) for it in batch)
-                    else:
-                        record([_failed(batch[0].key, "the worker process died on this file "
-                                        "(killed, out of memory or crashed) in every retry")])
-    except RuntimeError as err:  # no actor could start: the run failed, and says why
-        info.update(status="failed", error=str(err))
-        raise
+        if items:
+            for batch in _pipeline(items, cfg, settings, model, device, num_gpus, n).iter_batches(
+                    batch_size=None, batch_format="numpy"):
+                rows = [json.loads(r) for r in batch["row"]]
+                done.update(r["key"] for r in rows)
+                record(rows)
+        lost = [failed_row(it["key"], DIED) for it in items if it["key"] not in done]
+        driver_rows.add(lost)
+        record(lost)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from `ray job stop` (see main)
         info["status"] = "interrupted"
-        # Batches in flight may have written outputs: give them a moment to report, so that
-        # every output has its row (`ray job stop` allows the driver about 3 s).
-        done, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=INTERRUPT_GRACE)
-        for ref in done:
-            with contextlib.suppress(RayActorError):
-                record(ray.get(ref))
+        # Rows are written where the outputs are: the run's manifest has every output so far.
+        counts = collections.Counter(r["status"] for r in
+                                     final_state(read_manifest(cfg.dst, so, run_id)).values())
         raise
+    except ray.exceptions.RayError as err:  # an actor could not start: the job fails, says why
+        info.update(status="failed", error=_cause(err))
+        raise RuntimeError(f"the restoration actors could not start: {_cause(err)}") from None
+    except TimeoutError as err:
+        info.update(status="failed", error=str(err))
+        raise RuntimeError(f"the restoration actors were not scheduled within "
+                           f"{cfg.startup_timeout:g} s (the cluster's resources are taken)") from None
     finally:
-        manifest.flush()
         seconds = time.perf_counter() - start
-        summary = Summary(run_id, manifest.url, dict(counts), seconds, megapixels, len(pool.up),
-                          device)
-        if info["status"] == "running":  # still "running" in run.json: the driver was killed
+        summary = Summary(run_id, manifest, dict(counts), seconds, megapixels, n, device)
+        if info["status"] == "running":
             info["status"] = "finished"
-        info.update(summary=asdict(summary), finished=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                     time.gmtime()))
-        manifest.write_info(info)
-        for a in actors:
-            ray.kill(a)
+        info.update(summary=asdict(summary),
+                    finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        write_info(cfg.dst, run_id, info, so)
     log(f"done: {summary.line()}")
     return summary
 
@@ -643,11 +319,9 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local "
                    "Ray instance)")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between lines")
-    p.add_argument("--manifest-every", type=float, default=10.0,
-                   help="seconds between manifest part objects on object stores")
     p.add_argument("--startup-timeout", type=float, default=600.0, metavar="S",
-                   help="seconds to wait for actors to be scheduled and started; actors still "
-                        "waiting then are dropped, and with none started the job fails (default 600)")
+                   help="seconds to wait for the first actor to be scheduled and started; without "
+                        "one by then the job fails with status 2 (default 600)")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when any file failed (default: 0, see the manifest)")
     a = p.parse_args(argv)
@@ -659,7 +333,6 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                          format=a.format, tile=a.tile, ensemble=a.ensemble, precision=a.precision,
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,
-                         manifest_every=a.manifest_every,
                          strict=a.strict, startup_timeout=a.startup_timeout, device=a.device)
 
 

@@ -1,12 +1,15 @@
 """Ray bulk restoration against a real local Ray cluster and moto's S3 server (through s3fs)."""
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +27,8 @@ from helpers import moto_s3, synthetic, train_tiny_restorer
 from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
 from napari_jpeg_restore.core.metrics import psnr
-from napari_jpeg_restore.distributed.restore_archive import (
-    ArchiveConfig,
-    Item,
-    StartingPool,
-    actors_that_fit,
-    final_state,
-    read_manifest,
-    restorer_actor,
-    run,
-)
+from napari_jpeg_restore.distributed.archive_manifest import final_state, read_manifest
+from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, actors_that_fit, run
 
 # The timeout only guards against hangs: with two busy processes on two cores the DDP
 # restart test took over 400 s (about 90 s on a quiet machine).
@@ -78,7 +73,7 @@ def _cfg(src, dst, model, so=None, **kw):
     kw.setdefault("workers", 2)
     kw.setdefault("batch_size", 2)
     return ArchiveConfig(src=src, dst=dst, model=model, storage_options=so or {},
-                         progress_every=0.5, manifest_every=0.0, **kw)
+                         progress_every=0.5, **kw)
 
 
 def test_s3_archive_restore_manifest_and_rerun(cluster, tiny_model, s3, tmp_path, monkeypatch):
@@ -209,29 +204,65 @@ def test_stopped_job_is_marked_interrupted_and_every_output_has_a_row(cluster, t
     assert summary.counts == {"exists": len(written), "restored": len(keys) - len(written)}
 
 
-def test_crashed_actor_is_replaced_and_its_batch_retried(cluster, tiny_model, tmp_path):
-    items = []
-    for i in range(6):
-        (tmp_path / f"{i}.jpg").write_bytes(encode_jpeg(synthetic(i, (384, 384)), 10))
-        items.append(Item(str(tmp_path / f"{i}.jpg"), f"{i}.jpg", str(tmp_path / f"{i}.png")))
-    actor = restorer_actor(1, 0).remote(tiny_model, None, ensemble=True)
-    assert ray.get(actor.placement.remote()) == "cpu"
+def _actor_processes() -> set[int]:
+    """This test's Ray Data model actors: descendants of this process (its own cluster)."""
+    found = set()
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # gone, or a zombie, meanwhile
+            if "MapWorker(MapBatches(Restorer))" in " ".join(p.cmdline()):
+                found.add(p.pid)
+    return found
 
-    def actor_processes() -> set[int]:  # this test's cluster: descendants of this process
-        return {p.pid for p in psutil.Process().children(recursive=True)
-                if "Restorer" in " ".join(p.cmdline())}
-    (first_pid,) = actor_processes()
-    ref = actor.process.remote(items)
-    for _ in range(1200):  # a worker crash in the middle of the batch: after its first output
-        if (tmp_path / "0.png").is_file():
-            break
-        time.sleep(0.05)
-    os.kill(first_pid, signal.SIGKILL)
-    rows = ray.get(ref, timeout=300)
-    assert {r["status"] for r in rows} <= {"restored", "exists"} and len(rows) == 6
-    assert actor_processes() - {first_pid}  # a new worker process took over
-    assert all((tmp_path / f"{i}.png").is_file() for i in range(6))
-    ray.kill(actor)
+
+def test_crashed_actor_is_replaced_and_its_batch_retried(cluster, tiny_model, tmp_path):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    keys = [f"img{i:02d}.jpg" for i in range(6)]
+    _slow_archive(src, keys)
+    lines: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(run, _cfg(str(src), str(dst), tiny_model, workers=1, batch_size=3,
+                                    ensemble=True), log=lines.append)
+        for _ in range(2400):  # a crash in the middle of a batch: after its first output
+            if list(dst.glob("*.png")) and _actor_processes():
+                break
+            time.sleep(0.05)
+        (first,) = _actor_processes()
+        os.kill(first, signal.SIGKILL)
+        summary = job.result(timeout=600)
+    assert summary.counts.get("failed", 0) == 0, lines
+    assert summary.counts["restored"] + summary.counts.get("exists", 0) == len(keys)
+    assert sorted(p.name for p in dst.iterdir() if p.is_file()) == \
+        sorted(k.replace(".jpg", ".png") for k in keys)  # one output each, no temp files
+    state = final_state(read_manifest(str(dst)))
+    assert {r["status"] for r in state.values()} <= {"restored", "exists"} and len(state) == 6
+    assert len({r["actor"] for r in state.values() if r["status"] == "restored"}) >= 1
+
+
+def test_an_actor_that_keeps_dying_fails_its_files_and_the_job_goes_on(cluster, tiny_model, tmp_path):
+    """A batch that kills its actor in every retry (a file that runs it out of memory, say)
+    gets a failed row per file; the job ends instead of retrying forever."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    _slow_archive(src, [f"img{i:02d}.jpg" for i in range(2)])
+    lines: list[str] = []
+    killed: set[int] = set()
+    attempts: set[str] = set()
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(run, _cfg(str(src), str(dst), tiny_model, workers=1, batch_size=2,
+                                    ensemble=True), log=lines.append)
+        while not job.done():  # every attempt at the batch: kill its actor once it is writing
+            started = {p.name for p in dst.glob(".*.tmp-*")} - attempts if dst.is_dir() else set()
+            for pid in _actor_processes() - killed if started else ():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            attempts |= started
+            time.sleep(0.02)
+        summary = job.result()
+    assert summary.counts == {"failed": 2}, lines
+    assert len(killed) == 3  # the first try and Ray's two retries, each on a restarted actor
+    rows = final_state(read_manifest(str(dst)))
+    assert all("killed the worker process" in r["error"] for r in rows.values()) and len(rows) == 2
+    assert not list(dst.glob("*.png"))
 
 
 def test_more_workers_than_the_cluster_holds_finish_with_a_clear_line(cluster, tiny_model, tmp_path):
@@ -256,54 +287,62 @@ def test_a_bad_model_fails_before_any_actor_starts(cluster, tmp_path):
     assert not (tmp_path / "out" / "a.png").exists()
 
 
-def test_actors_that_cannot_start_stop_the_job_with_their_cause(cluster):
-    """Work goes only to started actors; when none can start (a model that will not load in
-    the actor, CUDA missing there, ...) the job stops with the actor's own error."""
-    lines: list[str] = []
-    actors = [restorer_actor(1, 0).remote("no-such-model", None) for _ in range(2)]
-    pool = StartingPool(actors, timeout=120, log=lines.append)
-    with pytest.raises(RuntimeError, match="no restoration actor could start: .*no-such-model"):
-        pool.running(block=True)
-    assert sum("could not start" in ln for ln in lines) == 2, lines
-
-
-GPU_PINNING = """
+GPU_JOB = """
 import json, sys, tempfile
 import ray
-from napari_jpeg_restore.distributed.restore_archive import (ArchiveConfig, read_manifest,
-                                                             restorer_actor, run)
+from napari_jpeg_restore.distributed.archive_manifest import read_manifest
+from napari_jpeg_restore.distributed.restore_archive import main
 
-src, dst, model = sys.argv[1:4]
-ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False,
+src, dst, model, device = sys.argv[1:5]
+ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=True,
          _temp_dir=tempfile.mkdtemp(prefix="jr-gpu-"))  # Ray's fake GPUs: resources only
-lines = []
-summary = run(ArchiveConfig(src=src, dst=dst, model=model, gpus_per_worker=0.5, device="cpu",
-                            batch_size=1), log=lines.append)
+code = main(["--src", src, "--dst", dst, "--model", model, "--gpus-per-worker", "0.5",
+             "--device", device, "--batch-size", "1"])
 rows = [r for r in read_manifest(dst) if r["status"] == "restored"]
-actors = [restorer_actor(1, 0.5).remote(model, None, device="cpu") for _ in range(4)]
-placed = sorted(ray.get([a.placement.remote() for a in actors]))
-print(json.dumps({"lines": lines, "workers": summary.workers, "gpus": [r.get("gpus") for r in rows],
-                  "placed": placed}))
+print(json.dumps({"code": code, "gpus": [r.get("gpus") for r in rows],
+                  "actors": [r.get("actor") for r in rows]}))
 ray.shutdown()
 """
 
 
+def _gpu_job(tiny_model: str, tmp_path: Path, device: str, files: int) -> tuple[dict, str]:
+    """The archive job on a fresh 8-CPU cluster with two of Ray's fake GPUs (resources only)."""
+    (tmp_path / "in").mkdir()
+    for i in range(files):
+        (tmp_path / "in" / f"f{i:02d}.jpg").write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10))
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_DEDUP_LOGS": "0"}  # every actor's line
+    done = subprocess.run([sys.executable, "-c", GPU_JOB, str(tmp_path / "in"),
+                           str(tmp_path / "out"), tiny_model, device], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    (result,) = [ln for ln in done.stdout.splitlines() if ln.startswith('{"code"')]
+    return json.loads(result), out
+
+
+def test_actors_that_cannot_start_fail_the_job_with_their_cause(tiny_model, tmp_path):
+    """GPU actors on a machine whose torch has no CUDA: the job stops with the actor's own
+    error and status 2 (it used to mark every file failed and exit 0)."""
+    res, out = _gpu_job(tiny_model, tmp_path, "cuda", 4)
+    assert res["code"] == 2 and res["gpus"] == [], out[-3000:]
+    assert "could not start: RuntimeError: CUDA was requested but no CUDA device is available" \
+        in out, out[-3000:]
+    info = json.loads(next((tmp_path / "out" / "_manifest").glob("*.run.json")).read_text())
+    assert info["status"] == "failed" and "CUDA" in info["error"]
+
+
 def test_actors_are_pinned_to_gpus_two_per_gpu_at_half_a_gpu(tiny_model, tmp_path):
     """On this CPU machine with Ray's fake GPU resources: --gpus-per-worker 0.5 on 2 GPUs starts
-    4 actors (not one per CPU: 8 here), each given a GPU id by Ray."""
-    (tmp_path / "in").mkdir()
-    for i in range(16):
-        (tmp_path / "in" / f"f{i:02d}.jpg").write_bytes(encode_jpeg(synthetic(i, (64, 64)), 10))
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    done = subprocess.run([sys.executable, "-c", GPU_PINNING, str(tmp_path / "in"),
-                           str(tmp_path / "out"), tiny_model], env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    res = json.loads(done.stdout.strip().splitlines()[-1])
-    assert any("4 cpu actor(s)" in ln for ln in res["lines"]), res["lines"]
+    4 model actors (not one per CPU: 8 here), two on each GPU id Ray assigns; reading and
+    writing run as CPU tasks around them."""
+    res, out = _gpu_job(tiny_model, tmp_path, "cpu", 16)
+    assert res["code"] == 0 and "4 cpu actor(s)" in out, out[-3000:]
+    started = re.findall(r"restoration actor (\w+) started on cpu, GPU (\d)", out)
+    assert len(started) == 4 and sorted(g for _, g in started) == ["0", "0", "1", "1"], out[-3000:]
+    gpu_of = dict(started)
     assert len(res["gpus"]) == 16 and all(g and len(g) == 1 for g in res["gpus"])
-    assert {g[0] for g in res["gpus"]} <= {"0", "1"}
-    assert res["placed"] == ["cpu, GPU 0", "cpu, GPU 0", "cpu, GPU 1", "cpu, GPU 1"]  # half a GPU each
+    assert all(gpu_of[a] == g[0] for a, g in zip(res["actors"], res["gpus"]))
+    assert "TaskPoolMapOperator[MapBatches(read_stage)]" in out  # a CPU stage apart from the actors
 
 
 def test_actor_count_never_exceeds_what_the_cluster_can_hold():

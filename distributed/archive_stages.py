@@ -1,0 +1,195 @@
+"""The stages of the archive job's Ray Data pipeline. Rows are dicts of ``key src dst row
+payload seconds``: ``row`` is the finished manifest row (JSON) once a stage has decided the
+file's fate, ``payload`` the pickled work in between (the decoded input, then its restoration).
+
+* CPU actors run the whole file step (:func:`core.file_restore.restore_file`, streaming band by
+  band) in :class:`Restorer`.
+* GPU actors only run the model: :func:`read_stage` (exists? read, decode, skip above the
+  quality) and :func:`write_stage` (encode, write atomically) are CPU tasks around them.
+
+The last stage writes every row to the manifest as soon as the file is done
+(:class:`.archive_manifest.ManifestPart`), so an output never lacks its row for long, whatever
+happens to the driver."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari_jpeg_restore.core.consistency import calibration_path
+from napari_jpeg_restore.core.file_restore import FileResult, OpenedFile, open_file, restore_file
+from napari_jpeg_restore.core.filesystem import secret_values
+from napari_jpeg_restore.core.image_writing import write_image
+from napari_jpeg_restore.core.inference import resolve_device, restore
+from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.registry import load_model
+
+from ._common import scrub
+from .archive_manifest import ManifestPart
+
+Batch = dict[str, Any]  # column -> values, as Ray Data hands them over
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every stage needs to know about the run."""
+
+    dst: str  # the destination root (for the manifest)
+    run_id: str
+    fmt: str = "png"
+    tile: int = 512
+    ensemble: bool = False
+    precision: str = "fp32"
+    skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY
+    storage_options: dict = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the driver's cloud credentials
+
+    def enter(self) -> list[str]:
+        """Set the credentials in this process; returns the secret values to scrub."""
+        os.environ.update(self.env)
+        return secret_values(self.storage_options, self.env)
+
+
+def rows_of(batch: Batch) -> list[dict[str, Any]]:
+    columns = list(batch)
+    return [dict(zip(columns, values)) for values in zip(*(batch[c] for c in columns))]
+
+
+def batch_of(items: list[dict[str, Any]], columns: tuple[str, ...]) -> Batch:
+    return {c: np.array([it[c] for it in items], dtype=object) for c in columns}
+
+
+ALL = ("key", "src", "dst", "row", "payload", "seconds")
+
+
+def result_row(key: str, res: FileResult, dst: str, **extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": key, "status": res.status, "quality": None, "error": None}
+    if res.reason:
+        row["reason"] = res.reason
+    if res.quality is not None:
+        row["quality"] = res.quality.quality
+        row["quality_exact"] = res.quality.exact
+    if res.status == "restored":
+        row.update(megapixels=res.megapixels, output=dst, **extra)
+    return row
+
+
+def error_row(key: str, err: BaseException, secrets: list[str]) -> dict[str, Any]:
+    """Every per-file problem is a manifest row, never a stopped job."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    return {"key": key, "status": "failed", "quality": None, "error": scrub(message, secrets)}
+
+
+def _finish(it: dict[str, Any], row: dict[str, Any], t0: float) -> None:
+    it["seconds"] = float(it["seconds"]) + time.perf_counter() - t0
+    it["row"] = json.dumps({**row, "seconds": round(it["seconds"], 4)})
+    it["payload"] = b""
+
+
+def read_stage(batch: Batch, settings: Settings) -> Batch:
+    """CPU task before GPU actors: decide exists/skipped/failed, else decode the input."""
+    secrets = settings.enter()
+    items = rows_of(batch)
+    for it in items:
+        t0 = time.perf_counter()
+        try:
+            opened = open_file(it["src"], it["dst"], skip_existing=True,
+                               skip_above_quality=settings.skip_above_quality,
+                               storage_options=settings.storage_options)
+        except Exception as err:  # noqa: BLE001 - a row, not a stopped job
+            _finish(it, error_row(it["key"], err, secrets), t0)
+            continue
+        if isinstance(opened, FileResult):
+            _finish(it, result_row(it["key"], opened, it["dst"]), t0)
+        else:
+            it["payload"] = pickle.dumps(opened, protocol=5)
+            it["seconds"] = float(it["seconds"]) + time.perf_counter() - t0
+    return batch_of(items, ALL)
+
+
+def write_stage(batch: Batch, settings: Settings) -> Batch:
+    """CPU task after GPU actors: encode and write each restoration atomically, then its row."""
+    secrets = settings.enter()
+    part = ManifestPart(settings.dst, settings.run_id, settings.storage_options)
+    items = rows_of(batch)
+    for it in items:
+        t0 = time.perf_counter()
+        if it["payload"]:
+            opened, restored, placed = pickle.loads(it["payload"])
+            try:
+                write_image(it["dst"], restored, format=settings.fmt,
+                            icc_profile=opened.loaded.icc_profile,
+                            storage_options=settings.storage_options)
+                _finish(it, result_row(it["key"], opened.restored(), it["dst"], **placed), t0)
+            except Exception as err:  # noqa: BLE001
+                _finish(it, error_row(it["key"], err, secrets), t0)
+        part.add([json.loads(it["row"])])
+    return batch_of(items, ("row",))
+
+
+class Restorer:
+    """A Ray Data actor holding one model. ``whole_files``: the whole file step per input
+    (CPU actors; writes the manifest rows), else only the model between the CPU stages."""
+
+    def __init__(self, settings: Settings, model: str | None,
+                 model_blob: tuple[bytes, bytes | None] | None, *, device: str = "cpu",
+                 threads: int = 1, whole_files: bool = True) -> None:
+        import ray
+        import torch
+
+        self.secrets = settings.enter()
+        torch.set_num_threads(max(1, int(threads)))
+        self.settings, self.whole_files = settings, whole_files
+        self.device = resolve_device(device)
+        context = ray.get_runtime_context()
+        self.placed: dict[str, Any] = {"actor": (context.get_actor_id() or "")[:12]}
+        gpus = [str(g) for g in ray.get_gpu_ids()]  # the GPU(s) Ray assigned to this actor
+        if gpus:
+            self.placed["gpus"] = gpus
+        if model_blob is not None:  # a weights file (and calibration) through the object store
+            weights, calibration = model_blob
+            folder = Path(tempfile.mkdtemp(prefix="jpeg-restore-model-"))
+            model = str(folder / "model.pt")
+            Path(model).write_bytes(weights)
+            if calibration is not None:
+                calibration_path(model).write_bytes(calibration)
+        self.model = load_model(model, self.device) if model else None  # None: per image default
+        print(f"restoration actor {self.placed['actor']} started on {self.placement()}", flush=True)
+
+    def placement(self) -> str:
+        """Where this actor runs: its device and the GPU ids Ray assigned to it."""
+        gpus = self.placed.get("gpus")
+        return f"{self.device}" + (f", GPU {','.join(gpus)}" if gpus else "")
+
+    def __call__(self, batch: Batch) -> Batch:
+        s = self.settings
+        items = rows_of(batch)
+        part = ManifestPart(s.dst, s.run_id, s.storage_options) if self.whole_files else None
+        for it in items:
+            t0 = time.perf_counter()
+            try:
+                if part is not None:
+                    res = restore_file(it["src"], it["dst"], self.model, tile=s.tile,
+                                       device=self.device, ensemble=s.ensemble,
+                                       precision=s.precision, fmt=s.fmt, skip_existing=True,
+                                       skip_above_quality=s.skip_above_quality,
+                                       storage_options=s.storage_options)
+                    _finish(it, result_row(it["key"], res, it["dst"], **self.placed), t0)
+                elif it["payload"]:
+                    opened: OpenedFile = pickle.loads(it["payload"])
+                    restored = restore(opened.loaded.array, self.model, tile=s.tile,
+                                       device=self.device, ensemble=s.ensemble, jpeg=opened.jpeg,
+                                       precision=s.precision)
+                    it["payload"] = pickle.dumps((opened, restored, self.placed), protocol=5)
+                    it["seconds"] = float(it["seconds"]) + time.perf_counter() - t0
+            except Exception as err:  # noqa: BLE001
+                _finish(it, error_row(it["key"], err, self.secrets), t0)
+            if part is not None:
+                part.add([json.loads(it["row"])])
+        return batch_of(items, ("row",) if part is not None else ALL)
