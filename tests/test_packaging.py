@@ -45,3 +45,18 @@ def test_cli_waits_passively_unless_told_and_core_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out[1] == "ACTIVE"
+
+
+def test_napari_extra_leaves_the_qt_backend_to_the_user_and_tests_run_on_qt6():
+    """napari's plugin guidance: depend on napari + qtpy, never on a Qt binding (it breaks the
+    bundled app and conda installs); the tests bring PyQt6 (napari deprecates PyQt5)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    bindings = ("pyqt5", "pyqt6", "pyside2", "pyside6", "napari[")
+    assert not [r for r in extras["napari"] if r.lower().startswith(bindings)]
+    assert "qtpy" in extras["napari"] and any(r.startswith("pytest-qt") for r in extras["dev"])
+    pytest.importorskip("qtpy", reason="needs the napari extra")
+    code = "import qtpy; print(qtpy.API_NAME, qtpy.QT6)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.stdout.split() == ["PyQt6", "True"], out.stdout + out.stderr
