@@ -62,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quality", help="estimate the JPEG quality factor of files",
                        description="Quality factor from each file's quantization tables (exact for "
-                                   "libjpeg files) and the encoder's embedding-based estimate.")
+                                   "libjpeg files), else from the JPEG traces in its pixels, and "
+                                   "the quality encoder's estimate from the pixels (its measured "
+                                   "error on the validation sets: docs/embeddings.md).")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--model", default=None, help="model whose encoder scores quality (default: shipped)")
+    p.add_argument("--model", default=None,
+                   help="model whose encoder estimates quality (default: the shipped cqe-lite-*)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
     p = sub.add_parser("calibrate", help="measure where a model gains, so it does no harm elsewhere",
@@ -158,10 +161,10 @@ def cmd_restore(a: argparse.Namespace) -> int:
 
 
 def cmd_quality(a: argparse.Namespace) -> int:
-    from .embedding import embed
+    from .embedding import pixel_quality
     from .images import ImageReadError, read_image
     from .jpeg_traces import find_jpeg_grid
-    from .registry import ModelNotAvailableError, default_model_name, load_model
+    from .registry import ModelNotAvailableError, default_quality_model, load_model
 
     failed = 0
     for path in a.paths:
@@ -182,16 +185,18 @@ def cmd_quality(a: argparse.Namespace) -> int:
             row["pixel_grid"] = None if found is None else list(found.offset)
         try:
             planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
-            net = load_model(a.model or default_model_name(min(planes, 3)))
-            row["encoder_quality"] = round(float(embed(net, [loaded.array])[1][0]), 1)
+            net = load_model(a.model or default_quality_model(min(planes, 3)))
+            row["encoder_quality"] = round(pixel_quality(net, loaded.array), 1)
         except (ModelNotAvailableError, ValueError) as err:
             row["encoder_note"] = str(err)
         if a.json:
             print(json.dumps(row))
         else:
             table = ("-" if row["table_quality"] is None else
-                     f"Q{row['table_quality']}" + ("" if row["exact"] else f" (nearest, distance {row['table_distance']})"))
-            enc = "-" if row["encoder_quality"] is None else f"{row['encoder_quality']:.0f}"
+                     f"Q{row['table_quality']}" + (" (exact)" if row["exact"] else
+                                                   f" (nearest IJG table, distance {row['table_distance']})"))
+            enc = ("-" if row["encoder_quality"] is None else
+                   f"~Q{row['encoder_quality']:.0f} (estimated from pixels)")
             traces = ""
             if "pixel_quality" in row:
                 traces = ("\tpixels: no JPEG traces" if row["pixel_quality"] is None else

@@ -71,6 +71,18 @@ def tiles(image: np.ndarray, size: int, cover: bool = False
     return [image[y:y + size, x:x + size] for y in ys for x in xs], (rows, cols)
 
 
+PROBE_CROP = 96  # the side of the training crops the quality read-out is fitted on
+
+
+def pixel_quality(model: nn.Module, image: np.ndarray, device: str = "auto") -> float:
+    """A picture's quality estimated from its pixels: the median of the encoder's estimates over
+    tiles of the size its read-out was fitted on (one pooled embedding of a large image is
+    biased: the read-out never saw one)."""
+    side = min(PROBE_CROP, *image.shape[:2]) // 8 * 8
+    parts, _ = tiles(image, max(8, side))
+    return float(np.median(embed(model, parts, device)[1]))
+
+
 def quality_heatmap(model: nn.Module, image: np.ndarray, tile: int = 64, device: str = "auto") -> np.ndarray:
     """Per-tile estimated quality (rows x cols float32): low values mark degraded regions."""
     parts, (rows, cols) = tiles(image, tile, cover=True)
@@ -100,23 +112,41 @@ def project_2d(embeddings: np.ndarray, method: str = "auto", seed: int = 0) -> n
 def quality_ordering(embeddings: np.ndarray, qualities: np.ndarray, k: int = 5,
                      groups: np.ndarray | None = None) -> dict[str, float]:
     """How well embeddings order quality: |Spearman ρ| of the first principal component with Q,
-    and leave-one-out k-NN accuracy of the quality level (chance = 1 / number of levels). With
-    ``groups`` (the source image of each row), also the mean within-image ρ of the same PC1: the
-    ordering of one picture's qualities, whatever its content."""
+    and leave-one-out k-NN accuracy of the quality level, exact and within ±10 (chance = 1 /
+    number of levels). With ``groups`` (the source image of each row), also the mean
+    within-image ρ of the same PC1: the ordering of one picture's qualities, whatever its content."""
     from scipy.stats import spearmanr
     from sklearn.decomposition import PCA
 
     q = np.asarray(qualities)
     pc1 = PCA(n_components=1).fit_transform(embeddings)[:, 0]
     rho = float(spearmanr(pc1, q).statistic)
-    d = ((embeddings[:, None, :] - embeddings[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    nn_idx = np.argsort(d, axis=1)[:, :k]
-    votes = q[nn_idx]
+    votes = q[_neighbours(embeddings, embeddings, k, leave_one_out=True)]
     pred = np.array([np.bincount(v).argmax() for v in votes])
     out = {"spearman_pc1": abs(rho), "knn_accuracy": float((pred == q).mean()),
+           "knn_within_10": float((np.abs(pred - q) <= 10).mean()),
            "chance": 1.0 / len(np.unique(q))}
     if groups is not None:
         within = [spearmanr(pc1[groups == g], q[groups == g]).statistic for g in np.unique(groups)]
         out["spearman_within_image"] = abs(float(np.nanmean(within)))
     return out
+
+
+def _neighbours(queries: np.ndarray, points: np.ndarray, k: int, leave_one_out: bool = False) -> np.ndarray:
+    """Indices of the ``k`` nearest ``points`` of each query (squared Euclidean distance)."""
+    d = ((queries[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    if leave_one_out:
+        np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1)[:, :k]
+
+
+def unseen_between(trained: np.ndarray, trained_q: np.ndarray, unseen: np.ndarray,
+                   unseen_q: np.ndarray, k: int = 5) -> float:
+    """Share of crops at qualities never trained on whose k-NN estimate (the mean quality of
+    their nearest trained crops) lies between the trained levels around them (below the
+    lowest or above the highest level for qualities outside the range)."""
+    est = trained_q[_neighbours(unseen, trained, k)].mean(axis=1)
+    levels = np.unique(trained_q).astype(float)
+    below = np.array([levels[levels < u].max(initial=-np.inf) for u in unseen_q])
+    above = np.array([levels[levels > u].min(initial=np.inf) for u in unseen_q])
+    return float(((est >= below) & (est <= above)).mean())

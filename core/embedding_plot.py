@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from .embedding import embed, project_2d, quality_ordering
+from .embedding import embed, project_2d, quality_ordering, unseen_between
 from .registry import default_model_name, load_model
 from .sources import expand
 from .training.data import load_images
@@ -43,15 +43,20 @@ def embed_command(a: argparse.Namespace) -> int:
     images = load_images(expand(a.data)[: a.limit], net.cfg.in_channels)
     qualities = sorted(set(a.quality) | set(a.unseen or []))
     crops, labels = quality_crops(images, qualities, crop=a.crop)
-    emb, _ = embed(net, crops, progress=True)
+    emb, estimate = embed(net, crops, progress=True)  # embeddings, the probe's quality
     trained = np.isin(labels, a.quality)
     groups = np.arange(len(labels)) // len(qualities)  # quality_crops: image-major order
     scores = quality_ordering(emb[trained], labels[trained], groups=groups[trained])
+    if (~trained).any():
+        scores["unseen_between"] = unseen_between(emb[trained], labels[trained], emb[~trained],
+                                                  labels[~trained])
+    scores["probe_within_10"] = float((np.abs(estimate - labels) <= 10).mean())
+    scores["probe_mae"] = float(np.abs(estimate - labels).mean())
     points = project_2d(emb, a.projection)
     title = (f"{a.projection.upper()} of quality embeddings, {len(images)} images\n"
              f"|Spearman(PC1, Q)| = {scores['spearman_pc1']:.3f}, "
-             f"5-NN accuracy of Q = {scores['knn_accuracy']:.2f} (chance {scores['chance']:.2f}), "
-             f"within-image |Spearman| = {scores['spearman_within_image']:.2f}")
+             f"within-image |Spearman| = {scores['spearman_within_image']:.2f}\n"
+             f"5-NN accuracy of Q = {scores['knn_accuracy']:.2f} (chance {scores['chance']:.2f})")
     plot_embeddings(points, labels, a.plot, title, unseen=~trained)
     print(json.dumps({"images": len(images), "qualities": qualities, **scores, "plot": a.plot}))
     return 0

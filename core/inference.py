@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .consistency import JpegGrid, constrain
+from .models import QualityEncoder
 from .precision import autocast, resolve_precision
 from .registry import default_model_name, load_model
 
@@ -167,6 +168,9 @@ def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.d
     if not isinstance(model, nn.Module):
         planes, _ = split_alpha(image)
         model = load_model(model or default_model_name(planes.shape[2], device))
+    if isinstance(model, QualityEncoder):
+        raise TypeError("that model is a quality encoder: it estimates quality (jpeg-restore "
+                         "quality, the napari inspector) but restores nothing; choose a restorer")
     layout = torch.channels_last if device.type == "cpu" else torch.preserve_format
     return model.to(device, memory_format=layout).eval()
 

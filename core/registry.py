@@ -50,9 +50,14 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
     ModelInfo("crl-base-color", "crl", 3, "contrastive-encoder restorer, GPU-trained base preset, RGB"),
     ModelInfo("arcnn-gray", "arcnn", 1, "ARCNN baseline, grayscale"),
     ModelInfo("arcnn-color", "arcnn", 3, "ARCNN baseline, RGB"),
+    ModelInfo("cqe-lite-gray", "cqe", 1, "quality encoder (table positives, block-DCT branch): "
+              "quality estimates from pixels, grayscale"),
+    ModelInfo("cqe-lite-color", "cqe", 3, "quality encoder (table positives, block-DCT branch): "
+              "quality estimates from pixels, RGB"),
 ]}
 DEFAULT_MODELS = {1: "crl-lite-gray", 3: "crl-lite-color"}
 CUDA_MODELS = {1: "crl-base-gray", 3: "crl-base-color"}  # preferred on a GPU, when shipped
+QUALITY_MODELS = {1: "cqe-lite-gray", 3: "cqe-lite-color"}
 
 
 def available_models() -> list[ModelInfo]:
@@ -74,6 +79,16 @@ def default_model_name(channels: int, device: str | torch.device = "cpu") -> str
     raise ModelNotAvailableError(
         f"no shipped weights for {first} or {other} yet; train one with "
         "`jpeg-restore train` and pass --model PATH")
+
+
+def default_quality_model(channels: int) -> str:
+    """The encoder that estimates quality from pixels: ``cqe-lite-*`` where shipped (the other
+    colour type's if only that one is), else the default restorer's encoder."""
+    kind = 3 if channels >= 3 else 1
+    for name in (QUALITY_MODELS[kind], QUALITY_MODELS[4 - kind]):
+        if MODELS[name].has_weights:
+            return name
+    return default_model_name(channels)
 
 
 def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None,

@@ -52,6 +52,7 @@ class InspectResult:
     owner: np.ndarray | None = None  # index of the item each point belongs to
     estimates: list[float] = field(default_factory=list)  # mean CQE estimate per item
     traces: list[str] = field(default_factory=list)  # JPEG traces found in each item's pixels
+    validated: dict[str, Any] | None = None  # the encoder's measured error (its weights' meta)
     method: str = ""
     error: str | None = None
 
@@ -70,9 +71,10 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
 
     try:
         dev = resolve_device(device)
-        encoder = as_encoder(load_model(model_spec, dev))
+        model = load_model(model_spec, dev)
+        encoder = as_encoder(model)
         stride = encoder.cfg.stride
-        res = InspectResult(method=method)
+        res = InspectResult(method=method, validated=getattr(model, "meta", {}).get("quality_validation"))
         embs, colour, owner = [], [], []
         for i, item in enumerate(items):
             plane = _as_uint(np.asarray(item.plane))

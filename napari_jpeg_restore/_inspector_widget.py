@@ -132,7 +132,7 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
             items = [(layer, InspectItem(layer.name, self._current_plane(layer), table_quality(layer.metadata)))
                      for layer in layers]
             spec = resolve_model_spec(self.model.value, self.weights.value,
-                                      max(layer_channels(layer) for layer in layers))
+                                      max(layer_channels(layer) for layer in layers), quality=True)
             resolve_device(self.device.value)
             return items, spec
 
@@ -168,13 +168,18 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
             self._add_heatmap(layer, heat, res.tile, item, est)
             if item.table_q:
                 q, exact = item.table_q
-                lines.append(f"{item.name}: JPEG tables Q{q}{'' if exact else ' (approx.)'}")
+                lines.append(f"{item.name}: JPEG tables Q{q} ({'exact' if exact else 'nearest IJG table'})")
             else:
                 lines.append(f"{item.name}: no JPEG tables; {traces}")
-        # Said plainly: across pictures the encoder's embedding still follows content more than
-        # quality (docs/embeddings.md), so its number is not given as if it were a quality.
-        lines.append("Encoder quality estimates (heatmap) are not yet reliable across images; "
-                     "the tables, or the traces in the pixels, are.")
+            if res.validated:
+                lines.append(f"{item.name}: estimated from pixels ~Q{est:.0f}")
+        if res.validated:
+            v = res.validated
+            lines.append(f"Pixel estimates are within ±10 of the true quality for {v['within_10']:.0%} "
+                         f"of validation images ({v['set']}); the file's tables are exact.")
+        else:  # a restorer's encoder: its embedding follows content more than quality
+            lines.append("This encoder's quality estimates (heatmap) are not reliable across images; "
+                         "the tables, or the traces in the pixels, are. Choose a cqe-lite model.")
         self.quality_label.value = "\n".join(lines)
         self._plot(res)
         self.progress.value = 1000

@@ -23,31 +23,35 @@ class UnsupportedLayerError(ValueError):
 
 
 def model_names(require_encoder: bool = False) -> list[str]:
-    """Registry names that have weights in this installation."""
+    """Registry names that have weights in this installation: restorers, or (``require_encoder``)
+    the models with a quality encoder (quality encoders, CRL restorers)."""
     from napari_jpeg_restore.core.registry import available_models
 
-    return [m.name for m in available_models()
-            if m.has_weights and (m.family == "crl" or not require_encoder)]
+    families = ("cqe", "crl") if require_encoder else ("crl", "arcnn")
+    return [m.name for m in available_models() if m.has_weights and m.family in families]
 
 
 def model_choices(require_encoder: bool = False) -> list[str]:
     return [AUTO, *model_names(require_encoder), WEIGHTS_FILE]
 
 
-def resolve_model_spec(choice: str, weights: str | os.PathLike | None, channels: int) -> str:
+def resolve_model_spec(choice: str, weights: str | os.PathLike | None, channels: int,
+                       quality: bool = False) -> str:
     """A registry name or a weights path for ``load_model``; raises ModelNotAvailableError.
 
-    ``choice`` is "auto" (the default model for ``channels``), a registry name, the
-    "weights file…" entry (then ``weights`` is used) or directly a path to a weights file.
+    ``choice`` is "auto" (the default restorer for ``channels``, or with ``quality`` the default
+    quality encoder), a registry name, the "weights file…" entry (then ``weights`` is used) or
+    directly a path to a weights file.
     """
     from napari_jpeg_restore.core.registry import (
         ModelNotAvailableError,
         default_model_name,
+        default_quality_model,
         resolve_weights,
     )
 
     if choice == AUTO:
-        return default_model_name(channels)
+        return default_quality_model(channels) if quality else default_model_name(channels)
     if choice == WEIGHTS_FILE:
         path = os.fspath(weights) if weights else ""
         if not path or path == "." or not Path(path).is_file():

@@ -199,7 +199,8 @@ def test_quality_command(tmp_path, capsys):
     write_image(tmp_path / "c.png", decode_jpeg(encode_jpeg(_photo(), 37))[3:, 2:])
     assert main(["quality", str(tmp_path / "a.jpg"), str(tmp_path / "b.png"), str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "tables: Q37" in out[0] and "pixels" not in out[0]
+    assert "tables: Q37 (exact)" in out[0] and "pixels: " not in out[0]  # no traces needed
+    assert "(estimated from pixels)" in out[0]
     assert "tables: -" in out[1] and "pixels: no JPEG traces" in out[1]
     assert re.search(r"pixels: JPEG ~Q3[4-9], 8x8 grid at \(5, 6\)", out[2]), out[2]
 
@@ -245,6 +246,7 @@ def test_embed_plots_and_scores(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["qualities"] == [10, 30, 50, 90] and 0 <= report["spearman_pc1"] <= 1
     assert 0 <= report["spearman_within_image"] <= 1
+    assert 0 <= report["unseen_between"] <= 1 and 0 <= report["probe_within_10"] <= 1
 
 
 def test_quality_ordering_separates_content_from_quality():
@@ -257,6 +259,19 @@ def test_quality_ordering_separates_content_from_quality():
     scores = quality_ordering(e, q, groups=image)
     assert scores["spearman_within_image"] == pytest.approx(1.0)
     assert scores["spearman_pc1"] < 0.5  # across images content dominates
+
+
+def test_unseen_qualities_between_their_neighbours_and_knn_within_10():
+    from napari_jpeg_restore.core.embedding import quality_ordering, unseen_between
+
+    levels = np.arange(10, 91, 10)
+    q = np.tile(levels, 5)
+    e = (q + np.random.default_rng(0).normal(0, 0.5, len(q)))[:, None]  # a line ordered by Q
+    scores = quality_ordering(e, q)
+    assert scores["knn_accuracy"] > 0.9 and scores["knn_within_10"] == 1.0
+    unseen = np.array([5, 15, 45, 95])
+    assert unseen_between(e, q, unseen[:, None].astype(float), unseen) == 1.0
+    assert unseen_between(e, q, unseen[::-1, None].astype(float), unseen) == 0.0  # reversed
 
 
 def test_restore_between_fsspec_urls(weights, capsys):

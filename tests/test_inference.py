@@ -238,3 +238,8 @@ def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert precision.resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         precision.resolve_precision("fp16", cpu)
+
+
+def test_a_quality_encoder_is_refused_as_a_restorer_with_a_clear_line():
+    with pytest.raises(TypeError, match="quality encoder: it estimates quality"):
+        restore(np.zeros((64, 64), np.uint8), create_model("cqe", "lite", 1))

@@ -104,3 +104,41 @@ def test_one_family_registry_round_trips_every_family_and_preset():
         build_config("unet")
     with pytest.raises(ValueError, match="unknown preset"):
         build_config("crl", "huge")
+
+
+def test_dct_lattice_shows_the_quantization_steps_in_fp32_under_bf16_autocast():
+    """A JPEG written with every step 16 puts each luma coefficient on a multiple of 16 (give or
+    take the decoder's rounding): cos(2πc/16) is near 1; the never-compressed image has no lattice."""
+    import io
+
+    import numpy as np
+    from napari_jpeg_restore.core.models.dct_lattice import LATTICE_STEPS, DctLattice
+    from PIL import Image
+
+    clean = (np.random.default_rng(0).random((64, 64)) * 180 + 40).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(clean).save(buf, "JPEG", qtables=[[16] * 64])
+    jpeg = np.asarray(Image.open(buf))
+    lattice = DctLattice()
+    k = LATTICE_STEPS.index(16.0) + 1
+
+    def cos16(image: np.ndarray) -> float:
+        x = torch.from_numpy(image).float()[None, None] / 255
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            f = lattice(x)
+        assert f.dtype == torch.float32
+        return float(f[:, 64 * k:64 * (k + 1)].mean())
+
+    assert cos16(jpeg) > 0.8 and abs(cos16(clean)) < 0.3
+
+
+def test_encoder_with_a_dct_branch_round_trips_and_widens_the_embedding(tmp_path):
+    from napari_jpeg_restore.core.registry import load_model, save_weights
+
+    enc = create_model("cqe", "lite", 3, dct_width=32).eval()
+    assert enc.cfg.embed_dim == enc.cfg.widths[-1] + 32
+    save_weights(enc, tmp_path / "q.pt")
+    again = load_model(tmp_path / "q.pt").eval()
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(again(x).embedding, enc(x).embedding)
+    assert enc(x).embedding.shape == (2, enc.cfg.embed_dim)

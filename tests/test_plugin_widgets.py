@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -418,21 +419,42 @@ def test_inspector_shows_progress_and_cancels(make_napari_viewer, qtbot, encoder
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 
 
-def test_inspector_one_layer_without_tables(make_napari_viewer, qtbot, encoder_weights, notes):
+def _inspect_plain_layer(make_napari_viewer, qtbot, model) -> tuple:
+    """The inspector run on one 96-px JPEG-compressed layer without tables, 32-px tiles, PCA."""
     viewer = make_napari_viewer()
     layer = viewer.add_image(compress(synthetic(10, (96, 96)), 30), name="plain")
     widget = QualityInspectorWidget(viewer)
     widget.layers.value = [layer]
-    widget.set_model(encoder_weights)
+    widget.set_model(model)
     widget.tile.value = 32
     widget.method.value = "pca"
     widget.run()
     _wait(qtbot, widget)
+    return viewer, widget
+
+
+def test_inspector_one_layer_without_tables(make_napari_viewer, qtbot, encoder_weights, notes):
+    viewer, widget = _inspect_plain_layer(make_napari_viewer, qtbot, encoder_weights)
     assert viewer.layers["plain (quality heatmap)"].data.shape == (3, 3)
     assert viewer.layers["plain (quality heatmap)"].colorbar.visible
     assert widget.plotted_points == 9 and "no JPEG tables" in widget.quality_label.value
     assert "JPEG traces in its pixels: ~Q" in widget.quality_label.value  # found in the pixels
-    assert "not yet reliable" in widget.quality_label.value and "≈" not in widget.quality_label.value
+    assert "not reliable across images" in widget.quality_label.value  # a restorer's encoder
+    assert "estimated from pixels" not in widget.quality_label.value
+    widget.close()
+
+
+def test_inspector_gives_a_validated_encoders_estimate_with_its_error(make_napari_viewer, qtbot,
+                                                                      tmp_path, notes):
+    from napari_jpeg_restore.core.models import create_model
+
+    path = tmp_path / "cqe.pt"
+    save_weights(create_model("cqe", "lite", 1, dct_width=16).eval(), path,
+                 meta={"quality_validation": {"within_10": 0.8, "mae": 7.0, "set": "val-gray-bsd68"}})
+    _, widget = _inspect_plain_layer(make_napari_viewer, qtbot, path)
+    text = widget.quality_label.value
+    assert re.search(r"plain: estimated from pixels ~Q\d+", text), text
+    assert "within ±10 of the true quality for 80% of validation images (val-gray-bsd68)" in text
     widget.close()
 
 

@@ -16,7 +16,8 @@ from napari_jpeg_restore.core.registry import (
 from napari_jpeg_restore.core.sources import expand
 from napari_jpeg_restore.core.training.data import load_images, to_channels
 
-SHIPPED = [m for m in MODELS.values() if m.has_weights]
+SHIPPED = [m for m in MODELS.values() if m.has_weights and m.family != "cqe"]  # restorers
+QUALITY_ENCODERS = [m for m in MODELS.values() if m.has_weights and m.family == "cqe"]
 
 
 def _sample(channels):
@@ -97,3 +98,34 @@ def test_bf16_precision_stays_within_002_db_of_fp32(info, shared_datasets):
         fp32, bf16 = ([psnr(im, restore(j, info.name, device="cpu", precision=p)) for im, j in zip(images, jpegs)]
                       for p in ("fp32", "bf16"))
         assert abs(np.mean(bf16) - np.mean(fp32)) < 0.02, (q, fp32, bf16)
+
+
+@pytest.mark.skipif(not QUALITY_ENCODERS, reason="no quality encoder is shipped in this checkout")
+@pytest.mark.parametrize("info", QUALITY_ENCODERS, ids=lambda m: m.name)
+def test_shipped_quality_encoder_estimates_quality_from_pixels(info):
+    """On the bundled sample (not a training image), 64-px tiles at Q10...Q90: the estimate
+    follows the quality and lands within 15 of it on average."""
+    from napari_jpeg_restore.core.embedding import embed, tiles
+    from scipy.stats import spearmanr
+
+    clean = _sample(info.channels)[:256, :256]
+    qualities, estimates = [], []
+    for q in range(10, 91, 10):
+        parts, _ = tiles(compress(clean, q), 64)
+        estimates += list(embed(load_model(info.name), parts, device="cpu")[1])
+        qualities += [q] * len(parts)
+    q, est = np.array(qualities), np.array(estimates)
+    assert spearmanr(q, est).statistic > 0.9 and np.abs(est - q).mean() < 15, np.abs(est - q).mean()
+
+
+@pytest.mark.skipif(not QUALITY_ENCODERS, reason="no quality encoder is shipped in this checkout")
+def test_a_picture_of_two_qualities_gives_a_heatmap_of_two_levels():
+    """Left half written at Q10, right half at Q60: the per-tile heatmap shows both."""
+    from napari_jpeg_restore.core.embedding import quality_heatmap
+
+    clean = _sample(1)[:256, :256]
+    image = np.concatenate([compress(clean[:, :128], 10), compress(clean[:, 128:], 60)], axis=1)
+    heat = quality_heatmap(load_model("cqe-lite-gray"), image, tile=64, device="cpu")
+    left, right = heat[:, :2], heat[:, 2:]
+    assert heat.shape == (4, 4) and abs(np.median(left) - 10) <= 10 and abs(np.median(right) - 60) <= 12
+    assert left.max() < right.min()  # two clearly separate levels

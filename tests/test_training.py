@@ -81,6 +81,38 @@ def test_contrastive_step_updates_queue_and_key_encoder():
     assert not any(p.requires_grad for p in task.key_encoder.parameters())
 
 
+def test_table_positives_come_from_another_picture_with_the_same_tables():
+    """--positives tables: the key is another picture at the query's quality; its hard negative
+    is that picture at another quality; every key with the query's tables is a positive."""
+    dark, light = np.full((128, 128), 40, np.uint8), np.full((128, 128), 210, np.uint8)
+    sampler = ContrastiveSampler([dark, light], patch=32, positives="tables")
+    xq, xk, xh, quality = sampler.sample(16, np.random.default_rng(0))
+    mq, mk, mh = (x.mean(dim=(1, 2, 3)) for x in (xq, xk, xh))
+    assert torch.all((mq - mk).abs() > 0.5)  # never the query's picture
+    assert torch.all((mk - mh).abs() < 0.05)  # the hard negative: the key's picture
+    assert torch.all(quality[:, 0] != quality[:, 1])
+    same = ContrastiveSampler([dark, light], patch=32).sample(8, np.random.default_rng(0))
+    assert torch.all((same[0].mean(dim=(1, 2, 3)) - same[1].mean(dim=(1, 2, 3))).abs() < 0.05)
+
+    enc = create_model("cqe", "lite", 1)
+    task = ContrastiveTask(enc, sampler, batch=4, queue_size=8, same_tables=True)
+    task.queue_q[:] = torch.tensor([10, 20, 30, 40, 50, 60, 70, 80])
+    quality = torch.tensor([[10, 20], [10, 30], [20, 10], [90, 10]])
+    positives = task._same_tables(quality).bool()
+    assert positives.shape == (4, 4 + 4 + 8)
+    assert positives[0, 0] and positives[0, 1] and not positives[0, 2]  # keys with its tables
+    assert positives[2, 4 + 0] and positives[0, 4 + 2] and not positives[0, 4 + 0]  # hard keys
+    assert positives[0, 8 + 0] and positives[2, 8 + 1] and not positives[3, 8:].any()  # the queue
+    task.quality_span = 20.0  # neighbouring qualities count half, two steps away not at all
+    weights = task._same_tables(quality)
+    assert weights[0, 2] == 0.5 and weights[0, 8 + 1] == 0.5 and weights[0, 8 + 2] == 0
+    assert weights[0, 0] == 1 and weights[3, 8 + 7] == 0.5
+    task.queue_q[:] = -1  # empty queue slots are never positives
+    assert not task._same_tables(quality)[:, 8:].any()
+    loss = task.loss(task.sample(np.random.default_rng(1)))
+    assert torch.isfinite(loss) and set(task.queue_q[:4].tolist()) <= set(range(10, 91, 10))
+
+
 def test_train_stage_exports_loadable_weights(tmp_path):
 
     data = tmp_path / "data"

@@ -9,21 +9,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BNResBlock, conv3x3
+from .dct_lattice import DctBranch
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Widths of E0..E3, residual blocks per scale, input pixel-unshuffle factor."""
+    """Widths of E0..E3, residual blocks per scale, input pixel-unshuffle factor, and the width
+    of the block-DCT branch (0: none, the paper's encoder; see :mod:`.dct_lattice`)."""
 
     in_channels: int = 1
     widths: tuple[int, int, int, int] = (64, 64, 128, 256)
     blocks_per_scale: int = 2
     unshuffle: int = 1
     proj_dim: int = 128
+    dct_width: int = 0
 
     @property
     def embed_dim(self) -> int:
-        return self.widths[-1]
+        return self.widths[-1] + self.dct_width
 
     @property
     def stride(self) -> int:
@@ -39,7 +42,9 @@ class EncoderOutput(NamedTuple):
 class QualityEncoder(nn.Module):
     """3x3 conv, then per scale two BN residual blocks, /2 downsampling between scales.
 
-    ``forward`` returns the four feature maps and the globally pooled embedding;
+    ``forward`` returns the four feature maps and the globally pooled embedding (with a DCT
+    branch, the pooled E3 followed by the branch's output: the quantization lattice of the
+    input, which content does not make);
     ``project`` is the MLP head used only by contrastive training; ``quality_head`` is a
     linear read-out of the embedding fitted after training (a probe, see training.encoder).
     """
@@ -61,10 +66,12 @@ class QualityEncoder(nn.Module):
             nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(inplace=True),
             nn.Linear(cfg.embed_dim, cfg.proj_dim))
         self.quality_head = nn.Linear(cfg.embed_dim, 1)
+        self.dct = DctBranch(cfg.dct_width) if cfg.dct_width else None
 
     def forward(self, x: torch.Tensor, project: bool = False) -> EncoderOutput | torch.Tensor:
         """Features and embedding; with ``project`` only the contrastive projection (so that a
         DDP wrapper sees every trained parameter inside its forward)."""
+        lattice = self.dct(x) if self.dct is not None else None
         if self.cfg.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.cfg.unshuffle)
         h = self.stem(x)
@@ -75,6 +82,8 @@ class QualityEncoder(nn.Module):
             if i < len(self.downs):
                 h = self.downs[i](h)
         embedding = h.mean(dim=(2, 3))
+        if lattice is not None:
+            embedding = torch.cat([embedding, lattice.to(embedding.dtype)], 1)
         return self.project(embedding) if project else EncoderOutput(tuple(feats), embedding)
 
     def project(self, embedding: torch.Tensor) -> torch.Tensor:

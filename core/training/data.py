@@ -139,17 +139,25 @@ class PairSampler:
 
 @dataclass
 class ContrastiveSampler:
-    """MoCo views: two crops of each of ``batch`` JPEGs (each at its own random quality) are the
-    positive pair; the key crop recompressed from the clean region at another quality is a hard
-    negative, so the encoder cannot match pairs by image content alone."""
+    """MoCo views of ``batch`` JPEGs, each at its own random quality q. ``positives="image"``
+    (the paper): the key is a second crop of the query's compressed picture.
+    ``positives="tables"``: the key is a crop of another picture compressed with the same
+    tables (what any archive offers without labels: every JPEG file carries its tables), so
+    content cannot match a pair. Either way the key's region recompressed at another quality is
+    a hard negative: same content, other tables."""
 
     images: Sequence[np.ndarray]
     patch: int = 64
     region: int | None = None  # side of the compressed region both views come from; 2.5 x patch
     qualities: tuple[int, int, int] = (10, 90, 10)
+    positives: str = "image"
 
     def __post_init__(self) -> None:
         self.region = self.region or self.patch * 5 // 2 // 8 * 8
+
+    def _region(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        img = self.images[index]
+        return np.ascontiguousarray(_augment(random_crop(img, self.region, rng, 8), rng))
 
     def _crop_box(self, rng: np.random.Generator) -> tuple[int, int]:
         n = (self.region - self.patch) // 8 + 1
@@ -157,21 +165,29 @@ class ContrastiveSampler:
 
     def sample(self, batch: int, rng: np.random.Generator
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(query views, key views, hard negatives, qualities)."""
+        """(query views, key views, hard negatives, qualities): the last is (batch, 2), the
+        quality of the query and key, then of the hard negative."""
         views: tuple[list, list, list] = ([], [], [])
         qualities = []
-        p = self.patch
+        p, n = self.patch, len(self.images)
         for _ in range(batch):
-            img = self.images[int(rng.integers(len(self.images)))]
-            clean = np.ascontiguousarray(_augment(random_crop(img, self.region, rng, 8), rng))
+            a = int(rng.integers(n))
+            clean = self._region(a, rng)
             q = random_quality(rng, *self.qualities)
             other = q
             while other == q:
                 other = random_quality(rng, *self.qualities)
-            jpeg, hard = compress(clean, q), compress(clean, other)
+            jpeg = compress(clean, q)
+            if self.positives == "tables" and n > 1:
+                b = (a + 1 + int(rng.integers(n - 1))) % n  # another picture
+                clean = self._region(b, rng)
+                key = compress(clean, q)
+            else:
+                key = jpeg
+            hard = compress(clean, other)
             (y0, x0), (y1, x1) = self._crop_box(rng), self._crop_box(rng)
             views[0].append(jpeg[y0:y0 + p, x0:x0 + p])
-            views[1].append(jpeg[y1:y1 + p, x1:x1 + p])
+            views[1].append(key[y1:y1 + p, x1:x1 + p])
             views[2].append(hard[y1:y1 + p, x1:x1 + p])
-            qualities.append(q)
+            qualities.append((q, other))
         return (*(to_tensor(v) for v in views), torch.tensor(qualities))

@@ -16,10 +16,16 @@ def restoration_loss(pred: torch.Tensor, target: torch.Tensor, fft_weight: float
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float,
-             hard: torch.Tensor | None = None) -> torch.Tensor:
+             hard: torch.Tensor | None = None, positives: torch.Tensor | None = None) -> torch.Tensor:
     """MoCo's InfoNCE: row i of ``k`` is the positive of ``q[i]``; negatives are the other keys
-    of the batch, the ``hard`` keys (same content, other quality) and the ``queue`` (K, D)."""
+    of the batch, the ``hard`` keys (same content, other quality) and the ``queue`` (K, D).
+    ``positives`` (N, columns: keys, hard keys, queue) weighs every positive of each query
+    instead: the loss is then the weighted mean of their log-probabilities (supervised
+    contrastive)."""
     parts = [q @ k.t()] + ([q @ hard.t()] if hard is not None else []) + [q @ queue.t()]
     logits = torch.cat(parts, dim=1) / temperature
+    if positives is not None:
+        log_p = logits.log_softmax(dim=1)
+        return -((log_p * positives).sum(1) / positives.sum(1)).mean()
     labels = torch.arange(q.shape[0], device=q.device)
     return F.cross_entropy(logits, labels)

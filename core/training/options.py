@@ -10,6 +10,7 @@ from ..filesystem import parse_storage_options
 
 STAGES = ("encoder", "restorer", "arcnn")
 PRECISIONS = ("auto", "fp32", "bf16")
+POSITIVES = ("tables", "image")
 PRESETS = ("lite", "base", "paper")  # models.RESTORER_PRESETS, named here without importing torch
 
 
@@ -33,6 +34,9 @@ class TrainOptions:
     clean: float = 0.0  # share of identity (clean -> clean) training pairs (restorer/arcnn)
     temperature: float = 0.2
     region: int | None = None  # encoder: side of the region both positive crops come from
+    positives: str = "tables"
+    quality_span: float = 0.0  # encoder, tables: keys this close in quality are partly positives
+    dct_width: int = 0  # encoder: width of the block-DCT branch (0: none, the paper's encoder)  # encoder: tables (another picture, same tables) | image (the paper's)
     queue: int = 4096
     val_data: str | None = None
     val_images: int = 8
@@ -56,6 +60,8 @@ class TrainOptions:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.positives not in POSITIVES:
+            raise ValueError(f"positives must be one of {POSITIVES}, got {self.positives!r}")
         if self.patch % 8:
             raise ValueError(f"--patch must be a multiple of 8, got {self.patch}")
         self.qualities = tuple(self.qualities)
@@ -111,6 +117,20 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", type=int, default=None,
                    help="encoder: side of the region the two positive crops come from (default: 2.5 x "
                         "patch; larger means less shared content between positives)")
+    p.add_argument("--positives", default="tables", choices=POSITIVES,
+                   help="encoder: what a query's positives are. tables (default): crops of other "
+                        "pictures written with the same quantization tables (every such key in the "
+                        "batch and the queue), so content cannot match pairs (a departure from the "
+                        "paper, docs/embeddings.md); image: the paper's second crop of the same "
+                        "compressed picture")
+    p.add_argument("--quality-span", type=float, default=0.0, metavar="D",
+                   help="encoder, --positives tables: keys whose tables' quality is within D of the "
+                        "query's count as positives with weight 1 - distance/D, so that the "
+                        "embedding orders qualities (default 0: the same tables only)")
+    p.add_argument("--dct-width", type=int, default=0,
+                   help="encoder: add a branch that sees the 8x8 block DCT of the luma and its "
+                        "quantization lattice, this many channels wide (0, default: the paper's "
+                        "pixel-only encoder); a quality encoder, docs/embeddings.md")
     p.add_argument("--val-data", help="clean validation images (folder, glob or URL)")
     p.add_argument("--val-images", type=int, default=8, help="validation images used (default: 8)")
     p.add_argument("--val-every", type=int, default=500, help="steps between validations (default: 500)")

@@ -29,7 +29,7 @@ WEIGHTS = "model.pt"
 def build_model(opts: TrainOptions, fetched: dict[str, str] | None = None) -> nn.Module:
     """The stage's model; a frozen ``--encoder`` is loaded (from its local copy in ``fetched``)."""
     if opts.stage == "encoder":
-        return create_model("cqe", opts.preset, opts.channels)
+        return create_model("cqe", opts.preset, opts.channels, dct_width=opts.dct_width)
     if opts.stage == "arcnn":
         return create_model("arcnn", channels=opts.channels)
     model = create_model("crl", opts.preset, opts.channels, use_encoder=opts.encoder_mode != "none")
@@ -59,9 +59,12 @@ def load_init(model: nn.Module, weights: str, file: str | None = None) -> dict[s
 def build_task(opts: TrainOptions, images, model: nn.Module,
                gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
     if opts.stage == "encoder":
-        return ContrastiveTask(model, ContrastiveSampler(images, patch=opts.patch, region=opts.region,
-                                                          qualities=tuple(opts.qualities)), batch=opts.batch,
-                               queue_size=opts.queue, temperature=opts.temperature, gather=gather)
+        sampler = ContrastiveSampler(images, patch=opts.patch, region=opts.region,
+                                     qualities=tuple(opts.qualities), positives=opts.positives)
+        return ContrastiveTask(model, sampler, batch=opts.batch, queue_size=opts.queue,
+                               temperature=opts.temperature, gather=gather,
+                               same_tables=opts.positives == "tables",
+                               quality_span=opts.quality_span)
     sampler = PairSampler(images, patch=opts.patch, qualities=tuple(opts.qualities),
                           weighting=opts.weighting, double=opts.double, clean=opts.clean)
     return RestorationTask(model, sampler, batch=opts.batch,

@@ -61,18 +61,26 @@ class ContrastiveTask:
     BatchNorm must not let a query see its key through batch statistics; as MoCo's
     single-machine "shuffle BN", keys are encoded in ``bn_groups`` shuffled sub-batches.
     Under DDP, ``gather`` collects every rank's keys before they enter the queue.
+    ``same_tables``: every key written with the query's tables (the batch's, the hard keys, the
+    queue's) is one of its positives (``--positives tables``; the sampler's key is one of them);
+    with ``quality_span`` s, keys whose tables' IJG quality differs by d < s count as positives
+    with weight 1 - d/s, so that the embedding orders the qualities rather than only telling
+    them apart.
     """
 
     def __init__(self, encoder: QualityEncoder, sampler: ContrastiveSampler, batch: int = 32,
                  queue_size: int = 4096, momentum: float = 0.999, temperature: float = 0.2,
-                 bn_groups: int = 2, gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 bn_groups: int = 2, gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 same_tables: bool = False, quality_span: float = 0.0) -> None:
         self.model, self.sampler, self.batch = encoder, sampler, batch
         encoder.quality_head.requires_grad_(False)  # fitted afterwards as a probe, not here
         self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.momentum, self.temperature, self.bn_groups = momentum, temperature, bn_groups
         self.queue = F.normalize(torch.randn(queue_size, encoder.cfg.proj_dim), dim=1)
+        self.queue_q = torch.full((queue_size,), -1, dtype=torch.long)  # the keys' qualities
         self.ptr = 0
         self.gather = gather
+        self.same_tables, self.quality_span = same_tables, quality_span
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -97,35 +105,52 @@ class ContrastiveTask:
         return k
 
     @torch.no_grad()
-    def _enqueue(self, k: torch.Tensor) -> None:
-        k = self.gather(k) if self.gather is not None else k
+    def _enqueue(self, k: torch.Tensor, quality: torch.Tensor) -> None:
+        if self.gather is not None:
+            k = self.gather(k)
+            quality = self.gather(quality.to(k.device, torch.float32)[:, None])[:, 0]
         n = k.shape[0]
         idx = (torch.arange(n) + self.ptr) % self.queue.shape[0]
         self.queue[idx] = k.detach().cpu().to(self.queue.dtype)
+        self.queue_q[idx] = quality.detach().cpu().round().long()
         self.ptr = int((self.ptr + n) % self.queue.shape[0])
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        """(query views, key views, hard negatives)."""
-        return self.sampler.sample(self.batch, rng)[:3]
+        """(query views, key views, hard negatives, qualities (batch, 2))."""
+        return self.sampler.sample(self.batch, rng)
+
+    def _same_tables(self, quality: torch.Tensor) -> torch.Tensor | None:
+        """The weight of each logit (batch keys, hard keys, queue) as a positive of each query:
+        1 for the query's tables, 1 - d/span for a quality d away; None unless ``same_tables``."""
+        if not self.same_tables:
+            return None
+        cols = torch.cat([quality[:, 0], quality[:, 1], self.queue_q.to(quality.device)])
+        same = (quality[:, :1] == cols[None]).float()
+        if self.quality_span <= 0:
+            return same
+        near = (1 - (quality[:, :1] - cols[None]).abs() / self.quality_span).clamp(min=0)
+        return torch.maximum(same, near * (cols[None] >= 0))
 
     def loss(self, batch: tuple[torch.Tensor, ...],
              forward: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
-        xq, xk, xh = batch
+        xq, xk, xh, quality = batch
         self.key_encoder.to(xq.device)
         self._momentum_update()
         q = (forward or self.model)(xq, project=True)
         k, hard = self._keys(torch.cat([xk, xh])).chunk(2)
         loss = info_nce(q.float(), k.float(), self.queue.to(xq.device, copy=True), self.temperature,
-                        hard.float())  # copy: enqueue edits the queue
-        self._enqueue(k)
+                        hard.float(), self._same_tables(quality.to(xq.device)))  # copy: enqueue edits
+        self._enqueue(k, quality[:, 0])
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        return {"key_encoder": self.key_encoder.state_dict(), "queue": self.queue, "ptr": self.ptr}
+        return {"key_encoder": self.key_encoder.state_dict(), "queue": self.queue,
+                "queue_q": self.queue_q, "ptr": self.ptr}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.key_encoder.load_state_dict(state["key_encoder"])
         self.queue = state["queue"]
+        self.queue_q = state.get("queue_q", torch.full((len(self.queue),), -1, dtype=torch.long))
         self.ptr = state["ptr"]
 
 

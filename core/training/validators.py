@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..embedding import embed, quality_ordering
+from ..embedding import PROBE_CROP, embed, quality_ordering
 from ..inference import run_model
 from ..jpeg import compress
 from ..metrics import psnr
@@ -63,7 +63,7 @@ def encoder_validator(model: nn.Module, images: list[np.ndarray]) -> Callable[[]
 def fit_quality_probe(model: nn.Module, images: list[np.ndarray], ridge: float = 1e-3) -> float:
     """Fit the encoder's linear quality read-out (ridge regression on embeddings of training
     crops at Q5..Q95). Returns the mean absolute error in quality units."""
-    crops, labels = quality_crops(images, range(5, 96, 5), crop=96)
+    crops, labels = quality_crops(images, range(5, 96, 5), crop=PROBE_CROP)
     e, _ = embed(model, crops, device=str(next(model.parameters()).device))
     x = np.hstack([e, np.ones((len(e), 1))])
     w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ labels.astype(np.float64))
