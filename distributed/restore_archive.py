@@ -266,13 +266,13 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
         counts = collections.Counter(r["status"] for r in
                                      final_state(read_manifest(cfg.dst, so, run_id)).values())
         raise
+    except ray.exceptions.GetTimeoutError:  # Ray Data's wait_for_min_actors_s ran out
+        info.update(status="failed", error="actors not scheduled")
+        raise RuntimeError(f"the restoration actors were not scheduled within "
+                           f"{cfg.startup_timeout:g} s (the cluster's resources are taken)") from None
     except ray.exceptions.RayError as err:  # an actor could not start: the job fails, says why
         info.update(status="failed", error=_cause(err))
         raise RuntimeError(f"the restoration actors could not start: {_cause(err)}") from None
-    except TimeoutError as err:
-        info.update(status="failed", error=str(err))
-        raise RuntimeError(f"the restoration actors were not scheduled within "
-                           f"{cfg.startup_timeout:g} s (the cluster's resources are taken)") from None
     finally:
         seconds = time.perf_counter() - start
         summary = Summary(run_id, manifest, dict(counts), seconds, megapixels, n, device)

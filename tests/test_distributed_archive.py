@@ -277,6 +277,29 @@ def test_more_workers_than_the_cluster_holds_finish_with_a_clear_line(cluster, t
     assert any("asked for 3 actors" in ln and "room for 2: starting 2" in ln for ln in lines), lines
 
 
+def test_a_pool_that_cannot_be_scheduled_fails_fast_with_a_clear_line(cluster, tiny_model, tmp_path):
+    """Another job holds the cluster's CPUs: after --startup-timeout the job stops with a line
+    instead of waiting forever."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(encode_jpeg(synthetic(1, (64, 64)), 10))
+
+    @ray.remote(num_cpus=2)
+    class Hog:
+        def ready(self) -> bool:
+            return True
+
+    hog = Hog.remote()
+    try:
+        ray.get(hog.ready.remote(), timeout=300)
+        with pytest.raises(RuntimeError, match="not scheduled within 5 s"):
+            run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), tiny_model, startup_timeout=5),
+                log=lambda m: None)
+    finally:
+        ray.kill(hog)
+    info = json.loads(next((tmp_path / "out" / "_manifest").glob("*.run.json")).read_text())
+    assert info["status"] == "failed" and not (tmp_path / "out" / "a.png").exists()
+
+
 def test_a_bad_model_fails_before_any_actor_starts(cluster, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(encode_jpeg(synthetic(1, (64, 64)), 10))
