@@ -140,13 +140,16 @@ def _slow_archive(src: Path, keys: list[str]) -> None:
 
 def _job_with_a_first_output(src: Path, dst: Path, model: str, cluster: str) -> subprocess.Popen:
     """The archive job as a driver process (its own process group), one actor, one file per
-    batch, returned once its first output exists (or it ended, or 90 s passed)."""
+    batch, returned once its first output exists (or it ended, or 600 s passed: a loaded machine starts
+    Ray, the job and its actor slowly; quiet, the first output comes after about 10 s)."""
     cmd = [sys.executable, "-m", "napari_jpeg_restore.distributed.restore_archive", "--src",
            str(src), "--dst", str(dst), "--model", model, "--workers", "1", "--ensemble",
            "--batch-size", "1", "--address", cluster]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    log = open(dst.parent / "job.log", "wb")  # a file: a pipe nobody reads could stall the job
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.monotonic() + 90
+    log.close()
+    deadline = time.monotonic() + 600
     while not list(dst.rglob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     return proc
@@ -160,7 +163,8 @@ def test_killed_job_rerun_restores_each_input_exactly_once(cluster, tiny_model, 
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-way; Ray reaps its actors
     finally:
-        out = proc.communicate()[0].decode(errors="replace")
+        proc.wait()
+        out = (dst.parent / "job.log").read_text(errors="replace")
     first = {p.relative_to(dst) for p in dst.rglob("*.png")}
     assert 0 < len(first) < len(keys), out
 
@@ -188,7 +192,8 @@ def test_stopped_job_is_marked_interrupted_and_every_output_has_a_row(cluster, t
     proc = _job_with_a_first_output(src, dst, tiny_model, cluster)
     try:
         proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=120)[0].decode(errors="replace")
+        proc.wait(timeout=300)
+        out = (dst.parent / "job.log").read_text(errors="replace")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
