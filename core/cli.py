@@ -53,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
     p.add_argument("--skip-above-quality", type=int, default=DEFAULT_SKIP_ABOVE_QUALITY, metavar="Q",
                    help="leave images alone whose JPEG quality is above Q (read from a JPEG's "
-                        "tables, or found in the pixels of other formats) or that show no JPEG "
-                        "compression at all: there is nothing to gain (default: "
-                        f"{DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
+                        "tables, or found in the pixels of other formats; a file whose tables say "
+                        "Q75+ but whose pixels read Q50 or less, 20 lower, was re-saved and counts "
+                        "at the lower quality) or that show no JPEG compression at all: there is "
+                        "nothing to gain "
+                        f"(default: {DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
+    p.add_argument("--assume-quality", type=int, default=None, metavar="Q",
+                   help="restore every input as if it had been compressed at quality Q, whatever "
+                        "its tables say: the strength control (lower Q, stronger; for screenshots "
+                        "and re-shared pictures compressed more than their last save shows)")
     p.add_argument("--allow-large", action="store_true",
                    help="allow images above the decompression-bomb limit")
     p.add_argument("--storage-options", help="JSON dict of fsspec options, e.g. '{\"anon\": true}'")
@@ -137,6 +143,9 @@ def cmd_restore(a: argparse.Namespace) -> int:
     from .registry import ModelNotAvailableError, load_model
     from .sources import expand
 
+    if a.assume_quality is not None and not 1 <= a.assume_quality <= 100:
+        print(f"error: --assume-quality must be in 1..100, got {a.assume_quality}", file=sys.stderr)
+        return 2
     opts = parse_storage_options(a.storage_options)
     try:  # once, before any file: a model that cannot load is one line, not one per file
         model = load_model(a.model, storage_options=opts) if a.model else None
@@ -154,15 +163,19 @@ def cmd_restore(a: argparse.Namespace) -> int:
                            device=a.device, ensemble=a.ensemble, precision=a.precision, fmt=a.format,
                            skip_existing=a.skip_existing,
                            skip_above_quality=a.skip_above_quality, allow_large=a.allow_large,
-                           storage_options=opts)
+                           storage_options=opts, assume_quality=a.assume_quality)
     report.failed.update(missing)
     print(report.summary(), file=sys.stderr)
     return 1 if report.failed else 0
 
 
 def cmd_quality(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .compression import assess
     from .embedding import pixel_quality
     from .images import ImageReadError, read_image
+    from .inference import split_alpha
     from .jpeg_traces import find_jpeg_grid
     from .registry import ModelNotAvailableError, default_quality_model, load_model
 
@@ -176,6 +189,7 @@ def cmd_quality(a: argparse.Namespace) -> int:
             continue
         row = {"path": path, "format": loaded.format, "table_quality": None, "exact": None,
                "encoder_quality": None}
+        found = loaded.jpeg_grid
         if loaded.quality is not None:
             row.update(table_quality=loaded.quality.quality, exact=loaded.quality.exact,
                        table_distance=round(loaded.quality.distance, 3))
@@ -187,6 +201,9 @@ def cmd_quality(a: argparse.Namespace) -> int:
             planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
             net = load_model(a.model or default_quality_model(min(planes, 3)))
             row["encoder_quality"] = round(pixel_quality(net, loaded.array), 1)
+            planes8 = split_alpha(loaded.array)[0]
+            if planes8.dtype == np.uint8:  # what `restore` assumes (a re-saved file: the pixels)
+                row["restore_as"] = assess(planes8, found).describe()
         except (ModelNotAvailableError, ValueError) as err:
             row["encoder_note"] = str(err)
         if a.json:
@@ -201,7 +218,8 @@ def cmd_quality(a: argparse.Namespace) -> int:
             if "pixel_quality" in row:
                 traces = ("\tpixels: no JPEG traces" if row["pixel_quality"] is None else
                           f"\tpixels: JPEG ~Q{row['pixel_quality']}, 8x8 grid at {tuple(row['pixel_grid'])}")
-            print(f"{path}\ttables: {table}{traces}\tencoder: {enc}")
+            also = f"\trestored as: {row['restore_as']}" if "restore_as" in row else ""
+            print(f"{path}\ttables: {table}{traces}\tencoder: {enc}{also}")
     return 1 if failed else 0
 
 

@@ -60,26 +60,30 @@ def embed(model: nn.Module, images: Sequence[np.ndarray], device: str = "auto",
 def tiles(image: np.ndarray, size: int, cover: bool = False
           ) -> tuple[list[np.ndarray], tuple[int, int]]:
     """``size`` tiles on a grid from the top left, and the grid's (rows, cols). The remainder
-    at the right/bottom is dropped, or with ``cover`` has a tile of its own: the last ``size``
-    pixels, overlapping its neighbour, so a heatmap of the tiles covers the whole image."""
+    at the right/bottom is dropped, or with ``cover`` has a tile of its own, overlapping its
+    neighbour and ending within 7 px of the edge (it starts on the 8x8 JPEG grid, as every
+    tile does for sizes that are multiples of 8), so a heatmap of the tiles covers the image."""
     h, w = image.shape[:2]
     if h < size or w < size:
         raise ValueError(f"image {w}x{h} is smaller than one {size}px tile")
     rows, cols = (-(-h // size), -(-w // size)) if cover else (h // size, w // size)
-    ys = [min(r * size, h - size) for r in range(rows)]
-    xs = [min(c * size, w - size) for c in range(cols)]
+    ys = [min(r * size, (h - size) // 8 * 8) for r in range(rows)]
+    xs = [min(c * size, (w - size) // 8 * 8) for c in range(cols)]
     return [image[y:y + size, x:x + size] for y in ys for x in xs], (rows, cols)
 
 
 PROBE_CROP = 96  # the side of the training crops the quality read-out is fitted on
 
 
-def pixel_quality(model: nn.Module, image: np.ndarray, device: str = "auto") -> float:
+def pixel_quality(model: nn.Module, image: np.ndarray, device: str = "auto",
+                  max_tiles: int = 256) -> float:
     """A picture's quality estimated from its pixels: the median of the encoder's estimates over
     tiles of the size its read-out was fitted on (one pooled embedding of a large image is
-    biased: the read-out never saw one)."""
+    biased: the read-out never saw one), at most ``max_tiles`` of them spread over the image."""
     side = min(PROBE_CROP, *image.shape[:2]) // 8 * 8
     parts, _ = tiles(image, max(8, side))
+    if len(parts) > max_tiles:
+        parts = [parts[i] for i in np.linspace(0, len(parts) - 1, max_tiles).round().astype(int)]
     return float(np.median(embed(model, parts, device)[1]))
 
 

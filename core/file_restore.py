@@ -10,15 +10,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .consistency import JpegGrid
+from .compression import Compression, assess
 from .filesystem import resolve
 from .image_writing import ImageWriteError, write_image_bands
 from .images import ImageReadError, LoadedImage, read_image
-from .inference import Band, Progress, restore_bands
+from .inference import Band, Progress, restore_bands, split_alpha
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
 from .jpeg_traces import find_jpeg_grid
 from .output_paths import plan_outputs
@@ -71,25 +72,27 @@ def check_writable(out_dir: str, storage_options: dict | None = None) -> None:
                               f"{getattr(err, 'strerror', None) or err})") from None
 
 
-def skip_reason(jpeg: JpegGrid | None, skip_above_quality: int | None) -> str | None:
-    """Why an image is left alone, or None: its JPEG quality (from the file's tables or found
-    in its pixels) is above ``skip_above_quality``, or it shows no JPEG compression at all.
-    A limit of None or 100 restores everything."""
+def skip_reason(compression: Compression, skip_above_quality: int | None) -> str | None:
+    """Why an image is left alone, or None: the quality its restoration assumes (from the file's
+    tables, the traces in its pixels, the quality encoder's reading of a re-saved file, or the
+    user) is above ``skip_above_quality``, or it shows no JPEG compression at all. A limit of
+    None or 100 restores everything."""
     if skip_above_quality is None or skip_above_quality >= 100:
         return None
-    if jpeg is None:
+    if compression.quality is None:
         return "no JPEG compression found"
-    if jpeg.quality > skip_above_quality:
+    if compression.quality > skip_above_quality:
         return f"JPEG quality above {skip_above_quality}"
     return None
 
 
 @dataclass
 class OpenedFile:
-    """An input that is to be restored: its decoded image and how it was compressed."""
+    """An input that is to be restored: its decoded image, what its tables (or the traces in its
+    pixels) say, and what its restoration assumes (:mod:`.compression`)."""
 
     loaded: LoadedImage
-    jpeg: JpegGrid | None
+    compression: Compression
     quality: QualityEstimate | None
 
     def restored(self) -> FileResult:
@@ -100,13 +103,14 @@ class OpenedFile:
 
 def open_file(src: str, dest: str, *, skip_existing: bool = False,
               skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
-              allow_large: bool = False, storage_options: dict | None = None
+              allow_large: bool = False, storage_options: dict | None = None,
+              assume_quality: int | None = None, device: str | torch.device = "auto"
               ) -> FileResult | OpenedFile:
     """The first half of :func:`restore_file`: ``exists`` when ``skip_existing`` finds ``dest``,
-    ``skipped`` when the JPEG quality (its tables, or for other formats the traces in its
-    pixels) is above ``skip_above_quality`` or it shows no JPEG compression
-    (:func:`skip_reason`), else the decoded input with its JPEG grid. Bad files raise
-    :class:`ImageReadError` with one line."""
+    ``skipped`` when the quality its restoration assumes (:func:`.compression.assess` of its
+    tables, or for other formats the traces in its pixels; ``assume_quality`` overrides) is above
+    ``skip_above_quality`` or it shows no JPEG compression (:func:`skip_reason`), else the decoded
+    input with its compression. Bad files raise :class:`ImageReadError` with one line."""
     if skip_existing:
         fs, path = resolve(dest, storage_options)
         if fs.exists(path):
@@ -114,10 +118,13 @@ def open_file(src: str, dest: str, *, skip_existing: bool = False,
     loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
     jpeg = loaded.jpeg_grid or find_jpeg_grid(loaded.array)
     quality = loaded.quality or (QualityEstimate(jpeg.quality, float("nan"), False) if jpeg else None)
-    why = skip_reason(jpeg, skip_above_quality)
+    planes = split_alpha(loaded.array)[0]
+    compression = assess(planes, jpeg if planes.dtype == np.uint8 else None, assume_quality,
+                         device=str(device))
+    why = skip_reason(compression, skip_above_quality)
     if why:
         return FileResult("skipped", quality, reason=why)
-    return OpenedFile(loaded, jpeg, quality)
+    return OpenedFile(loaded, compression, quality)
 
 
 def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, tile: int = 512,
@@ -125,15 +132,18 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
                  fmt: str = "png", skip_existing: bool = False,
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                  allow_large: bool = False, storage_options: dict | None = None,
-                 progress: Progress | None = None, precision: str = "fp32") -> FileResult:
+                 progress: Progress | None = None, precision: str = "fp32",
+                 assume_quality: int | None = None) -> FileResult:
     """The one file-restore step of the CLI and the Ray archive job: :func:`open_file`, then
     restore band by band, consistent with its JPEG, and stream the bands into ``dest``
-    (atomically), so memory beyond the decoded input stays small. ``dest`` must come from
+    (atomically), so memory beyond the decoded input stays small. ``assume_quality``: restore
+    as if compressed at this quality (the strength control). ``dest`` must come from
     :mod:`.output_paths`. Bad files raise :class:`ImageReadError` / :class:`ImageWriteError` /
     ValueError with one line."""
     opened = open_file(src, dest, skip_existing=skip_existing,
                        skip_above_quality=skip_above_quality, allow_large=allow_large,
-                       storage_options=storage_options)
+                       storage_options=storage_options, assume_quality=assume_quality,
+                       device=device)
     if isinstance(opened, FileResult):
         return opened
     image = opened.loaded.array
@@ -141,7 +151,8 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
     def bands() -> Iterator[Band]:
         for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
                                                device=device, ensemble=ensemble,
-                                               jpeg=opened.jpeg, precision=precision):
+                                               compression=opened.compression,
+                                               precision=precision):
             if progress is not None:
                 progress(done, total)
             if band is not None:
@@ -157,7 +168,8 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
                   fmt: str = "png", skip_existing: bool = False,
                   skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                   allow_large: bool = False, storage_options: dict | None = None,
-                  log: Callable[[str], None] | None = None, precision: str = "fp32") -> BatchReport:
+                  log: Callable[[str], None] | None = None, precision: str = "fp32",
+                  assume_quality: int | None = None) -> BatchReport:
     """Restore every input into ``out_dir/<stem>.<fmt>``. Outputs are planned before anything
     is written (:func:`.output_paths.plan_outputs`): an input is never overwritten, nothing is
     written outside ``out_dir``, two inputs never share an output. Progress counts tiles."""
@@ -183,7 +195,7 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
                                    ensemble=ensemble, fmt=fmt, skip_existing=skip_existing,
                                    skip_above_quality=skip_above_quality, allow_large=allow_large,
                                    storage_options=storage_options, progress=progress,
-                                   precision=precision)
+                                   precision=precision, assume_quality=assume_quality)
             except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:
                 # Read/write errors already name the file; others get it prefixed.
                 named = isinstance(err, (ImageReadError, ImageWriteError))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compression import Compression, assess
 from .consistency import JpegGrid, constrain
 from .models import QualityEncoder
 from .precision import autocast, resolve_precision
@@ -36,14 +37,25 @@ def model_stride(model: nn.Module) -> int:
     return max(8, getattr(model.cfg, "stride", 1))
 
 
+def is_conditioned(model: nn.Module) -> bool:
+    """Whether the model takes the JPEG's luma table (see ``models.table_condition``)."""
+    return bool(getattr(model.cfg, "condition", False))
+
+
 @torch.inference_mode()
-def run_model(model: nn.Module, x: torch.Tensor, ensemble: bool = False) -> torch.Tensor:
+def run_model(model: nn.Module, x: torch.Tensor, ensemble: bool = False,
+              tables: torch.Tensor | None = None) -> torch.Tensor:
     """Run on an NCHW float tensor, padding (reflect) to the model's stride and cropping back.
 
     ``ensemble``: average the outputs for the eight rotations and flips of the input (x8
     self-ensemble; eight times the work). The padded sides are multiples of 8, so every
-    transform keeps the 8x8 JPEG grid where it was.
+    transform keeps the 8x8 JPEG grid where it was (a quarter turn transposes the table).
+    ``tables``: (N, 64) luma steps for a table-conditioned model (ignored by others).
     """
+    def net(t: torch.Tensor, steps: torch.Tensor | None) -> torch.Tensor:
+        return model(t) if steps is None or not is_conditioned(model) else model(t, steps)
+
+    turned = None if tables is None else tables.view(-1, 8, 8).transpose(1, 2).reshape(-1, 64)
     s = model_stride(model)
     h, w = x.shape[-2:]
     ph, pw = (-h) % s, (-w) % s
@@ -51,12 +63,12 @@ def run_model(model: nn.Module, x: torch.Tensor, ensemble: bool = False) -> torc
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     if not ensemble:
-        return model(x)[..., :h, :w]
+        return net(x, tables)[..., :h, :w]
     out = torch.zeros_like(x)
     for flip in (False, True):
         xf = x.flip(-1) if flip else x
         for k in range(4):
-            y = torch.rot90(model(torch.rot90(xf, k, (-2, -1))), -k, (-2, -1))
+            y = torch.rot90(net(torch.rot90(xf, k, (-2, -1)), turned if k % 2 else tables), -k, (-2, -1))
             out += y.flip(-1) if flip else y
     return (out / 8)[..., :h, :w]
 
@@ -178,17 +190,18 @@ def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.d
 Band = tuple[int, np.ndarray]  # (first row, final rows of the restored image)
 
 
-def passes_through(net: nn.Module, jpeg: JpegGrid | None) -> bool:
-    """Whether an image compressed as ``jpeg`` is left unchanged: the model's calibration
-    shows no gain at its quality (:class:`.consistency.Calibration`)."""
+def passes_through(net: nn.Module, compression: Compression) -> bool:
+    """Whether an image of this compression is left unchanged: the model's calibration shows
+    no gain at its quality (:class:`.consistency.Calibration`)."""
     cal = getattr(net, "calibration", None)
-    return jpeg is not None and cal is not None and not cal.restores(jpeg.quality)
+    return compression.quality is not None and cal is not None and not cal.restores(compression.quality)
 
 
 def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
                   overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
                   jpeg: JpegGrid | None = None, calibrated: bool = True,
-                  value_range: tuple[float, float] | None = None, precision: str = "fp32"
+                  value_range: tuple[float, float] | None = None, precision: str = "fp32",
+                  assume_quality: int | None = None, compression: Compression | None = None
                   ) -> Generator[tuple[int, int, Band | None], None, None]:
     """Restore ``image`` one row of tiles at a time: yields ``(tiles_done, tiles_total, band)``
     after every tile, where ``band`` is None or ``(y, rows)``, rows of the result (in the
@@ -201,7 +214,10 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     quality (``calibrated``) the image passes through unchanged. None: the model's output.
     ``value_range``: the values that map to the network's 0..1 (see :class:`UnitScale`).
     ``precision``: fp32, bf16 (autocast) or auto (bf16 where the device runs it natively:
-    :mod:`.precision`; within 0.02 dB of fp32 for the shipped models, bench/speed.md)."""
+    :mod:`.precision`; within 0.02 dB of fp32 for the shipped models, bench/speed.md).
+    ``assume_quality``: restore as if compressed at this quality (the strength control);
+    ``compression``: what :func:`.compression.assess` decided already (e.g. for a file); by
+    default it is decided here from ``jpeg``, ``assume_quality`` and, where needed, the pixels."""
     image = np.asarray(image)
     if image.ndim < 2 or min(image.shape[:2]) < 1:
         raise ValueError(f"expected a non-empty 2-D gray, RGB or RGBA image, got shape {image.shape}")
@@ -224,9 +240,13 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     total = len(ys) * len(xs) * len(groups)
     if planes.dtype != np.uint8:
         jpeg = None
-    if calibrated and passes_through(net, jpeg):
+    if compression is None:
+        compression = assess(planes, jpeg, assume_quality, estimate=is_conditioned(net), device=str(dev))
+    jpeg = compression.grid if planes.dtype == np.uint8 else None
+    if calibrated and passes_through(net, compression):
         yield total, total, (0, image)
         return
+    tables = torch.from_numpy(compression.steps.reshape(1, 64)).to(dev) if is_conditioned(net) else None
     done = 0
     top = 0  # first row not yet handed out
     acc = np.zeros((0, w, c_img), np.float32)
@@ -243,9 +263,9 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
                 t = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None].to(dev)
                 with autocast(numeric, dev):
                     if c_model == 3 and t.shape[1] == 1:
-                        y_t = run_model(net, t.expand(-1, 3, -1, -1), ensemble).mean(1, keepdim=True)
+                        y_t = run_model(net, t.expand(-1, 3, -1, -1), ensemble, tables).mean(1, keepdim=True)
                     else:
-                        y_t = run_model(net, t, ensemble)
+                        y_t = run_model(net, t, ensemble, tables)
                 res = y_t[0].float().cpu().numpy().transpose(1, 2, 0)
                 wx = _ramp(x_end - x, overlap, x == 0, x_end == w)
                 wt = (wy[:, None] * wx[None, :])[..., None]
@@ -276,7 +296,8 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
 def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
                   overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
                   jpeg: JpegGrid | None = None, calibrated: bool = True,
-                  value_range: tuple[float, float] | None = None, precision: str = "fp32"
+                  value_range: tuple[float, float] | None = None, precision: str = "fp32",
+                  assume_quality: int | None = None, compression: Compression | None = None
                   ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Generator form of :func:`restore`: yields ``(tiles_done, tiles_total)``, returns the image.
 
@@ -287,7 +308,8 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
                                            device=device, ensemble=ensemble, jpeg=jpeg,
                                            calibrated=calibrated, value_range=value_range,
-                                           precision=precision):
+                                           precision=precision, assume_quality=assume_quality,
+                                           compression=compression):
         if band is not None:
             out[band[0]:band[0] + len(band[1])] = band[1]
         yield done, total
@@ -298,7 +320,8 @@ def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: in
             overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
             progress: Progress | None = None, jpeg: JpegGrid | None = None,
             calibrated: bool = True, value_range: tuple[float, float] | None = None,
-            precision: str = "fp32") -> np.ndarray:
+            precision: str = "fp32", assume_quality: int | None = None,
+            compression: Compression | None = None) -> np.ndarray:
     """Remove JPEG artifacts from ``image`` (HxW, HxWx3 or HxWx4; uint8, uint16 or float).
 
     Returns an array of the same shape, dtype and value range; alpha passes through.
@@ -308,10 +331,14 @@ def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: in
     ``jpeg`` keeps the result consistent with the JPEG the image was decoded from and
     ``calibrated`` lets it pass unchanged where the model does not gain (:func:`restore_bands`).
     ``precision``: fp32 (default), bf16 or auto (bf16 where the device runs it natively).
+    ``assume_quality``: restore as if the image were compressed at this quality, whatever its
+    tables say (lower: stronger; the strength control for re-saved pictures); ``compression``:
+    what :func:`.compression.assess` decided already (replaces ``jpeg`` and ``assume_quality``).
     """
     steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device,
                           ensemble=ensemble, jpeg=jpeg, calibrated=calibrated,
-                          value_range=value_range, precision=precision)
+                          value_range=value_range, precision=precision,
+                          assume_quality=assume_quality, compression=compression)
     while True:
         try:
             done, total = next(steps)

@@ -82,8 +82,8 @@ def iter_items(src: str, dst: str, fmt: str = "png", storage_options: dict | Non
     are left out. Keys that would escape ``dst`` come back as ``failed`` manifest rows, and so
     does the later of two inputs that would write the same output (``a.jpg``, ``a.jpeg``),
     caught within a sliding window of recent outputs (same-stem keys sort next to each other).
-    Outputs are compared case-folded when ``dst`` is a local folder that ignores case."""
-    check_roots(src, dst, storage_options)
+    Outputs are compared case-folded when ``dst`` is a local folder that ignores case. The
+    caller refuses unsafe roots first (:func:`check_roots`, before any actor starts)."""
     fold = output_folder_folds_case(dst, storage_options)
     dst_root = canonical(dst, storage_options, fold)
     recent: collections.OrderedDict[str, str] = collections.OrderedDict()

@@ -184,8 +184,8 @@ class Restorer:
                 elif it["payload"]:
                     opened: OpenedFile = pickle.loads(it["payload"])
                     restored = restore(opened.loaded.array, self.model, tile=s.tile,
-                                       device=self.device, ensemble=s.ensemble, jpeg=opened.jpeg,
-                                       precision=s.precision)
+                                       device=self.device, ensemble=s.ensemble,
+                                       compression=opened.compression, precision=s.precision)
                     it["payload"] = pickle.dumps((opened, restored, self.placed), protocol=5)
                     it["seconds"] = float(it["seconds"]) + time.perf_counter() - t0
             except Exception as err:  # noqa: BLE001

@@ -5,7 +5,7 @@ docs/screenshot_inspector.png.
 
 ``--weights`` is the restorer (a registry name or a .pt file; default "auto", the shipped
 model); ``--encoder-weights`` a model with a compression quality encoder for the inspector
-(default: the same as ``--weights``). Without shipped weights and without ``--weights`` a tiny
+(default "auto", the shipped quality encoder; without shipped weights the same as ``--weights``). Without shipped weights and without ``--weights`` a tiny
 gray CRL model is trained for ``--train-steps`` steps first, only to have something to show.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     from napari_jpeg_restore._layers import model_names
 
     weights = args.weights or ("auto" if model_names() else _tiny_model(args.train_steps))
-    encoder_weights = args.encoder_weights or weights
+    encoder_weights = args.encoder_weights or ("auto" if model_names(True) else weights)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = get_settings().application
     saved_level = settings.gui_notification_level

@@ -38,19 +38,30 @@ def table_quality(metadata: dict[str, Any]) -> tuple[int, bool] | None:
 
 @dataclass
 class InspectItem:
+    """One layer to inspect: its data (planes behind ``lead_shape`` leading axes, each 2-D or
+    HxWxC; a dask array is read one plane at a time), the plane shown in the viewer, whose tiles
+    go into the plot, and its JPEG tables' quality."""
+
     name: str
-    plane: Any  # 2-D / HxWxC array of the plane to inspect
+    data: Any
     table_q: tuple[int, bool] | None
+    lead_shape: tuple[int, ...] = ()
+    current: tuple[int, ...] = ()
+
+    @property
+    def plane(self) -> np.ndarray:
+        """The plane shown in the viewer."""
+        return np.asarray(self.data[self.current] if self.current else self.data)
 
 
 @dataclass
 class InspectResult:
-    heatmaps: list[np.ndarray] = field(default_factory=list)
+    heatmaps: list[np.ndarray] = field(default_factory=list)  # lead_shape + (rows, cols) each
     tile: int = 0
     xy: np.ndarray | None = None
     colour: np.ndarray | None = None  # quality shown for each point
     owner: np.ndarray | None = None  # index of the item each point belongs to
-    estimates: list[float] = field(default_factory=list)  # mean CQE estimate per item
+    estimates: list[float] = field(default_factory=list)  # median tile estimate, shown plane
     traces: list[str] = field(default_factory=list)  # JPEG traces found in each item's pixels
     validated: dict[str, Any] | None = None  # the encoder's measured error (its weights' meta)
     method: str = ""
@@ -62,8 +73,9 @@ EMBED_CHUNK = 16  # tiles embedded between progress updates (and chances to canc
 
 def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, method: str,
                   device: str) -> Generator[tuple[int, int, int, int], None, InspectResult]:
-    """Embed the tiles of each item, yielding ``(item, items, tiles_done, tiles_total)`` after
-    every few tiles (the worker may stop there), then project them all to 2-D."""
+    """Embed the tiles of every plane of each item (a heatmap per plane, so a stack's heatmap
+    follows the plane slider), yielding ``(item, items, tiles_done, tiles_total)`` after every
+    few tiles (the worker may stop there); then project the shown planes' tiles to 2-D."""
     from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d, tiles
     from napari_jpeg_restore.core.inference import resolve_device
     from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
@@ -77,21 +89,29 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
         res = InspectResult(method=method, validated=getattr(model, "meta", {}).get("quality_validation"))
         embs, colour, owner = [], [], []
         for i, item in enumerate(items):
-            plane = _as_uint(np.asarray(item.plane))
-            side = min(tile, min(plane.shape[:2]) // stride * stride)
+            shown = _as_uint(item.plane)
+            side = min(tile, min(shown.shape[:2]) // stride * stride)
             side = max(stride, side // stride * stride)
             if res.tile and side != res.tile:
                 side = res.tile  # one tile size for the whole plot
             res.tile = side
-            parts, (rows, cols) = tiles(plane, side, cover=True)
-            chunks = []
-            for start in range(0, len(parts), EMBED_CHUNK):
-                chunks.append(embed(encoder, parts[start:start + EMBED_CHUNK], dev))
-                yield i, len(items), min(start + EMBED_CHUNK, len(parts)), len(parts)
-            e, q = (np.concatenate(a) for a in zip(*chunks))
-            res.heatmaps.append(q.reshape(rows, cols).astype(np.float32))
-            res.estimates.append(float(q.mean()))
-            found = None if item.table_q else find_jpeg_grid(np.asarray(item.plane))
+            indices = list(np.ndindex(*item.lead_shape)) if item.lead_shape else [()]
+            heat, e, q = [], None, None
+            for p, idx in enumerate(indices):
+                plane = shown if idx == item.current else _as_uint(np.asarray(item.data[idx]))
+                parts, (rows, cols) = tiles(plane, side, cover=True)
+                chunks = []
+                for start in range(0, len(parts), EMBED_CHUNK):
+                    chunks.append(embed(encoder, parts[start:start + EMBED_CHUNK], dev))
+                    yield i, len(items), p * len(parts) + min(start + EMBED_CHUNK, len(parts)), \
+                        len(indices) * len(parts)
+                pe, pq = (np.concatenate(a) for a in zip(*chunks))
+                heat.append(pq.reshape(rows, cols).astype(np.float32))
+                if idx == item.current:
+                    e, q = pe, pq
+            res.heatmaps.append(np.stack(heat).reshape(*item.lead_shape, rows, cols))
+            res.estimates.append(float(np.median(q)))
+            found = None if item.table_q else find_jpeg_grid(item.plane)
             res.traces.append("" if item.table_q else
                               "no JPEG traces in its pixels" if found is None else
                               f"JPEG traces in its pixels: ~Q{found.quality}, "

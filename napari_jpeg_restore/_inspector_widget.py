@@ -7,7 +7,6 @@ import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
-    FileEdit,
     Label,
     ProgressBar,
     PushButton,
@@ -21,10 +20,8 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._inspect_steps import InspectItem, InspectResult, inspect_steps, table_quality
 from ._layers import (
-    AUTO,
     DEVICES,
     layer_channels,
-    model_choices,
     model_names,
     plane_layout,
     resolve_model_spec,
@@ -49,13 +46,23 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self._items: list[tuple[Image, InspectItem]] = []
-        self.layers = Select(label="images", choices=self._image_choices)
+        self.layers = Select(label="images", choices=self._image_choices,
+                             tooltip="The Image layers to inspect (several: one plot, one "
+                                     "heatmap each; a stack gets a heatmap per plane).")
         self.layers.native.setMaximumHeight(100)
-        self.model = ComboBox(label="model", choices=lambda _w: model_choices(True), value=AUTO)
-        self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False)
-        self.tile = SpinBox(label="tile size", min=16, max=1024, step=16, value=64)
-        self.method = ComboBox(label="projection", choices=["auto", "pca", "tsne"], value="auto")
-        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self._add_model_choice(
+            True, "auto: the shipped quality encoder for gray or colour (its measured error is "
+                  "printed with the estimate); a restorer's encoder, or 'weights file…' for a .pt "
+                  "file.", "A weights file (.pt) with a quality encoder.")
+        self.tile = SpinBox(label="tile size", min=16, max=1024, step=16, value=64,
+                            tooltip="Pixels per side of the tiles that are embedded: one point "
+                                    "in the plot and one heatmap cell each.")
+        self.method = ComboBox(label="projection", choices=["auto", "pca", "tsne"], value="auto",
+                               tooltip="How the embeddings become 2-D: PCA, or t-SNE (auto uses "
+                                       "t-SNE from 30 tiles on).")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto",
+                               tooltip="Where the encoder runs: 'auto' uses a CUDA GPU when there "
+                                       "is one, else the CPU.")
         self.run_button = PushButton(text="Inspect")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
@@ -76,7 +83,6 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.canvas, 1)
-        self.model.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -106,14 +112,12 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
         self._follow_theme(self.axes)
         self.canvas.draw_idle()
 
-    def _current_plane(self, layer: Image) -> Any:
-        data = layer.data
-        lead = data.ndim - 2 - (1 if layer.rgb else 0)
-        if lead <= 0:
-            return data
+    def _item(self, layer: Image) -> InspectItem:
+        """What to inspect of ``layer``: every plane, and the one the viewer shows."""
+        lead_shape = plane_layout(layer)[0]  # raises for an unsupported layer
         pos = layer.world_to_data(self.viewer.dims.point)
-        idx = tuple(int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(pos[:lead], data.shape[:lead]))
-        return data[idx]
+        current = tuple(int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(pos, lead_shape))
+        return InspectItem(layer.name, layer.data, table_quality(layer.metadata), lead_shape, current)
 
     def run(self, *_args):
         from napari_jpeg_restore.core.inference import resolve_device
@@ -127,10 +131,7 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
             show_warning("Choose one or more Image layers to inspect.")
             return None
         def prepare() -> tuple[list[tuple[Image, InspectItem]], Any]:
-            for layer in layers:
-                plane_layout(layer)  # raises for an unsupported layer
-            items = [(layer, InspectItem(layer.name, self._current_plane(layer), table_quality(layer.metadata)))
-                     for layer in layers]
+            items = [(layer, self._item(layer)) for layer in layers]
             spec = resolve_model_spec(self.model.value, self.weights.value,
                                       max(layer_channels(layer) for layer in layers), quality=True)
             resolve_device(self.device.value)
@@ -187,17 +188,22 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
 
     def _add_heatmap(self, layer: Image, heat: np.ndarray, tile: int, item: InspectItem,
                      estimate: float) -> None:
-        scale = np.asarray(layer.scale[-2:], float)
-        translate = np.asarray(layer.translate[-2:], float) + (tile - 1) / 2 * scale
+        """One cell per tile over the layer (a stack's heatmap has its planes: it follows the
+        slider), with a colour bar."""
+        lead = len(item.lead_shape)
+        scale = np.asarray(layer.scale, float)[-2 - lead:]
+        translate = np.asarray(layer.translate, float)[-2 - lead:]
+        translate[-2:] += (tile - 1) / 2 * scale[-2:]
+        scale[-2:] *= tile
         name = f"{layer.name} (quality heatmap)"
         meta = {"tile": tile, "source_layer": layer.name, "cqe_quality_mean": estimate}
         if name in self.viewer.layers:
             old = self.viewer.layers[name]
-            old.data, old.scale, old.translate, old.metadata = heat, scale * tile, translate, meta
+            old.data, old.scale, old.translate, old.metadata = heat, scale, translate, meta
             return
         added = self.viewer.add_image(heat, name=name, colormap="inferno", opacity=0.45,
                                       blending="translucent", contrast_limits=(0, 100),
-                                      scale=scale * tile, translate=translate, metadata=meta)
+                                      scale=scale, translate=translate, metadata=meta)
         added.colorbar.visible = True
 
     def _plot(self, res: InspectResult) -> None:

@@ -8,7 +8,7 @@ from typing import TypeVar
 from magicgui.widgets import ComboBox, FileEdit
 from napari.utils.notifications import show_error, show_warning
 
-from ._layers import WEIGHTS_FILE, UnsupportedLayerError
+from ._layers import AUTO, WEIGHTS_FILE, UnsupportedLayerError, model_choices
 
 T = TypeVar("T")
 
@@ -18,6 +18,15 @@ class _ModelChoice:
 
     model: ComboBox
     weights: FileEdit
+
+    def _add_model_choice(self, quality: bool, tooltip: str, weights_tooltip: str) -> None:
+        """Create the two controls (``quality``: models with a quality encoder, else restorers);
+        the weights field shows only while "weights file…" is chosen."""
+        self.model = ComboBox(label="model", choices=lambda _w: model_choices(quality), value=AUTO,
+                              tooltip=tooltip)
+        self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False,
+                                tooltip=weights_tooltip)
+        self.model.changed.connect(self._on_model_changed)
 
     def _on_model_changed(self, value: str) -> None:
         self.weights.visible = value == WEIGHTS_FILE

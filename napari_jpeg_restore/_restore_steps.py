@@ -63,10 +63,12 @@ def intensity_range(layer: Image, mode: str) -> tuple[float, float] | None:
 def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model_spec: str,
                         tile: int, device: str, difference: bool, ensemble: bool = False,
                         metadata: dict[str, Any] | None = None,
-                        value_range: tuple[float, float] | None = None, precision: str = "fp32"
+                        value_range: tuple[float, float] | None = None, precision: str = "fp32",
+                        assume_quality: int | None = None
                         ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
     """Restore every 2-D (or RGB) plane of ``data`` one after the other, each kept consistent
-    with its JPEG compression (:func:`layer_jpeg` of the layer's ``metadata``).
+    with its JPEG compression (:func:`layer_jpeg` of the layer's ``metadata``), or restored as
+    if compressed at ``assume_quality`` (the strength control).
 
     Yields ``(plane, planes, tiles_done, tiles_total)`` after each tile (the worker may stop
     there), returns a :class:`RestoreResult`. Only one plane of ``data`` is in memory at a time
@@ -86,7 +88,8 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
             work, back = _restorable(plane)
             jpeg, _ = layer_jpeg(metadata or {}, work)
             steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble, jpeg=jpeg,
-                                  value_range=value_range, precision=precision)
+                                  value_range=value_range, precision=precision,
+                                  assume_quality=assume_quality)
             while True:
                 try:
                     done, total = next(steps)
@@ -105,6 +108,40 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
         return RestoreResult(out, diff, model_spec)
     except Exception as err:  # noqa: BLE001 - shown to the user as one notification
         return RestoreResult(error=f"{type(err).__name__}: {err}")
+
+
+@dataclass
+class LayerJob:
+    """One layer of a restore run: what :func:`restore_layer_steps` needs of it."""
+
+    data: Any
+    lead_shape: tuple[int, ...]
+    rgb: bool
+    model_spec: str
+    metadata: dict[str, Any]
+    value_range: tuple[float, float] | None = None
+
+
+def restore_layers_steps(jobs: list[LayerJob], tile: int, device: str, difference: bool,
+                         ensemble: bool = False, precision: str = "fp32",
+                         assume_quality: int | None = None
+                         ) -> Generator[tuple[int, int, int, int, int, int], None, list[RestoreResult]]:
+    """Restore several layers one after the other (a queue in one worker): yields
+    ``(layer, layers, plane, planes, tiles_done, tiles_total)``, returns one
+    :class:`RestoreResult` per layer (a failed layer's carries its error; the rest go on)."""
+    results = []
+    for k, job in enumerate(jobs):
+        steps = restore_layer_steps(job.data, job.lead_shape, job.rgb, job.model_spec, tile, device,
+                                    difference, ensemble, job.metadata, job.value_range, precision,
+                                    assume_quality)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                results.append(stop.value)
+                break
+            yield (k, len(jobs), *step)
+    return results
 
 
 JPEG_KEYS = ("jpeg_quality", "jpeg_quality_exact", "quant_tables", "jpeg_grid")

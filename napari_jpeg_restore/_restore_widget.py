@@ -14,7 +14,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     Label,
     ProgressBar,
     PushButton,
@@ -28,10 +27,8 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 
 from ._layers import (
-    AUTO,
     DEVICES,
     layer_channels,
-    model_choices,
     model_names,
     plane_layout,
     resolve_model_spec,
@@ -39,11 +36,12 @@ from ._layers import (
 from ._model_choice import _ModelChoice
 from ._restore_steps import (
     INTENSITY,
+    LayerJob,
     RestoreResult,
     intensity_range,
     layer_jpeg,
     provenance,
-    restore_layer_steps,
+    restore_layers_steps,
 )
 from ._worker_controls import _WorkerControls
 
@@ -66,12 +64,10 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         self.worker = None
         self._job: dict[str, Any] = {}
         self.image = ComboBox(label="image", choices=self._layer_choices, nullable=True)
-        self.model = ComboBox(label="model", choices=lambda _w: model_choices(), value=AUTO,
-                              tooltip="The restoration network: 'auto' takes the shipped model "
-                                      "for gray or colour layers; 'weights file…' takes a .pt "
-                                      "file trained with `jpeg-restore train`.")
-        self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False,
-                                tooltip="A weights file (.pt) written by `jpeg-restore train`.")
+        self._add_model_choice(
+            False, "The restoration network: 'auto' takes the shipped model for gray or colour "
+                   "layers; 'weights file…' takes a .pt file trained with `jpeg-restore train`.",
+            "A weights file (.pt) written by `jpeg-restore train`.")
         self.tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512,
                             tooltip="Pixels per side of the tiles the image is restored in: "
                                     "smaller tiles use less memory and update the bar more "
@@ -95,26 +91,37 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
             label="precision", choices=["auto", "fp32", "bf16"], value="auto",
             tooltip="auto: bf16 where the device computes it natively (CPUs with AVX512-BF16 or "
                     "AMX, CUDA GPUs), within 0.02 dB of fp32 and up to 1.5x faster; else fp32.")
+        self.every_selected = CheckBox(
+            text="every selected layer", value=False,
+            tooltip="Restore every Image layer selected in the layer list, one after the other "
+                    "in one run (Cancel stops the rest); otherwise the one chosen above.")
         self.skip_above = SpinBox(
             label="skip above JPEG Q", min=1, max=100, value=DEFAULT_SKIP_ABOVE_QUALITY,
             tooltip="Leave an image alone when its JPEG quality is above this, read from its "
                     "quantization tables (this plugin's reader) or found in its pixels, or when "
                     "it shows no JPEG compression at all: there is nothing to gain. "
                     "100 restores everything.")
+        self.assume = ComboBox(
+            label="restore as", value=0,
+            choices=[("auto", 0)] + [(f"JPEG Q{q}", q) for q in range(5, 100, 5)],
+            tooltip="The strength: restore as if the picture had been compressed at this JPEG "
+                    "quality, whatever its tables say (lower is stronger; for screenshots and "
+                    "re-shared pictures). auto: the quality of its tables, or the quality "
+                    "encoder's reading of the pixels where they show a much heavier earlier "
+                    "compression.")
         self.run_button = PushButton(text="Restore")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long lines wrap, never clip
         self.form = Container(widgets=[
-            self.image, self.model, self.weights, self.tile, self.device, self.intensity,
+            self.image, self.every_selected, self.model, self.weights, self.tile, self.device, self.intensity,
             self.difference, self.ensemble, self.precision,
-            self.skip_above, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.skip_above, self.assume, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status])
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addStretch(1)
-        self.model.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -150,68 +157,103 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
     def running(self) -> bool:
         return self.worker is not None
 
-    def run(self, *_args):
-        """Start restoring the chosen layer; returns the worker, or None after a notification."""
-        from napari_jpeg_restore.core.file_restore import skip_reason
-        from napari_jpeg_restore.core.inference import resolve_device
+    def _chosen_layers(self) -> list[Image]:
+        """The layers a run restores: every selected Image layer (in layer-list order) when
+        'every selected layer' is ticked and some are selected, else the one chosen."""
+        if self.every_selected.value:
+            offered = [layer for _, layer in self._layer_choices()]
+            selected = [layer for layer in offered if layer in self.viewer.layers.selection]
+            if selected:
+                return selected
+        return [self.image.value] if self.image.value is not None else []
 
+    def _plan(self, layer: Image) -> tuple[LayerJob, str] | str:
+        """The job for ``layer`` and how its compression is known, or why it is left alone
+        (raises for an unsupported layer, a missing model or an unusable device)."""
+        from napari_jpeg_restore.core.compression import assess
+        from napari_jpeg_restore.core.file_restore import skip_reason
+        from napari_jpeg_restore.core.inference import resolve_device, split_alpha
+
+        lead_shape = plane_layout(layer)[0]
+        spec = resolve_model_spec(self.model.value, self.weights.value, layer_channels(layer))
+        resolve_device(self.device.value)
+        first = layer.data[(0,) * len(lead_shape)] if lead_shape else layer.data
+        jpeg, known_by = layer_jpeg(layer.metadata, first)
+        planes = split_alpha(np.asarray(first))[0]
+        compression = assess(planes, jpeg if planes.dtype == np.uint8 else None,
+                             int(self.assume.value) or None)
+        why = skip_reason(compression, int(self.skip_above.value))
+        if why:
+            how = f" (Q{jpeg.quality} by its {known_by})" if jpeg else ""
+            return f"'{layer.name}' left as is: {why}{how}"
+        job = LayerJob(layer.data, lead_shape, bool(layer.rgb), spec, dict(layer.metadata),
+                       intensity_range(layer, self.intensity.value))
+        return job, compression.describe() + (f" by its {known_by}" if compression.source == "tables" else "")
+
+    def run(self, *_args):
+        """Start restoring the chosen layer(s) in one worker; returns it, or None after a
+        notification."""
         if self.running:
             show_warning("A restoration is already running; cancel it first.")
             return None
-        layer = self.image.value
         self.status.value = ""  # a rejected run leaves no stale status of an earlier one
-        if layer is None:
+        layers = self._chosen_layers()
+        if not layers:
             show_warning("Add or choose an Image layer to restore.")
             return None
-
-        def prepare() -> tuple[tuple[int, ...], Any]:
-            lead_shape = plane_layout(layer)[0]
-            spec = resolve_model_spec(self.model.value, self.weights.value, layer_channels(layer))
-            resolve_device(self.device.value)
-            return lead_shape, spec
-
-        prepared = self._prepare(f"restore '{layer.name}'", prepare)
-        if prepared is None:
-            return None
-        lead_shape = prepared[0]
-        first = layer.data[(0,) * len(lead_shape)] if lead_shape else layer.data
-        jpeg, known_by = layer_jpeg(layer.metadata, first)
-        why = skip_reason(jpeg, int(self.skip_above.value))
-        if why:
-            how = f" (Q{jpeg.quality} by its {known_by})" if jpeg else ""
-            self.status.value = (f"'{layer.name}' left as is: {why}{how}; "
-                                 "raise 'skip above JPEG Q' to 100 to restore it anyway.")
+        planned = []
+        for layer in layers:
+            plan = self._prepare(f"restore '{layer.name}'", lambda layer=layer: self._plan(layer))
+            if plan is None:
+                return None
+            planned.append((layer, plan))
+        left = [plan for _, plan in planned if isinstance(plan, str)]
+        todo = [(layer, *plan) for layer, plan in planned if not isinstance(plan, str)]
+        if left:
+            self.status.value = ("; ".join(left) + ". Raise 'skip above JPEG Q' to 100 to restore "
+                                 + ("them" if len(left) > 1 else "it") + " anyway.")
             show_info(self.status.value)
+        if not todo:
             return None
-        lead_shape, spec = prepared
-        self._job = {"layer": layer, "difference": bool(self.difference.value),
-                     "tile": int(self.tile.value), "ensemble": bool(self.ensemble.value),
-                     "precision": self.precision.value,
-                     "jpeg_by": f"{known_by} (Q{jpeg.quality})" if jpeg else "none found"}
-        worker = thread_worker(restore_layer_steps, start_thread=False)(
-            layer.data, lead_shape, bool(layer.rgb), spec, int(self.tile.value),
-            self.device.value, bool(self.difference.value), bool(self.ensemble.value),
-            dict(layer.metadata), intensity_range(layer, self.intensity.value), self.precision.value)
+        assume = int(self.assume.value) or None
+        self._job = {"layers": [layer for layer, _, _ in todo], "jpeg_by": [by for _, _, by in todo],
+                     "difference": bool(self.difference.value), "tile": int(self.tile.value),
+                     "ensemble": bool(self.ensemble.value), "precision": self.precision.value,
+                     "left": left}
+        worker = thread_worker(restore_layers_steps, start_thread=False)(
+            [job for _, job, _ in todo], int(self.tile.value), self.device.value,
+            bool(self.difference.value), bool(self.ensemble.value), self.precision.value, assume)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
-        return self._start(worker, f"Loading {Path(spec).name} to restore '{layer.name}'…")
+        names = ", ".join(f"'{layer.name}'" for layer, _, _ in todo)
+        return self._start(worker, f"Loading {Path(todo[0][1].model_spec).name} to restore {names}…")
 
-    def _on_progress(self, step: tuple[int, int, int, int]) -> None:
-        plane, planes, done, total = step
+    def _on_progress(self, step: tuple[int, int, int, int, int, int]) -> None:
+        k, n, plane, planes, done, total = step
         self.progress.max = 1000
-        self.progress.value = int(1000 * (plane * total + done) / max(1, planes * total))
+        share = (plane * total + done) / max(1, planes * total)
+        self.progress.value = int(1000 * (k + share) / n)
+        which = f"layer {k + 1}/{n} '{self._job['layers'][k].name}', " if n > 1 else ""
         where = f"plane {plane + 1}/{planes}, " if planes > 1 else ""
-        self.status.value = f"{where}tile {done}/{total}"
+        self.status.value = f"{which}{where}tile {done}/{total}"
 
-    def _on_returned(self, result: RestoreResult) -> None:
-        layer = self._job.get("layer")
-        if result.error is not None or layer is None:
-            show_error(f"Restoration failed: {result.error}")
-            self.status.value = "Failed."
-            return
+    def _on_returned(self, results: list[RestoreResult]) -> None:
+        said = []
+        for layer, result, jpeg_by in zip(self._job["layers"], results, self._job["jpeg_by"]):
+            if result.error is not None:
+                show_error(f"Restoration of '{layer.name}' failed: {result.error}")
+                said.append(f"'{layer.name}' failed.")
+            else:
+                said.append(self._add_result(layer, result, jpeg_by))
+        self.image.value = self._job["layers"][0]  # the new layers became active; sources stay
+        self.progress.value = 1000
+        self.status.value = " ".join(said + self._job["left"])
+
+    def _add_result(self, layer: Image, result: RestoreResult, jpeg_by: str) -> str:
+        """Add (or replace) the restored and difference layers of ``layer``; says what it did."""
         meta = provenance(layer, result.model, self._job["tile"], self._job["ensemble"],
-                          self._job["jpeg_by"], self._job["precision"])
+                          jpeg_by, self._job["precision"])
         kwargs = _copy_layer_kwargs(layer, meta)
         extra: dict[str, Any] = {"rgb": True} if layer.rgb else {
             "rgb": False, "colormap": layer.colormap, "contrast_limits": layer.contrast_limits,
@@ -226,9 +268,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
                 "colormap": "twilight_shifted", "contrast_limits": (-(lim or 1.0), lim or 1.0),
                 "visible": False})
             note = " The difference layer is hidden: tick its eye to see it."
-        self.image.value = layer  # the new layers became active; the source stays the choice
-        self.progress.value = 1000
-        self.status.value = f"{done} '{name}'.{note}"
+        return f"{done} '{name}'.{note}"
 
     def _replace_or_add(self, name: str, data: np.ndarray, meta: dict[str, Any],
                         kwargs: dict[str, Any], extra: dict[str, Any]) -> str:

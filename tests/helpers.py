@@ -1,5 +1,6 @@
 """Test helpers (also used by ``bench/ray_archive.py``): free ports, a local S3 (moto's standalone
-server), the synthetic image family and the one tiny-restorer recipe of the tests."""
+server), the synthetic image family, the one tiny-restorer recipe of the tests and a restorer
+whose table conditioning matters."""
 from __future__ import annotations
 
 import os
@@ -72,3 +73,17 @@ def train_tiny_restorer(path: str | Path, steps: int = 120, seed: int = 0) -> Pa
     path = Path(path)
     save_weights(model.eval(), path, {"note": "tiny test restorer"})
     return path
+
+
+def conditioned_restorer(seed: int = 0):
+    """A lite gray restorer conditioned on tables, its FiLM layer and tail randomised so that the
+    table and the tiling show in its output."""
+    import torch
+    from napari_jpeg_restore.core.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("crl", "lite", 1, condition=True).eval()
+    with torch.no_grad():
+        model.condition.out.weight.normal_(0, 0.5)
+        model.tail.weight.normal_(0, 0.05)
+    return model

@@ -1,6 +1,7 @@
 """Networks: shapes, presets, config round trip, and that a tiny model learns."""
 import pytest
 import torch
+from helpers import conditioned_restorer
 from napari_jpeg_restore.core.models import (
     build_config,
     config_from_dict,
@@ -142,3 +143,26 @@ def test_encoder_with_a_dct_branch_round_trips_and_widens_the_embedding(tmp_path
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(again(x).embedding, enc(x).embedding)
     assert enc(x).embedding.shape == (2, enc.cfg.embed_dim)
+
+
+def test_table_conditioning_starts_as_its_blind_parent_and_then_depends_on_the_table():
+    from napari_jpeg_restore.core.jpeg import ijg_table
+    from napari_jpeg_restore.core.models.growth import load_grown
+
+    torch.manual_seed(1)
+    blind = create_model("crl", "lite", 1).eval()
+    with torch.no_grad():
+        blind.tail.weight.normal_(0, 0.05)
+    conditioned = create_model("crl", "lite", 1, condition=True).eval()
+    assert load_grown(conditioned, blind.state_dict()) == ["condition"]
+    x = torch.rand(2, 1, 64, 64)
+    q10 = torch.from_numpy(ijg_table(10).reshape(1, 64).astype("float32")).repeat(2, 1)
+    with torch.no_grad():
+        assert torch.equal(conditioned(x, q10), blind(x))  # grown: the same function
+        with pytest.raises(ValueError, match="tables"):
+            conditioned(x)
+        model = conditioned_restorer()
+        q90 = torch.from_numpy(ijg_table(90).reshape(1, 64).astype("float32")).repeat(2, 1)
+        assert (model(x, q10) - model(x, q90)).abs().max() > 1e-3
+    rebuilt = model_from_config(config_from_dict(config_to_dict(model.cfg)))
+    assert rebuilt.cfg.condition and rebuilt.condition is not None

@@ -1,14 +1,10 @@
-"""napari plugin widgets, driven through a real viewer (pytest-qt; run under xvfb-run).
-
-A tiny restorer is trained once per session (cached in pytest's cache folder) so that the
-tests do not depend on the shipped weights; "auto" is exercised too when those exist.
-"""
+"""napari plugin widgets, driven through a real viewer (pytest-qt; run under xvfb-run). Their
+small models and the notification catcher are fixtures in conftest.py; "auto" (the shipped
+models) is exercised too."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +13,11 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 pytest.importorskip("magicgui")
 
-import helpers
-import torch
-from helpers import synthetic, train_tiny_restorer
+from helpers import synthetic
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, read_quant_tables
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.registry import MODELS, save_weights
 
-from napari_jpeg_restore import _inspector_widget, _model_choice, _restore_widget
 from napari_jpeg_restore._inspector_widget import QualityInspectorWidget
 from napari_jpeg_restore._layers import AUTO, WEIGHTS_FILE
 from napari_jpeg_restore._reader import jpeg_metadata
@@ -38,53 +31,6 @@ pytestmark = [
                        reason="needs a display for Qt: run under xvfb-run"),
 ]
 WAIT_MS = 90_000
-
-
-def _cache_dir(pytestconfig, tmp_path_factory) -> Path:
-    core = Path(_restore_widget.__file__).resolve().parents[1] / "core"
-    digest = hashlib.sha1(torch.__version__.encode())
-    recipes = sorted((core / "models").glob("*.py")) + sorted((core / "training").glob("*.py"))
-    for f in [*recipes, Path(__file__), Path(helpers.__file__)]:  # the fixtures' training recipes
-        digest.update(f.read_bytes())
-    try:
-        root = Path(pytestconfig.cache.mkdir("napari-jpeg-restore"))
-    except (AttributeError, OSError):  # -p no:cacheprovider
-        root = tmp_path_factory.mktemp("weights")
-    return root / digest.hexdigest()[:12]
-
-
-@pytest.fixture(scope="session")
-def restorer_weights(pytestconfig, tmp_path_factory) -> Path:
-    """A gray CRL-lite restorer (no encoder, one top block) briefly trained at Q10: it raises PSNR."""
-    folder = _cache_dir(pytestconfig, tmp_path_factory)
-    path = folder / "restorer.pt"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        train_tiny_restorer(path, steps=50)
-    return path
-
-
-@pytest.fixture(scope="session")
-def encoder_weights(tmp_path_factory) -> Path:
-    """An untrained gray CRL-lite restorer with its quality encoder (for the inspector)."""
-    from napari_jpeg_restore.core.models import create_model
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("enc") / "crl-with-encoder.pt"
-    save_weights(create_model("crl", "lite", 1).eval(), path)
-    return path
-
-
-@pytest.fixture
-def notes(monkeypatch):
-    """Warnings and errors the widgets show, as (level, message)."""
-    seen: list[tuple[str, str]] = []
-    for module in (_restore_widget, _inspector_widget, _model_choice):
-        for level in ("warning", "error", "info"):
-            if hasattr(module, f"show_{level}"):
-                monkeypatch.setattr(module, f"show_{level}",
-                                    lambda msg, _level=level: seen.append((_level, str(msg))))
-    return seen
 
 
 def _wait(qtbot, widget, timeout=WAIT_MS):
@@ -126,7 +72,7 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     assert out.metadata["note"] == "kept" and "jpeg_quality" not in out.metadata and out.rgb is False
     made = out.metadata["restoration"]
     assert made["source_layer"] == "cells" and made["tile"] == 64 and made["ensemble"] is False
-    assert len(made["weights_sha256"]) == 64 and made["jpeg_consistency"].startswith("pixels (Q")
+    assert len(made["weights_sha256"]) == 64 and made["jpeg_consistency"] == "Q10 by its pixels"
     assert out.data.shape == jpeg.shape and out.data.dtype == np.uint8
     assert psnr(clean, out.data) > psnr(clean, jpeg) + 0.2
     diff = viewer.layers["cells (difference)"]
@@ -140,7 +86,8 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     assert [ly.name for ly in viewer.layers] == ["cells", "cells (restored)", "cells (difference)"]
     assert out.metadata["restoration"]["ensemble"] is True and "Replaced" in widget.status.value
     assert all(w.tooltip for w in (widget.model, widget.tile, widget.device, widget.difference,
-                                   widget.ensemble, widget.skip_above, widget.intensity))
+                                   widget.ensemble, widget.skip_above, widget.intensity,
+                                   widget.assume))
 
 
 def test_image_list_follows_the_viewer(make_napari_viewer, qtbot, restorer_weights, notes):
@@ -160,6 +107,33 @@ def test_image_list_follows_the_viewer(make_napari_viewer, qtbot, restorer_weigh
     assert widget.run() is not None
     _wait(qtbot, widget)
     assert "first (restored)" in viewer.layers and not [n for n in notes if n[0] == "warning"]
+
+
+def test_every_selected_layer_is_restored_in_one_run(make_napari_viewer, qtbot, restorer_weights,
+                                                    notes):
+    viewer = make_napari_viewer()
+    clean = {name: synthetic(seed, (128, 160)) for name, seed in (("a", 5), ("b", 6), ("c", 7))}
+    layers = {name: viewer.add_image(compress(img, 10), name=name) for name, img in clean.items()}
+    fine = encode_jpeg(synthetic(8, (128, 160)), 98)
+    viewer.add_image(compress(synthetic(8, (128, 160)), 98), name="fine",
+                     metadata=jpeg_metadata(read_quant_tables(fine), "fine.jpg"))
+    viewer.layers.selection = {layers["a"], layers["c"], viewer.layers["fine"]}
+    widget = _restore_dock(viewer)
+    widget.set_model(restorer_weights)
+    widget.tile.value = 64
+    assert widget.every_selected.tooltip and not widget.every_selected.value
+    widget.every_selected.value = True
+    seen = []
+    worker = widget.run()
+    worker.yielded.connect(lambda step: seen.append(widget.status.value))
+    _wait(qtbot, widget)
+    assert "a (restored)" in viewer.layers and "c (restored)" in viewer.layers
+    assert "b (restored)" not in viewer.layers and "fine (restored)" not in viewer.layers
+    assert any("layer 2/2 'c'" in line for line in seen)  # one worker, one queue
+    assert "'fine' left as is" in widget.status.value and "Added 'c (restored)'" in widget.status.value
+    for name in ("a", "c"):
+        assert psnr(clean[name], viewer.layers[f"{name} (restored)"].data) > psnr(clean[name], layers[name].data)
+    assert not [n for n in notes if n[0] != "info"], notes
 
 
 def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot, restorer_weights,
@@ -183,6 +157,13 @@ def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot
     assert widget.run() is not None
     _wait(qtbot, widget)
     assert "fine (restored)" in viewer.layers
+    assert widget.assume.native.currentText() == "auto" and widget.assume.tooltip
+    widget.skip_above.value = 90
+    widget.assume.value = 20  # the strength control: restored as a Q20 picture, not skipped
+    assert widget.run() is not None
+    _wait(qtbot, widget)
+    made = viewer.layers["fine (restored)"].metadata["restoration"]
+    assert made["jpeg_consistency"] == "Q20 (assumed)"
 
 
 def test_restore_with_self_ensemble(make_napari_viewer, qtbot, restorer_weights, notes):
@@ -388,6 +369,8 @@ def test_inspector_heatmap_and_plot(make_napari_viewer, qtbot, encoder_weights, 
     np.testing.assert_allclose(heat.translate, (5.0 + 31, 7.0 + 31))
     assert "q60 (quality heatmap)" in viewer.layers
     assert widget.plotted_points == 32 and widget.status.value.endswith("TSNE")
+    assert all(w.tooltip for w in (widget.layers, widget.model, widget.weights, widget.tile,
+                                   widget.method, widget.device))
     assert widget.progress.value == 1000
     assert "Q10" in widget.quality_label.value and "Q60" in widget.quality_label.value
     label = widget.quality_label.native
@@ -472,20 +455,23 @@ def test_inspector_rejects_restorer_without_encoder(make_napari_viewer, qtbot, r
     widget.close()
 
 
-def test_inspector_uses_current_plane_of_float_stack(make_napari_viewer, qtbot, encoder_weights,
-                                                      notes):
+def test_inspector_heatmaps_every_plane_of_a_float_stack_and_plots_the_shown_one(
+        make_napari_viewer, qtbot, notes):
     viewer = make_napari_viewer()
     stack = np.stack([compress(synthetic(s, (64, 96)), q) for s, q in ((12, 90), (13, 10))])
     layer = viewer.add_image(stack.astype(np.float32) / 255, name="stack")
     viewer.dims.set_current_step(0, 1)
     widget = QualityInspectorWidget(viewer)
     widget.layers.value = [layer]
-    widget.set_model(encoder_weights)
+    assert widget.model.value == AUTO  # the shipped quality encoder
     widget.tile.value = 32
     widget.run()
     _wait(qtbot, widget)
     assert not notes, notes
-    assert viewer.layers["stack (quality heatmap)"].data.shape == (2, 3)
+    heat = viewer.layers["stack (quality heatmap)"]
+    assert heat.data.shape == (2, 2, 3)  # a heatmap per plane: it follows the plane slider
+    assert heat.data[0].mean() > heat.data[1].mean() + 30  # the Q90 plane reads higher than Q10
+    np.testing.assert_allclose(heat.scale, (1.0, 32.0, 32.0))
     np.testing.assert_array_equal(widget._items[0][1].plane, layer.data[1])  # the shown plane
-    assert widget.plotted_points == 6 and widget.status.value.endswith("PCA")
+    assert widget.plotted_points == 6 and widget.status.value.endswith("PCA")  # its tiles only
     widget.close()

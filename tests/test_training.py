@@ -10,7 +10,7 @@ from napari_jpeg_restore.core.image_writing import write_image
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
-from napari_jpeg_restore.core.training.data import ContrastiveSampler, PairSampler
+from napari_jpeg_restore.core.training.data import ContrastiveSampler, PairSampler, to_tensor
 from napari_jpeg_restore.core.training.lineage import total_cpu_hours
 from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import fft_l1, info_nce, restoration_loss
@@ -85,13 +85,13 @@ def test_table_positives_come_from_another_picture_with_the_same_tables():
     """--positives tables: the key is another picture at the query's quality; its hard negative
     is that picture at another quality; every key with the query's tables is a positive."""
     dark, light = np.full((128, 128), 40, np.uint8), np.full((128, 128), 210, np.uint8)
-    sampler = ContrastiveSampler([dark, light], patch=32, positives="tables")
+    sampler = ContrastiveSampler([dark, light], patch=32)  # tables: the default, as training's
     xq, xk, xh, quality = sampler.sample(16, np.random.default_rng(0))
     mq, mk, mh = (x.mean(dim=(1, 2, 3)) for x in (xq, xk, xh))
     assert torch.all((mq - mk).abs() > 0.5)  # never the query's picture
     assert torch.all((mk - mh).abs() < 0.05)  # the hard negative: the key's picture
     assert torch.all(quality[:, 0] != quality[:, 1])
-    same = ContrastiveSampler([dark, light], patch=32).sample(8, np.random.default_rng(0))
+    same = ContrastiveSampler([dark, light], patch=32, positives="image").sample(8, np.random.default_rng(0))
     assert torch.all((same[0].mean(dim=(1, 2, 3)) - same[1].mean(dim=(1, 2, 3))).abs() < 0.05)
 
     enc = create_model("cqe", "lite", 1)
@@ -148,9 +148,9 @@ def test_pair_sampler_weighting_and_double_compression():
     assert np.mean(np.array(qs) == 10) > 2 * np.mean(np.array(qs) == 50)
     clean = img[:32, :32].copy()
     single = PairSampler([img], patch=32, qualities=(20, 20, 1))
-    assert np.array_equal(single.degrade(clean, rng), compress(clean, 20))
+    assert np.array_equal(single.degrade(clean, rng)[0], compress(clean, 20))
     twice = PairSampler([img], patch=32, qualities=(20, 20, 1), double=1.0)
-    outs = [twice.degrade(clean, rng) for _ in range(8)]  # random grid shifts
+    outs = [twice.degrade(clean, rng)[0] for _ in range(8)]  # random grid shifts
     assert any(not np.array_equal(o, compress(clean, 20)) for o in outs)
     with pytest.raises(ValueError, match="weighting"):
         PairSampler([img], weighting="log")
@@ -163,7 +163,7 @@ def test_pair_sampler_clean_identity_pairs():
     rng = np.random.default_rng(0)
     clean = img[:32, :32].copy()
     some = PairSampler([img], patch=32, qualities=(20, 20, 1), clean=0.5)
-    same = [np.array_equal(some.degrade(clean, rng), clean) for _ in range(200)]
+    same = [np.array_equal(some.degrade(clean, rng)[0], clean) for _ in range(200)]
     assert 0.35 < np.mean(same) < 0.65  # about half the pairs are identities
     x, y = PairSampler([img], patch=32, clean=1.0).sample(4, rng)
     assert torch.equal(x, y)
@@ -203,6 +203,28 @@ def test_init_from_a_shallower_restorer_grows_it(tmp_path):
     assert grown.cfg.top_blocks == create_model("crl", "lite", 1).cfg.top_blocks > 1
     assert grown.meta["init"]["grown"] == [f"top.{i}" for i in range(1, grown.cfg.top_blocks)]
     assert grown.meta["init"]["steps"] == 7
+
+
+def test_table_conditioned_restorer_trains_from_a_blind_one_on_each_pairs_table(tmp_path):
+    from napari_jpeg_restore.core.jpeg import ijg_table
+    from napari_jpeg_restore.core.registry import save_weights
+
+    img = synthetic(0, (128, 160))
+    rng = np.random.default_rng(0)
+    x, y, steps = PairSampler([img], patch=32, qualities=(20, 20, 1), clean=0.5, tables=True).sample(64, rng)
+    plain = (x != y).flatten(1).any(1)  # compressed pairs get Q20's table, identity pairs all ones
+    assert torch.equal(steps[plain], torch.from_numpy(ijg_table(20).reshape(1, 64).astype(np.float32)).expand(int(plain.sum()), 64))
+    assert torch.equal(steps[~plain], torch.ones(int((~plain).sum()), 64)) and 0 < plain.sum() < 64
+    write_image(tmp_path / "data" / "im.png", img)
+    save_weights(create_model("crl", "lite", 1, use_encoder=False), tmp_path / "blind.pt", {"steps": 3})
+    run = load_model(train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), steps=3,
+                                        out=str(tmp_path / "run"), batch=2, patch=32, lr=1e-3,
+                                        init=str(tmp_path / "blind.pt"), encoder_mode="none",
+                                        table_condition=True)))
+    assert run.cfg.condition and run.meta["init"]["grown"] == ["condition"]
+    assert run.condition.out.weight.abs().sum() > 0  # the conditioning learned
+    with pytest.raises(ValueError, match="restorer option"):
+        TrainOptions(stage="encoder", data="x", out="y", table_condition=True)
 
 
 def _overfit_task(seed=0):
@@ -261,3 +283,31 @@ def test_training_flags_are_defined_once_for_cli_and_ray(capsys):
         ray_train.main(["--help"])
     ray_help = capsys.readouterr().out
     assert flags and all(f in ray_help for f in flags)
+
+
+def test_ranker_stage_learns_to_order_qualities_and_feeds_a_restorer_loss(tmp_path):
+    from napari_jpeg_restore.core.jpeg import compress
+    from napari_jpeg_restore.core.training.losses import ranking_loss
+
+    assert ranking_loss(torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([50]), torch.tensor([10]), 0.5) == 0
+    assert ranking_loss(torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([50]), torch.tensor([10]), 0.5) > 2
+    for i in range(3):
+        write_image(tmp_path / "data" / f"im{i}.png", synthetic(i, (160, 192)))
+    opts = TrainOptions(stage="ranker", data=str(tmp_path / "data"), out=str(tmp_path / "rank"),
+                        steps=40, batch=8, patch=32, lr=2e-3, dct_width=16, qualities=(10, 90, 40))
+    ranker = load_model(train(opts))
+    assert ranker.meta["quality_probe_mae"] < 40
+    held_out = synthetic(7, (160, 192))
+    crops = {q: [compress(held_out, q)[y:y + 32, x:x + 32] for y in (0, 64) for x in (0, 96)]
+             for q in (10, 90)}
+    with torch.no_grad():
+        score = {q: ranker(to_tensor(c), score=True) for q, c in crops.items()}
+    assert (score[90] > score[10]).all()  # every unseen crop: Q90 above Q10
+    write_image(tmp_path / "data" / "im0.png", synthetic(0, (160, 192)))
+    run = load_model(train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), steps=2,
+                                        out=str(tmp_path / "restorer"), batch=2, patch=32,
+                                        encoder_mode="none", ranker=str(tmp_path / "rank" / "model.pt"),
+                                        ranker_loss=0.1)))
+    assert run.meta["ranker"]["steps"] == 40
+    with pytest.raises(ValueError, match="go together"):
+        TrainOptions(stage="restorer", data="x", out="y", ranker_loss=0.1)

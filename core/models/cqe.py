@@ -46,7 +46,8 @@ class QualityEncoder(nn.Module):
     branch, the pooled E3 followed by the branch's output: the quantization lattice of the
     input, which content does not make);
     ``project`` is the MLP head used only by contrastive training; ``quality_head`` is a
-    linear read-out of the embedding fitted after training (a probe, see training.encoder).
+    linear read-out of the embedding fitted after training (a probe, see training.validators);
+    a ranker (the ``ranker`` training stage) trains it as its score, then has it refitted.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -68,9 +69,11 @@ class QualityEncoder(nn.Module):
         self.quality_head = nn.Linear(cfg.embed_dim, 1)
         self.dct = DctBranch(cfg.dct_width) if cfg.dct_width else None
 
-    def forward(self, x: torch.Tensor, project: bool = False) -> EncoderOutput | torch.Tensor:
-        """Features and embedding; with ``project`` only the contrastive projection (so that a
-        DDP wrapper sees every trained parameter inside its forward)."""
+    def forward(self, x: torch.Tensor, project: bool = False,
+                score: bool = False) -> EncoderOutput | torch.Tensor:
+        """Features and embedding; with ``project`` only the contrastive projection, with
+        ``score`` only the quality head's output, (N,) (so that a DDP wrapper sees every
+        trained parameter inside its forward)."""
         lattice = self.dct(x) if self.dct is not None else None
         if self.cfg.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.cfg.unshuffle)
@@ -84,6 +87,8 @@ class QualityEncoder(nn.Module):
         embedding = h.mean(dim=(2, 3))
         if lattice is not None:
             embedding = torch.cat([embedding, lattice.to(embedding.dtype)], 1)
+        if score:
+            return self.quality_head(embedding).squeeze(1)
         return self.project(embedding) if project else EncoderOutput(tuple(feats), embedding)
 
     def project(self, embedding: torch.Tensor) -> torch.Tensor:

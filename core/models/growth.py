@@ -5,14 +5,19 @@ import torch
 from torch import nn
 
 from .blocks import ResBlock
+from .table_condition import TableCondition
+
+GROWN = (ResBlock, TableCondition)  # parts a model may have that its parent lacks
 
 
 def load_grown(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Load ``state`` into ``model``, which may have residual blocks that ``state`` lacks.
+    """Load ``state`` into ``model``, which may have residual blocks or a table conditioning
+    that ``state`` lacks.
 
-    Every new :class:`ResBlock` starts as the identity (its last convolution zeroed), so the
-    grown model computes exactly what the trained one did and training continues from there.
-    Returns the names of the new blocks; raises ValueError for any other mismatch.
+    Every new :class:`ResBlock` starts as the identity (its last convolution zeroed), a new
+    :class:`TableCondition` as scale 1, shift 0, so the grown model computes exactly what the
+    trained one did and training continues from there. Returns the names of the new parts;
+    raises ValueError for any other mismatch.
     """
     try:
         result = model.load_state_dict(state, strict=False)
@@ -21,14 +26,17 @@ def load_grown(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     if result.unexpected_keys:
         raise ValueError(f"weights the model has no place for: {', '.join(result.unexpected_keys[:4])}")
     missing = set(result.missing_keys)
-    new = [name for name, m in model.named_modules() if isinstance(m, ResBlock)
+    new = [name for name, m in model.named_modules() if isinstance(m, GROWN)
            and all(f"{name}.{p}" in missing for p, _ in m.named_parameters())]
     covered = {f"{n}.{p}" for n in new for p, _ in model.get_submodule(n).named_parameters()}
     if missing - covered:
         raise ValueError(f"weights missing for: {', '.join(sorted(missing - covered)[:4])}")
     with torch.no_grad():
         for name in new:
-            block = model.get_submodule(name)
-            block.conv2.weight.zero_()
-            block.conv2.bias.zero_()
+            part = model.get_submodule(name)
+            if isinstance(part, TableCondition):
+                part.reset_identity()
+            else:
+                part.conv2.weight.zero_()
+                part.conv2.bias.zero_()
     return new

@@ -9,6 +9,9 @@ Data flow (s = pixel-unshuffle factor; the encoder sees the same input):
     B1 = attention(IFM(E'1, up(B2) + D1))
     B0 = blocks(IFM(proj(E0), up(B1) + D0))
     y  = x + shuffle(conv1x1(B0))                 global residual
+
+With ``condition`` the JPEG's luma table scales and shifts D2, the input of B1's attention and
+B0's blocks per channel (:mod:`.table_condition`); ``forward`` then takes the table.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from torch import nn
 
 from .blocks import FeatureFusion, InvertibleFusion, LocalAttentionBlock, ResBlock, conv3x3
 from .cqe import EncoderConfig, QualityEncoder
+from .table_condition import TableCondition, modulate
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class RestorerConfig:
     mid_attention: int = 1
     bottom_attention: int = 2
     use_encoder: bool = True
+    condition: bool = False  # takes the JPEG's luma table as side information
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     @property
@@ -69,15 +74,24 @@ class Restorer(nn.Module):
         self.up1 = _upsample(c1, c0)
         self.top = nn.Sequential(*[ResBlock(c0) for _ in range(cfg.top_blocks)])
         self.tail = nn.Conv2d(c0, s2, 1)
+        self.condition = TableCondition((c2, c1, c0)) if cfg.condition else None
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
         nn.init.zeros_(self.tail.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
+        """``tables``: (N, 64) luma steps of the JPEG each input came from, in the pixels'
+        orientation; required by a conditioned model, ignored by a blind one."""
         s = self.cfg.unshuffle
         xs = F.pixel_unshuffle(x, s) if s > 1 else x
         d0 = self.head(xs)
         d1 = self.down1(d0)
         d2 = self.down2(d1)
+        film = [None] * 3
+        if self.condition is not None:
+            if tables is None:
+                raise ValueError("this restorer is conditioned on the JPEG's tables: pass them")
+            film = self.condition(tables)
+            d2 = modulate(d2, film[0])
         if self.encoder is not None:
             e0, e1, e2, e3 = self.encoder(x).features
             b2 = self.ifm2(self.effm2(e1, e2, e3), d2)
@@ -87,9 +101,13 @@ class Restorer(nn.Module):
         b1 = self.up2(b2) + d1
         if self.encoder is not None:
             b1 = self.ifm1(self.effm1(e0, e1, e2), b1)
+        if film[1] is not None:
+            b1 = modulate(b1, film[1])
         b1 = self.mid(b1)
         b0 = self.up1(b1) + d0
         if self.encoder is not None:
             b0 = self.ifm0(self.proj0(e0), b0)
+        if film[2] is not None:
+            b0 = modulate(b0, film[2])
         out = self.tail(self.top(b0))
         return x + (F.pixel_shuffle(out, s) if s > 1 else out)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..images import read_image
-from ..jpeg import compress, double_compress, quality_levels, random_quality
+from ..jpeg import compress, double_compress, ijg_table, quality_levels, random_quality
 from ..metrics import LUMA_WEIGHTS
 
 WEIGHTINGS = ("uniform", "inverse")
@@ -94,7 +94,10 @@ class PairSampler:
     low-quality samples, whose errors dominate); ``double`` is the share of pairs compressed twice
     (second quality at least the first, on an 8x8 grid shifted by a random offset); ``clean`` is
     the share of identity pairs (the clean crop as input), which teaches the model to leave
-    never-compressed and near-lossless inputs as they are."""
+    never-compressed and near-lossless inputs as they are. With ``tables`` a batch also carries
+    each input's luma table (N, 64), for a conditioned restorer: the table of the strongest
+    compression it went through (what the pixel estimate finds in a re-saved file), all ones
+    for an identity pair."""
 
     images: Sequence[np.ndarray]
     patch: int = 96
@@ -102,6 +105,7 @@ class PairSampler:
     weighting: str = "uniform"
     double: float = 0.0
     clean: float = 0.0
+    tables: bool = False
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -117,24 +121,31 @@ class PairSampler:
     def _quality(self, rng: np.random.Generator) -> int:
         return int(rng.choice(self._levels, p=self._p))
 
-    def degrade(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def degrade(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """(the degraded crop, the quality of its strongest compression; 100 for none)."""
         if self.clean and rng.random() < self.clean:
-            return clean.copy()
+            return clean.copy(), 100
         q = self._quality(rng)
         if self.double and rng.random() < self.double:
             q2 = max(q, self._quality(rng))
             shift = (int(rng.integers(8)), int(rng.integers(8)))
-            return double_compress(clean, q, q2, shift)
-        return compress(clean, q)
+            return double_compress(clean, q, q2, shift), q
+        return compress(clean, q), q
 
-    def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        clean, jpeg = [], []
+    def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """(JPEG patches, clean patches), and with ``tables`` their luma tables (N, 64)."""
+        clean, jpeg, quality = [], [], []
         for _ in range(batch):
             img = self.images[int(rng.integers(len(self.images)))]
             c = np.ascontiguousarray(_augment(random_crop(img, self.patch, rng, align=8), rng))
             clean.append(c)
-            jpeg.append(self.degrade(c, rng))
-        return to_tensor(jpeg), to_tensor(clean)
+            j, q = self.degrade(c, rng)
+            jpeg.append(j)
+            quality.append(q)
+        if not self.tables:
+            return to_tensor(jpeg), to_tensor(clean)
+        steps = np.stack([ijg_table(q).reshape(-1) for q in quality]).astype(np.float32)
+        return to_tensor(jpeg), to_tensor(clean), torch.from_numpy(steps)
 
 
 @dataclass
@@ -143,14 +154,14 @@ class ContrastiveSampler:
     (the paper): the key is a second crop of the query's compressed picture.
     ``positives="tables"``: the key is a crop of another picture compressed with the same
     tables (what any archive offers without labels: every JPEG file carries its tables), so
-    content cannot match a pair. Either way the key's region recompressed at another quality is
-    a hard negative: same content, other tables."""
+    content cannot match a pair (the default, as ``--positives``). Either way the key's region
+    recompressed at another quality is a hard negative: same content, other tables."""
 
     images: Sequence[np.ndarray]
     patch: int = 64
     region: int | None = None  # side of the compressed region both views come from; 2.5 x patch
     qualities: tuple[int, int, int] = (10, 90, 10)
-    positives: str = "image"
+    positives: str = "tables"  # the default of training's --positives
 
     def __post_init__(self) -> None:
         self.region = self.region or self.patch * 5 // 2 // 8 * 8

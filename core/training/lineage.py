@@ -10,7 +10,7 @@ from ..registry import load_model
 
 def lineage(weights: str, meta: dict[str, Any]) -> dict[str, Any]:
     """What to record about a run this one builds on: source, steps, CPU-hours, options."""
-    keep = ("steps", "cpu_hours", "init", "encoder", "options")
+    keep = ("steps", "cpu_hours", "init", "encoder", "ranker", "options")
     return {"weights": str(weights), **{k: meta[k] for k in keep if meta.get(k) is not None}}
 
 
@@ -38,6 +38,7 @@ def run_chain(meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def total_cpu_hours(meta: dict[str, Any]) -> float:
-    """CPU-hours of a run plus those of the runs it stands on (``--init``, ``--encoder``)."""
-    return (meta.get("cpu_hours", 0.0) + sum(total_cpu_hours(meta[k]) for k in ("init", "encoder")
-                                             if meta.get(k)))
+    """CPU-hours of a run plus those of the runs it stands on (``--init``, ``--encoder``,
+    ``--ranker``)."""
+    return (meta.get("cpu_hours", 0.0)
+            + sum(total_cpu_hours(meta[k]) for k in ("init", "encoder", "ranker") if meta.get(k)))

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..filesystem import parse_storage_options
 
-STAGES = ("encoder", "restorer", "arcnn")
+STAGES = ("encoder", "ranker", "restorer", "arcnn")
 PRECISIONS = ("auto", "fp32", "bf16")
 POSITIVES = ("tables", "image")
 PRESETS = ("lite", "base", "paper")  # models.RESTORER_PRESETS, named here without importing torch
@@ -36,7 +36,11 @@ class TrainOptions:
     region: int | None = None  # encoder: side of the region both positive crops come from
     positives: str = "tables"
     quality_span: float = 0.0  # encoder, tables: keys this close in quality are partly positives
-    dct_width: int = 0  # encoder: width of the block-DCT branch (0: none, the paper's encoder)  # encoder: tables (another picture, same tables) | image (the paper's)
+    dct_width: int = 0  # encoder: width of the block-DCT branch (0: none, the paper's encoder)
+    table_condition: bool = False  # restorer: takes the JPEG's luma table as side information
+    margin: float = 0.5  # ranker: margin of the ranking loss
+    ranker: str | None = None  # restorer: a trained ranker whose terms join the loss
+    ranker_loss: float = 0.0  # restorer: the weight of those terms
     queue: int = 4096
     val_data: str | None = None
     val_images: int = 8
@@ -62,6 +66,10 @@ class TrainOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.positives not in POSITIVES:
             raise ValueError(f"positives must be one of {POSITIVES}, got {self.positives!r}")
+        if self.table_condition and self.stage != "restorer":
+            raise ValueError("--table-condition is a restorer option")
+        if (self.ranker_loss > 0) != bool(self.ranker) or (self.ranker and self.stage != "restorer"):
+            raise ValueError("--ranker-loss W and --ranker WEIGHTS go together, for the restorer stage")
         if self.patch % 8:
             raise ValueError(f"--patch must be a multiple of 8, got {self.patch}")
         self.qualities = tuple(self.qualities)
@@ -75,7 +83,7 @@ class TrainOptions:
         """From flags added by ``add_train_args``; batch and patch default per stage."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in vars(a).items() if k in names and v is not None}
-        enc = a.stage == "encoder"
+        enc = a.stage in ("encoder", "ranker")
         values.setdefault("batch", 32 if enc else 16)
         values.setdefault("patch", 64 if enc else 96)
         values["storage_options"] = parse_storage_options(a.storage_options)
@@ -94,8 +102,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="train for at most this many seconds (steps still cap it), then save, "
                         "validate and export; the lr schedule ends with the budget")
-    p.add_argument("--batch", type=int, default=None, help="batch per process (default: 32 encoder, 16 others)")
-    p.add_argument("--patch", type=int, default=None, help="patch side (default: 64 encoder, 96 others)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch per process (default: 32 encoder and ranker, 16 others)")
+    p.add_argument("--patch", type=int, default=None,
+                   help="patch side (default: 64 encoder and ranker, 96 others)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     p.add_argument("--encoder", help="restorer stage: trained encoder weights (name, path or URL)")
     p.add_argument("--encoder-mode", default="frozen", choices=["frozen", "none", "joint"],
@@ -128,9 +138,20 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "query's count as positives with weight 1 - distance/D, so that the "
                         "embedding orders qualities (default 0: the same tables only)")
     p.add_argument("--dct-width", type=int, default=0,
-                   help="encoder: add a branch that sees the 8x8 block DCT of the luma and its "
+                   help="encoder and ranker: add a branch that sees the 8x8 block DCT of the luma and its "
                         "quantization lattice, this many channels wide (0, default: the paper's "
                         "pixel-only encoder); a quality encoder, docs/embeddings.md")
+    p.add_argument("--table-condition", action="store_true",
+                   help="restorer: condition the decoder on the JPEG's luma table (QGAC-style side "
+                        "information; without a file's tables it runs on the table of the quality "
+                        "estimated from the pixels). With --init of a blind restorer it starts as "
+                        "that restorer and learns the conditioning")
+    p.add_argument("--margin", type=float, default=0.5,
+                   help="ranker: margin of the ranking loss between two qualities (default: 0.5)")
+    p.add_argument("--ranker", help="restorer: a trained ranker (the ranker stage's model.pt) whose "
+                                    "quality and feature-matching terms join the loss")
+    p.add_argument("--ranker-loss", type=float, default=0.0, metavar="W",
+                   help="restorer: weight of the --ranker terms (default: 0, none)")
     p.add_argument("--val-data", help="clean validation images (folder, glob or URL)")
     p.add_argument("--val-images", type=int, default=8, help="validation images used (default: 8)")
     p.add_argument("--val-every", type=int, default=500, help="steps between validations (default: 500)")

@@ -20,7 +20,7 @@ from .data import ContrastiveSampler, ImageShard, PairSampler, load_images
 from .lineage import encoder_lineage, lineage
 from .loop import fit
 from .options import TrainOptions
-from .tasks import ContrastiveTask, RestorationTask, load_frozen_encoder
+from .tasks import ContrastiveTask, RankingTask, RestorationTask, load_frozen_encoder
 from .validators import encoder_validator, fit_quality_probe, restoration_validator
 
 WEIGHTS = "model.pt"
@@ -28,11 +28,12 @@ WEIGHTS = "model.pt"
 
 def build_model(opts: TrainOptions, fetched: dict[str, str] | None = None) -> nn.Module:
     """The stage's model; a frozen ``--encoder`` is loaded (from its local copy in ``fetched``)."""
-    if opts.stage == "encoder":
+    if opts.stage in ("encoder", "ranker"):
         return create_model("cqe", opts.preset, opts.channels, dct_width=opts.dct_width)
     if opts.stage == "arcnn":
         return create_model("arcnn", channels=opts.channels)
-    model = create_model("crl", opts.preset, opts.channels, use_encoder=opts.encoder_mode != "none")
+    model = create_model("crl", opts.preset, opts.channels, use_encoder=opts.encoder_mode != "none",
+                         condition=opts.table_condition)
     if opts.encoder_mode == "frozen":
         if not (opts.encoder or opts.init):
             raise ValueError("the restorer stage needs --encoder (weights of a trained encoder), "
@@ -57,7 +58,12 @@ def load_init(model: nn.Module, weights: str, file: str | None = None) -> dict[s
 
 
 def build_task(opts: TrainOptions, images, model: nn.Module,
-               gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+               gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               fetched: dict[str, str] | None = None):
+    if opts.stage == "ranker":  # pairs: one crop at two qualities
+        sampler = ContrastiveSampler(images, patch=opts.patch, region=opts.region,
+                                     qualities=tuple(opts.qualities), positives="image")
+        return RankingTask(model, sampler, batch=opts.batch, margin=opts.margin)
     if opts.stage == "encoder":
         sampler = ContrastiveSampler(images, patch=opts.patch, region=opts.region,
                                      qualities=tuple(opts.qualities), positives=opts.positives)
@@ -66,9 +72,14 @@ def build_task(opts: TrainOptions, images, model: nn.Module,
                                same_tables=opts.positives == "tables",
                                quality_span=opts.quality_span)
     sampler = PairSampler(images, patch=opts.patch, qualities=tuple(opts.qualities),
-                          weighting=opts.weighting, double=opts.double, clean=opts.clean)
+                          weighting=opts.weighting, double=opts.double, clean=opts.clean,
+                          tables=opts.table_condition)
+    ranker = load_model((fetched or {}).get(opts.ranker, opts.ranker)) if opts.ranker else None
+    if ranker is not None and not isinstance(ranker, QualityEncoder):
+        raise ValueError(f"--ranker {opts.ranker}: not a ranker (train one with the ranker stage)")
     return RestorationTask(model, sampler, batch=opts.batch,
-                           train_encoder=opts.encoder_mode == "joint")
+                           train_encoder=opts.encoder_mode == "joint", ranker=ranker,
+                           ranker_weight=opts.ranker_loss)
 
 
 def prepare(opts: TrainOptions, rank: int = 0, world: int = 1,
@@ -76,17 +87,18 @@ def prepare(opts: TrainOptions, rank: int = 0, world: int = 1,
             fetched: dict[str, str] | None = None) -> tuple[nn.Module, Any, ImageShard, dict[str, Any]]:
     """The model (seeded: identical on every rank), its task, this rank's share of the training
     images (every ``world``-th file, read as needed) and the run's metadata. ``fetched`` maps
-    ``--encoder``/``--init`` specs to local copies (a Ray worker's)."""
+    ``--encoder``/``--init``/``--ranker`` specs to local copies (a Ray worker's)."""
     urls = expand(opts.data, opts.storage_options)
     images = ImageShard(urls[rank::world] or urls, opts.channels, opts.storage_options, opts.cache_mb)
     local = fetched or {}
     torch.manual_seed(opts.seed)
     model = build_model(opts, local)
     init = load_init(model, opts.init, local.get(opts.init)) if opts.init else None
-    task = build_task(opts, images, model, gather)
+    task = build_task(opts, images, model, gather, local)
     meta = {"options": opts.public(), "train_images": len(urls),
             "machine": describe(), "init": init,
-            "encoder": encoder_lineage(opts.encoder, local.get(opts.encoder)) if opts.encoder else None}
+            "encoder": encoder_lineage(opts.encoder, local.get(opts.encoder)) if opts.encoder else None,
+            "ranker": lineage(opts.ranker, task.ranker.meta) if opts.ranker else None}
     return model, task, images, meta
 
 
@@ -95,7 +107,8 @@ def validator(opts: TrainOptions, model: nn.Module) -> Callable[[], dict[str, fl
         return None
     val = load_images(expand(opts.val_data, opts.storage_options)[: opts.val_images], opts.channels,
                       opts.storage_options)
-    return (encoder_validator if opts.stage == "encoder" else restoration_validator)(model, val)
+    quality = opts.stage in ("encoder", "ranker")
+    return (encoder_validator if quality else restoration_validator)(model, val)
 
 
 def fit_kwargs(opts: TrainOptions) -> dict[str, Any]:

@@ -14,22 +14,28 @@ from torch import nn
 
 from ..models import QualityEncoder, Restorer
 from .data import ContrastiveSampler, PairSampler
-from .losses import info_nce, restoration_loss
+from .losses import info_nce, ranker_terms, ranking_loss, restoration_loss
 
 
 class RestorationTask:
-    """Stage 2 (and ARCNN): L1 + w·L1(FFT) on (JPEG, clean) patch pairs.
+    """Stage 2 (and ARCNN): L1 + w·L1(FFT) on (JPEG, clean) patch pairs (and the JPEGs' tables
+    for a restorer conditioned on them).
 
     For the CRL restorer the encoder is frozen (no grad, BatchNorm in eval mode) unless
-    ``train_encoder`` is set (the paper's model-2 ablation).
+    ``train_encoder`` is set (the paper's model-2 ablation). With a ``ranker`` (a trained,
+    frozen quality ranker) its quality and feature terms join the loss with ``ranker_weight``.
     """
 
     def __init__(self, model: nn.Module, sampler: PairSampler, batch: int = 16,
-                 fft_weight: float = 0.1, train_encoder: bool = False) -> None:
+                 fft_weight: float = 0.1, train_encoder: bool = False,
+                 ranker: QualityEncoder | None = None, ranker_weight: float = 0.0) -> None:
         self.model, self.sampler, self.batch, self.fft_weight = model, sampler, batch, fft_weight
         self.frozen = getattr(model, "encoder", None) if not train_encoder else None
         if self.frozen is not None:
             self.frozen.requires_grad_(False)
+        self.ranker, self.ranker_weight = ranker, ranker_weight
+        if ranker is not None:
+            ranker.requires_grad_(False).eval()
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -40,13 +46,18 @@ class RestorationTask:
             self.frozen.eval()
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        """(JPEG patches, clean patches)."""
+        """(JPEG patches, clean patches[, tables])."""
         return self.sampler.sample(self.batch, rng)
 
     def loss(self, batch: tuple[torch.Tensor, ...],
              forward: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
-        x, y = batch
-        return restoration_loss((forward or self.model)(x), y, self.fft_weight)
+        x, y, *tables = batch
+        out = (forward or self.model)(x, *tables)
+        loss = restoration_loss(out, y, self.fft_weight)
+        if self.ranker is not None:
+            self.ranker.to(x.device)
+            loss = loss + self.ranker_weight * ranker_terms(self.ranker, out, y)
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -152,6 +163,39 @@ class ContrastiveTask:
         self.queue = state["queue"]
         self.queue_q = state.get("queue_q", torch.full((len(self.queue),), -1, dtype=torch.long))
         self.ptr = state["ptr"]
+
+
+class RankingTask:
+    """The compression-quality ranker: a Siamese scorer (the encoder with its quality head as the
+    score, the same weights for both crops) trained with the margin ranking loss on pairs of the
+    same content at two qualities (the contrastive sampler's key and hard negative)."""
+
+    def __init__(self, encoder: QualityEncoder, sampler: ContrastiveSampler, batch: int = 32,
+                 margin: float = 0.5) -> None:
+        self.model, self.sampler, self.batch, self.margin = encoder, sampler, batch, margin
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """(query views, key views, hard negatives, qualities (batch, 2)); the ranker pairs each
+        key with its hard negative: the same crop at another quality."""
+        return self.sampler.sample(self.batch, rng)
+
+    def loss(self, batch: tuple[torch.Tensor, ...],
+             forward: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        _, xk, xh, quality = batch
+        score_k, score_h = (forward or self.model)(torch.cat([xk, xh]), score=True).chunk(2)
+        return ranking_loss(score_k, score_h, quality[:, 0], quality[:, 1], self.margin)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def load_frozen_encoder(model: Restorer, encoder_weights: str) -> None:

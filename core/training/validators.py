@@ -10,7 +10,7 @@ from torch import nn
 
 from ..embedding import PROBE_CROP, embed, quality_ordering
 from ..inference import run_model
-from ..jpeg import compress
+from ..jpeg import compress, ijg_table
 from ..metrics import psnr
 from .data import to_tensor
 
@@ -19,14 +19,16 @@ VAL_QUALITIES = (10, 40)
 
 def restoration_validator(model: nn.Module, images: list[np.ndarray],
                           qualities: tuple[int, ...] = VAL_QUALITIES) -> Callable[[], dict[str, float]]:
-    """Mean PSNR of JPEG and restored images per quality (whole images, libjpeg via Pillow)."""
+    """Mean PSNR of JPEG and restored images per quality (whole images, libjpeg via Pillow; a
+    table-conditioned model sees each JPEG's table)."""
     pairs = [(q, im, compress(im, q)) for q in qualities for im in images]
 
     def validate() -> dict[str, float]:
         dev = next(model.parameters()).device
         out: dict[str, list[float]] = {}
         for q, clean, jpeg in pairs:
-            y = run_model(model, to_tensor([jpeg]).to(dev))[0].cpu().numpy()
+            tables = torch.from_numpy(ijg_table(q).reshape(1, 64).astype(np.float32)).to(dev)
+            y = run_model(model, to_tensor([jpeg]).to(dev), tables=tables)[0].cpu().numpy()
             y = np.round(y.clip(0, 1) * 255).astype(np.uint8)
             y = y[0] if y.shape[0] == 1 else y.transpose(1, 2, 0)
             out.setdefault(f"val_jpeg_q{q}", []).append(psnr(clean, jpeg))

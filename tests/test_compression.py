@@ -1,0 +1,94 @@
+"""What a restoration assumes about an image's compression (core.compression): the file's
+tables, a re-saved JPEG read from its pixels, the user's --assume-quality, and a restorer
+conditioned on the table it is given."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import conditioned_restorer
+from napari_jpeg_restore.core import restore
+from napari_jpeg_restore.core.cli import main
+from napari_jpeg_restore.core.compression import assess
+from napari_jpeg_restore.core.consistency import JpegGrid
+from napari_jpeg_restore.core.images import read_image
+from napari_jpeg_restore.core.inference import run_model
+from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, ijg_table
+from napari_jpeg_restore.core.metrics import LUMA_WEIGHTS, psnr
+
+SAMPLE = Path(__file__).resolve().parents[1] / "core" / "data" / "astronaut.png"
+
+
+@pytest.fixture(scope="module")
+def gray():
+    rgb = read_image(SAMPLE).array[..., :3]
+    return np.round(rgb @ LUMA_WEIGHTS).clip(0, 255).astype(np.uint8)[:256, :320]
+
+
+def test_tables_are_trusted_unless_the_pixels_show_a_much_stronger_earlier_compression(gray):
+    q90 = assess(compress(gray, 90)[..., None], JpegGrid.ijg(90))
+    assert (q90.source, q90.quality, q90.grid is not None) == ("tables", 90, True)
+    resaved = assess(compress(compress(gray, 20), 95)[..., None], JpegGrid.ijg(95))
+    assert resaved.source == "pixels" and abs(resaved.quality - 20) <= 10
+    assert resaved.grid is None and resaved.tables_quality == 95  # no clipping to the Q95 file
+    assert "the tables say Q95" in resaved.describe()
+    told = assess(compress(gray, 90)[..., None], JpegGrid.ijg(90), assume_quality=30)
+    assert (told.source, told.quality, told.grid) == ("assumed", 30, None)
+    assert assess(gray[..., None], None).quality is None  # nothing known, nothing estimated
+    guessed = assess(compress(gray, 30)[..., None], None, estimate=True)
+    assert guessed.source == "pixels" and abs(guessed.quality - 30) <= 10
+    assert np.array_equal(guessed.steps, ijg_table(guessed.quality))
+    cropped = compress(gray, 30)[3:, 5:, None]  # its grid is not at the top left any more
+    assert abs(assess(cropped, None, estimate=True).quality - 30) <= 10
+
+
+def test_a_resaved_jpeg_is_restored_not_skipped(gray, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    resaved = compress(gray, 20)
+    (tmp_path / "in" / "shared.jpg").write_bytes(encode_jpeg(resaved, 95))  # tables say Q95
+    assert main(["quality", str(tmp_path / "in" / "shared.jpg")]) == 0
+    said = capsys.readouterr().out
+    assert "tables: Q95 (exact)" in said and "(estimated from pixels; the tables say Q95)" in said
+    assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 0
+    assert "restored 1, skipped 0" in capsys.readouterr().err
+    decoded = read_image(tmp_path / "in" / "shared.jpg").array
+    out = read_image(tmp_path / "o" / "shared.png").array
+    assert psnr(gray, out) > psnr(gray, decoded) + 0.5
+
+
+def test_assume_quality_reaches_a_conditioned_model_and_is_checked(gray, tmp_path, capsys):
+    from napari_jpeg_restore.core.registry import save_weights
+
+    weights = tmp_path / "conditioned.pt"
+    save_weights(conditioned_restorer(), weights)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "fine.jpg").write_bytes(encode_jpeg(gray, 85))
+    for out, extra in (("a", []), ("b", ["--assume-quality", "15"])):
+        assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / out),
+                     "--model", str(weights), "--precision", "fp32", *extra]) == 0
+    src = read_image(tmp_path / "in" / "fine.jpg").array
+    told = read_image(tmp_path / "b" / "fine.png").array
+    assert np.array_equal(told, restore(src, str(weights), assume_quality=15))
+    assert not np.array_equal(told, read_image(tmp_path / "a" / "fine.png").array)
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--assume-quality", "0"]) == 2
+    assert "--assume-quality must be in 1..100" in capsys.readouterr().err
+
+
+def test_a_conditioned_restorer_sees_the_table_turned_with_the_picture(gray):
+    model = conditioned_restorer()
+    x = torch.from_numpy(compress(gray, 20)[:64, :96].astype(np.float32) / 255)[None, None]
+    steps = np.arange(1, 65, dtype=np.float32).reshape(8, 8)  # asymmetric: a turn shows
+    t, t_turned = (torch.from_numpy(a.reshape(1, 64).copy()) for a in (steps, steps.T))
+    ens = run_model(model, x, ensemble=True, tables=t)
+    turned = run_model(model, x.transpose(-1, -2), ensemble=True, tables=t_turned)
+    assert torch.allclose(turned.transpose(-1, -2), ens, atol=1e-5)
+    assert not torch.allclose(run_model(model, x, tables=t), run_model(model, x, tables=t_turned))
+    # restore() hands the file's table to the model, or the pixel estimate's without one
+    jpeg = compress(gray, 20)
+    with_tables = restore(jpeg, model, jpeg=JpegGrid.ijg(20), calibrated=False)
+    assumed = restore(jpeg, model, jpeg=JpegGrid.ijg(20), assume_quality=20, calibrated=False)
+    assert np.array_equal(with_tables, assumed)  # the same table either way
+    stronger = restore(jpeg, model, jpeg=JpegGrid.ijg(20), assume_quality=10, calibrated=False)
+    assert not np.array_equal(with_tables, stronger)
+    assert restore(jpeg, model).shape == jpeg.shape  # no tables: estimated from the pixels
