@@ -14,7 +14,7 @@ import numpy as np
 from .consistency import JpegGrid
 from .jpeg import ijg_table
 from .jpeg_traces import find_jpeg_grid
-from .registry import default_quality_model, load_model
+from .registry import MODELS, QUALITY_MODELS, default_quality_model, load_model
 
 RESAVED_FROM = 75  # files whose tables say this quality or more are checked against their pixels
 RESAVED_GAP = 20  # pixels this much below the tables' quality: compressed harder before...
@@ -80,6 +80,12 @@ def pixel_estimate(planes: np.ndarray, offset: tuple[int, int] | None = None,
     return int(round(np.clip(pixel_quality(encoder, on_grid, device), 1, 100)))
 
 
+def can_estimate() -> bool:
+    """Whether a quality encoder ships (the restorers' own encoders do not read quality across
+    pictures: docs/embeddings.md), so pixel estimates may decide anything."""
+    return any(MODELS[name].has_weights for name in QUALITY_MODELS.values())
+
+
 def assess(planes: np.ndarray, jpeg: JpegGrid | None, assume_quality: int | None = None, *,
            estimate: bool = False, device: str = "auto") -> Compression:
     """Decide what restoring HxWxC ``planes`` assumes. ``jpeg``: the file's grid (or the one
@@ -90,11 +96,11 @@ def assess(planes: np.ndarray, jpeg: JpegGrid | None, assume_quality: int | None
         keep = jpeg if jpeg is not None and assume_quality >= jpeg.quality else None
         return Compression(int(assume_quality), "assumed", keep)
     if jpeg is not None:
-        if jpeg.quality >= RESAVED_FROM and min(planes.shape[:2]) >= 32:
+        if jpeg.quality >= RESAVED_FROM and min(planes.shape[:2]) >= 32 and can_estimate():
             seen = pixel_estimate(planes, jpeg.offset, device)
             if seen <= min(jpeg.quality - RESAVED_GAP, RESAVED_SEEN):
                 return Compression(seen, "pixels", None, jpeg.quality)
         return Compression(jpeg.quality, "tables", jpeg)
-    if estimate and min(planes.shape[:2]) >= 32:
+    if estimate and min(planes.shape[:2]) >= 32 and can_estimate():
         return Compression(pixel_estimate(planes, device=device), "pixels")
     return Compression(None, "none")

@@ -92,3 +92,12 @@ def test_a_conditioned_restorer_sees_the_table_turned_with_the_picture(gray):
     stronger = restore(jpeg, model, jpeg=JpegGrid.ijg(20), assume_quality=10, calibrated=False)
     assert not np.array_equal(with_tables, stronger)
     assert restore(jpeg, model).shape == jpeg.shape  # no tables: estimated from the pixels
+
+
+def test_without_a_shipped_quality_encoder_the_tables_are_trusted(gray, tmp_path, monkeypatch):
+    from napari_jpeg_restore.core import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # an install without cqe-lite weights
+    resaved = assess(compress(compress(gray, 20), 95)[..., None], JpegGrid.ijg(95))
+    assert (resaved.source, resaved.quality) == ("tables", 95)  # no noisy guess overrules them
+    assert assess(gray[..., None], None, estimate=True).source == "none"
