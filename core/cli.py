@@ -200,7 +200,8 @@ def cmd_quality(a: argparse.Namespace) -> int:
         try:
             planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
             net = load_model(a.model or default_quality_model(min(planes, 3)))
-            row["encoder_quality"] = round(pixel_quality(net, loaded.array), 1)
+            on_grid = found.offset if found is not None else None  # read where the blocks are
+            row["encoder_quality"] = round(pixel_quality(net, loaded.array, offset=on_grid), 1)
             planes8 = split_alpha(loaded.array)[0]
             if planes8.dtype == np.uint8:  # what `restore` assumes (a re-saved file: the pixels)
                 row["restore_as"] = assess(planes8, found).describe()

@@ -13,7 +13,6 @@ import numpy as np
 
 from .consistency import JpegGrid
 from .jpeg import ijg_table
-from .jpeg_traces import find_jpeg_grid
 from .registry import MODELS, QUALITY_MODELS, default_quality_model, load_model
 
 RESAVED_FROM = 75  # files whose tables say this quality or more are checked against their pixels
@@ -65,19 +64,12 @@ def _uint8(planes: np.ndarray) -> np.ndarray:
 
 def pixel_estimate(planes: np.ndarray, offset: tuple[int, int] | None = None,
                    device: str = "auto") -> int:
-    """The IJG quality the shipped quality encoder reads in HxWxC ``planes``, on the 8x8 grid
-    at ``offset`` (row, col) — by default the one found in the pixels, else the top left: the
-    encoder reads the quantization lattice on its grid, and a cropped picture's or a shifted
-    re-compression's grid is elsewhere."""
+    """The IJG quality the shipped quality encoder reads in HxWxC ``planes`` on the 8x8 grid at
+    ``offset`` (default: the one found in the pixels; :func:`.embedding.pixel_quality`)."""
     from .embedding import pixel_quality  # imports .inference, which imports this module
 
-    pixels = _uint8(planes)
-    if offset is None:
-        found = find_jpeg_grid(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-        offset = found.offset if found is not None else (0, 0)
     encoder = load_model(default_quality_model(planes.shape[2]))
-    on_grid = pixels[offset[0]:, offset[1]:]
-    return int(round(np.clip(pixel_quality(encoder, on_grid, device), 1, 100)))
+    return int(round(np.clip(pixel_quality(encoder, _uint8(planes), device, offset=offset), 1, 100)))
 
 
 def can_estimate() -> bool:

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .inference import resolve_device, split_alpha
+from .jpeg_traces import find_jpeg_grid
 from .metrics import LUMA_WEIGHTS
 from .models import QualityEncoder
 
@@ -76,10 +77,18 @@ PROBE_CROP = 96  # the side of the training crops the quality read-out is fitted
 
 
 def pixel_quality(model: nn.Module, image: np.ndarray, device: str = "auto",
-                  max_tiles: int = 256) -> float:
+                  max_tiles: int = 256, offset: tuple[int, int] | None = None) -> float:
     """A picture's quality estimated from its pixels: the median of the encoder's estimates over
     tiles of the size its read-out was fitted on (one pooled embedding of a large image is
-    biased: the read-out never saw one), at most ``max_tiles`` of them spread over the image."""
+    biased: the read-out never saw one), at most ``max_tiles`` of them spread over the image.
+    Tiles start on the 8x8 grid at ``offset`` (row, col) — by default the one found in the
+    pixels, else the top left: the encoder reads the quantization lattice on its grid, and a
+    cropped picture's or a shifted re-compression's grid is elsewhere."""
+    if offset is None:
+        planes = split_alpha(image)[0]
+        found = find_jpeg_grid(planes[..., 0] if planes.shape[2] == 1 else planes)
+        offset = found.offset if found is not None else (0, 0)
+    image = image[offset[0]:, offset[1]:]
     side = min(PROBE_CROP, *image.shape[:2]) // 8 * 8
     parts, _ = tiles(image, max(8, side))
     if len(parts) > max_tiles:

@@ -1,6 +1,7 @@
 """What a restoration assumes about an image's compression (core.compression): the file's
 tables, a re-saved JPEG read from its pixels, the user's --assume-quality, and a restorer
 conditioned on the table it is given."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,15 @@ def test_tables_are_trusted_unless_the_pixels_show_a_much_stronger_earlier_compr
     assert np.array_equal(guessed.steps, ijg_table(guessed.quality))
     cropped = compress(gray, 30)[3:, 5:, None]  # its grid is not at the top left any more
     assert abs(assess(cropped, None, estimate=True).quality - 30) <= 10
+
+
+def test_the_quality_command_reads_a_cropped_picture_on_its_grid(gray, tmp_path, capsys):
+    from napari_jpeg_restore.core.image_writing import write_image
+
+    write_image(tmp_path / "crop.png", compress(gray, 30)[3:, 5:])
+    assert main(["quality", "--json", str(tmp_path / "crop.png")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert abs(row["encoder_quality"] - 30) <= 10, row  # read at the top left it was ~Q80
 
 
 def test_a_resaved_jpeg_is_restored_not_skipped(gray, tmp_path, capsys):

@@ -34,6 +34,11 @@ class ResBlock(nn.Module):
         self.conv2 = conv3x3(ch, ch)
         self.slope = slope
 
+    def reset_identity(self) -> None:
+        """The block computes the identity (its last convolution zeroed): ``models.growth``."""
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.leaky_relu(self.conv1(x), self.slope))
 

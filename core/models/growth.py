@@ -33,10 +33,5 @@ def load_grown(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
         raise ValueError(f"weights missing for: {', '.join(sorted(missing - covered)[:4])}")
     with torch.no_grad():
         for name in new:
-            part = model.get_submodule(name)
-            if isinstance(part, TableCondition):
-                part.reset_identity()
-            else:
-                part.conv2.weight.zero_()
-                part.conv2.bias.zero_()
+            model.get_submodule(name).reset_identity()
     return new
