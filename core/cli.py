@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .filesystem import parse_storage_options
-from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from .training.options import TrainOptions, add_train_args
 
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "at the lower quality) or that show no JPEG compression at all: there is "
                         "nothing to gain "
                         f"(default: {DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
-    p.add_argument("--assume-quality", type=int, default=None, metavar="Q",
+    p.add_argument("--assume-quality", type=quality_factor, default=None, metavar="Q",
                    help="restore every input as if it had been compressed at quality Q, whatever "
                         "its tables say: the strength control (lower Q, stronger; for screenshots "
                         "and re-shared pictures compressed more than their last save shows)")
@@ -143,9 +143,6 @@ def cmd_restore(a: argparse.Namespace) -> int:
     from .registry import ModelNotAvailableError, load_model
     from .sources import expand
 
-    if a.assume_quality is not None and not 1 <= a.assume_quality <= 100:
-        print(f"error: --assume-quality must be in 1..100, got {a.assume_quality}", file=sys.stderr)
-        return 2
     opts = parse_storage_options(a.storage_options)
     try:  # once, before any file: a model that cannot load is one line, not one per file
         model = load_model(a.model, storage_options=opts) if a.model else None
@@ -201,10 +198,12 @@ def cmd_quality(a: argparse.Namespace) -> int:
             planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
             net = load_model(a.model or default_quality_model(min(planes, 3)))
             on_grid = found.offset if found is not None else None  # read where the blocks are
-            row["encoder_quality"] = round(pixel_quality(net, loaded.array, offset=on_grid), 1)
-            planes8 = split_alpha(loaded.array)[0]
+            planes8 = split_alpha(loaded.array)[0]  # alpha is no part of the compression
+            reading = pixel_quality(net, planes8, offset=on_grid)
+            row["encoder_quality"] = round(reading, 1)
             if planes8.dtype == np.uint8:  # what `restore` assumes (a re-saved file: the pixels)
-                row["restore_as"] = assess(planes8, found).describe()
+                shipped = None if a.model else int(round(np.clip(reading, 1, 100)))  # read once
+                row["restore_as"] = assess(planes8, found, seen=shipped).describe()
         except (ModelNotAvailableError, ValueError) as err:
             row["encoder_note"] = str(err)
         if a.json:

@@ -79,17 +79,19 @@ def can_estimate() -> bool:
 
 
 def assess(planes: np.ndarray, jpeg: JpegGrid | None, assume_quality: int | None = None, *,
-           estimate: bool = False, device: str = "auto") -> Compression:
+           estimate: bool = False, device: str = "auto", seen: int | None = None) -> Compression:
     """Decide what restoring HxWxC ``planes`` assumes. ``jpeg``: the file's grid (or the one
     found in its pixels); ``estimate``: read the pixels when nothing else tells the quality
     (a table-conditioned model needs one). Files whose tables say Q75 or more are always checked
-    against their pixels, so a re-saved JPEG is restored rather than passed through."""
+    against their pixels, so a re-saved JPEG is restored rather than passed through; ``seen``:
+    that pixel reading (:func:`pixel_estimate` on the grid), when the caller already made it."""
     if assume_quality is not None:
         keep = jpeg if jpeg is not None and assume_quality >= jpeg.quality else None
         return Compression(int(assume_quality), "assumed", keep)
     if jpeg is not None:
         if jpeg.quality >= RESAVED_FROM and min(planes.shape[:2]) >= 32 and can_estimate():
-            seen = pixel_estimate(planes, jpeg.offset, device)
+            if seen is None:
+                seen = pixel_estimate(planes, jpeg.offset, device)
             if seen <= min(jpeg.quality - RESAVED_GAP, RESAVED_SEEN):
                 return Compression(seen, "pixels", None, jpeg.quality)
         return Compression(jpeg.quality, "tables", jpeg)

@@ -36,6 +36,7 @@ class FileResult:
     quality: QualityEstimate | None = None  # from the tables, or found in the pixels (not exact)
     megapixels: float = 0.0
     reason: str | None = None  # why it was skipped
+    compression: Compression | None = None  # what the restoration assumed (restored files)
 
 
 @dataclass
@@ -98,7 +99,7 @@ class OpenedFile:
     def restored(self) -> FileResult:
         """The result once its output is written."""
         h, w = self.loaded.array.shape[:2]
-        return FileResult("restored", self.quality, h * w / 1e6)
+        return FileResult("restored", self.quality, h * w / 1e6, compression=self.compression)
 
 
 def open_file(src: str, dest: str, *, skip_existing: bool = False,

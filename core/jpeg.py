@@ -5,6 +5,7 @@ luma table ``jpeg_set_quality`` writes for every quality 1..100 and finds the fi
 """
 from __future__ import annotations
 
+import argparse
 import io
 import os
 from dataclasses import dataclass
@@ -16,6 +17,19 @@ from PIL import Image, UnidentifiedImageError
 # widget and the archive job unless told otherwise: the shipped models gain at Q90 and lose PSNR
 # from Q95 up (bench/quality-curve.md).
 DEFAULT_SKIP_ABOVE_QUALITY = 90
+
+
+def quality_factor(text: str) -> int:
+    """An argparse type: a JPEG quality factor, 1..100."""
+    try:
+        q = int(text)
+    except ValueError:
+        q = 0
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"a JPEG quality must be a whole number in 1..100, got {text!r}")
+    return q
+
+
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 # IJG standard luminance table (ITU-T T.81 Annex K, table K.1), natural (row-major) order.

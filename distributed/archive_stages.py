@@ -47,6 +47,7 @@ class Settings:
     ensemble: bool = False
     precision: str = "fp32"
     skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY
+    assume_quality: int | None = None
     storage_options: dict = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # the driver's cloud credentials
 
@@ -77,6 +78,8 @@ def result_row(key: str, res: FileResult, dst: str, **extra: Any) -> dict[str, A
         row["quality_exact"] = res.quality.exact
     if res.status == "restored":
         row.update(megapixels=res.megapixels, output=dst, **extra)
+        if res.compression is not None:  # what the restoration assumed, and why
+            row.update(restored_as=res.compression.quality, restored_as_source=res.compression.source)
     return row
 
 
@@ -101,6 +104,7 @@ def read_stage(batch: Batch, settings: Settings) -> Batch:
         try:
             opened = open_file(it["src"], it["dst"], skip_existing=True,
                                skip_above_quality=settings.skip_above_quality,
+                               assume_quality=settings.assume_quality,
                                storage_options=settings.storage_options)
         except Exception as err:  # noqa: BLE001 - a row, not a stopped job
             _finish(it, error_row(it["key"], err, secrets), t0)
@@ -179,6 +183,7 @@ class Restorer:
                                        device=self.device, ensemble=s.ensemble,
                                        precision=s.precision, fmt=s.fmt, skip_existing=True,
                                        skip_above_quality=s.skip_above_quality,
+                                       assume_quality=s.assume_quality,
                                        storage_options=s.storage_options)
                     _finish(it, result_row(it["key"], res, it["dst"], **self.placed), t0)
                 elif it["payload"]:

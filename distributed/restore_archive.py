@@ -50,7 +50,7 @@ from typing import Any
 
 from napari_jpeg_restore.core.consistency import calibration_path
 from napari_jpeg_restore.core.filesystem import parse_storage_options, secret_values
-from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from napari_jpeg_restore.core.output_paths import extension
 from napari_jpeg_restore.core.registry import (
     MODELS,
@@ -83,6 +83,7 @@ class ArchiveConfig:
     cpus_per_worker: float = 1.0
     batch_size: int = 8
     skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY
+    assume_quality: int | None = None
     format: str = "png"
     tile: int = 512
     ensemble: bool = False
@@ -207,7 +208,7 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     model = _model_args(cfg.model, so)
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     settings = Settings(cfg.dst, run_id, fmt, cfg.tile, cfg.ensemble, cfg.precision,
-                        cfg.skip_above_quality, so, credential_env())
+                        cfg.skip_above_quality, cfg.assume_quality, so, credential_env())
     info: dict[str, Any] = {"run_id": run_id, "status": "running", "config": asdict(cfg),
                             "ray": where, "device": device, "workers": n,
                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -307,6 +308,10 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                    help="leave images whose JPEG quality is above Q, or that show no JPEG "
                         "compression, untouched (status skipped; default: "
                         f"{DEFAULT_SKIP_ABOVE_QUALITY}; 100 restores everything)")
+    p.add_argument("--assume-quality", type=quality_factor, metavar="Q",
+                   help="restore every file as if compressed at quality Q, whatever its tables say "
+                        "(the strength control: lower is stronger; each manifest row records what "
+                        "its restoration assumed in restored_as)")
     p.add_argument("--format", choices=["png", "tiff"], default="png")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--ensemble", action="store_true",
@@ -330,6 +335,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     return ArchiveConfig(src=a.src, dst=a.dst, model=a.model, workers=a.workers,
                          gpus_per_worker=a.gpus_per_worker, cpus_per_worker=a.cpus_per_worker,
                          batch_size=a.batch_size, skip_above_quality=a.skip_above_quality,
+                         assume_quality=a.assume_quality,
                          format=a.format, tile=a.tile, ensemble=a.ensemble, precision=a.precision,
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,

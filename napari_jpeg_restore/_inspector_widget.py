@@ -25,6 +25,7 @@ from ._layers import (
     model_names,
     plane_layout,
     resolve_model_spec,
+    shown_plane,
 )
 from ._model_choice import _ModelChoice
 from ._worker_controls import _WorkerControls
@@ -115,8 +116,7 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
     def _item(self, layer: Image) -> InspectItem:
         """What to inspect of ``layer``: every plane, and the one the viewer shows."""
         lead_shape = plane_layout(layer)[0]  # raises for an unsupported layer
-        pos = layer.world_to_data(self.viewer.dims.point)
-        current = tuple(int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(pos, lead_shape))
+        current = shown_plane(layer, self.viewer.dims.point, lead_shape)
         return InspectItem(layer.name, layer.data, table_quality(layer.metadata), lead_shape, current)
 
     def run(self, *_args):

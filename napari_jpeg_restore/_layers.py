@@ -105,3 +105,9 @@ def plane_layout(layer: Any) -> tuple[tuple[int, ...], tuple[int, int]]:
         raise UnsupportedLayerError(
             f"'{name}' has {h}x{w} planes, smaller than one {MIN_SIDE}x{MIN_SIDE} JPEG block{hint}")
     return tuple(int(s) for s in spatial[:-2]), (h, w)
+
+
+def shown_plane(layer: Image, point: Any, lead_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Index, in the leading axes, of the plane the viewer shows at world ``point``."""
+    pos = layer.world_to_data(point)
+    return tuple(int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(pos, lead_shape))

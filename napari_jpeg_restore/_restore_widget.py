@@ -22,9 +22,13 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+
+PREVIEW = " (preview)"
+PREVIEW_DELAY_MS = 300  # after the last change of the view or a setting
 
 from ._layers import (
     DEVICES,
@@ -32,8 +36,10 @@ from ._layers import (
     model_names,
     plane_layout,
     resolve_model_spec,
+    shown_plane,
 )
 from ._model_choice import _ModelChoice
+from ._preview_steps import PREVIEW_SIDE, PreviewRegion, preview_region, preview_steps
 from ._restore_steps import (
     INTENSITY,
     LayerJob,
@@ -109,6 +115,20 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
                     "re-shared pictures). auto: the quality of its tables, or the quality "
                     "encoder's reading of the pixels where they show a much heavier earlier "
                     "compression.")
+        self.live_preview = CheckBox(
+            text="live preview of the view", value=False,
+            tooltip=f"Restore the part of the picture in view (up to {PREVIEW_SIDE}x{PREVIEW_SIDE} "
+                    "pixels of the plane shown) with these settings, again whenever 'restore as', "
+                    "another setting or the view changes: try strengths before restoring the "
+                    f"whole picture. Shown as the layer '<name>{PREVIEW}' over it; untick to "
+                    "remove it.")
+        self.preview_worker = None
+        self.preview_region: PreviewRegion | None = None  # the last preview's crop
+        self._preview_again = False
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(PREVIEW_DELAY_MS)
+        self._preview_timer.timeout.connect(self.preview)
         self.run_button = PushButton(text="Restore")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
@@ -117,7 +137,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         self.form = Container(widgets=[
             self.image, self.every_selected, self.model, self.weights, self.tile, self.device, self.intensity,
             self.difference, self.ensemble, self.precision,
-            self.skip_above, self.assume, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.skip_above, self.assume, self.live_preview, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress, self.status])
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
@@ -130,6 +150,12 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         self.viewer.layers.selection.events.active.connect(self._select_active_layer)
         self.reset_choices()
         self._select_active_layer()
+        for event in (self.assume.changed, self.model.changed, self.weights.changed, self.image.changed,
+                      self.intensity.changed, self.precision.changed, self.device.changed,
+                      self.viewer.camera.events.center, self.viewer.camera.events.zoom,
+                      self.viewer.dims.events.current_step):
+            event.connect(self._schedule_preview)
+        self.live_preview.changed.connect(self._on_live_preview)
         if not model_names():
             self.status.value = ("No shipped model weights are installed:\n"
                                  "choose 'weights file…' and a .pt file.")
@@ -138,7 +164,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
     def _layer_choices(self, _widget=None) -> list[tuple[str, Any]]:
         """Image layers, less the ones this plugin derives (differences, quality heatmaps)."""
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)
-                and not layer.name.endswith(("(difference)", "(quality heatmap)"))]
+                and not layer.name.endswith(("(difference)", "(quality heatmap)", PREVIEW))]
 
     def reset_choices(self, *_args) -> None:
         self.form.reset_choices()
@@ -281,6 +307,77 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         self.viewer.add_image(data, name=name, **kwargs, **extra)
         return "Added"
 
+    # live preview
+    def _on_live_preview(self, on: bool) -> None:
+        if on:
+            self.preview()
+            return
+        self._preview_timer.stop()
+        for layer in [ly for ly in self.viewer.layers if ly.name.endswith(PREVIEW)]:
+            self.viewer.layers.remove(layer)
+
+    def _schedule_preview(self, *_args) -> None:
+        """Preview again once the view and the settings have been still for a moment."""
+        if self.live_preview.value:
+            self._preview_timer.start()
+
+    def preview(self, *_args):
+        """Restore the part of the chosen layer in view in a worker (one at a time: a change
+        meanwhile previews again after it); returns the worker, or None."""
+        layer = self.image.value
+        if not self.live_preview.value or layer is None:
+            return None
+        if self.running or self.preview_worker is not None:
+            self._preview_again = True
+            return None
+        plan = self._prepare(f"preview '{layer.name}'", lambda: self._plan(layer))
+        if plan is None:
+            return None
+        if isinstance(plan, str):
+            self.status.value = f"Preview: {plan}."
+            return None
+        job, how = plan
+        lead_shape, hw = plane_layout(layer)
+        grid = layer.metadata.get("jpeg_grid") if layer.metadata.get("quant_tables") else None
+        region = preview_region(shown_plane(layer, self.viewer.dims.point, lead_shape), hw,
+                                layer.corner_pixels[:, -2:], tuple((grid or {}).get("offset", (0, 0))))
+        worker = thread_worker(preview_steps, start_thread=False)(
+            job, region, int(self.tile.value), self.device.value, self.precision.value,
+            int(self.assume.value) or None)
+        worker.returned.connect(lambda res: self._show_preview(layer, region, res, how))
+        worker.finished.connect(self._on_preview_finished)
+        self.preview_worker = worker
+        self.status.value = f"Previewing {region.height}x{region.width} pixels of '{layer.name}'…"
+        worker.start()
+        return worker
+
+    def _show_preview(self, layer: Image, region: PreviewRegion, result: RestoreResult, how: str) -> None:
+        if result.error is not None:
+            self.status.value = f"Preview of '{layer.name}' failed: {result.error}"
+            return
+        if not self.live_preview.value:
+            return  # unticked meanwhile
+        self.preview_region = region
+        corner = np.asarray(layer.translate[-2:]) + np.asarray(layer.scale[-2:]) * (region.top, region.left)
+        name = layer.name + PREVIEW
+        if name in self.viewer.layers:
+            shown = self.viewer.layers[name]
+            shown.data, shown.translate = result.restored, corner
+        else:
+            extra: dict[str, Any] = {"rgb": True} if layer.rgb else {
+                "rgb": False, "colormap": layer.colormap, "contrast_limits": layer.contrast_limits}
+            self.viewer.add_image(result.restored, name=name, scale=layer.scale[-2:], translate=corner,
+                                  **extra)
+            self.viewer.layers.selection.active = layer  # the choice stays on the source
+        self.status.value = (f"Preview: {region.height}x{region.width} pixels of '{layer.name}' "
+                             f"restored as {how}.")
+
+    def _on_preview_finished(self) -> None:
+        self.preview_worker = None
+        if self._preview_again:
+            self._preview_again = False
+            self._schedule_preview()
+
     def _on_aborted(self) -> None:
         self.status.value = "Cancelled; no layer added."
         show_info("JPEG restoration cancelled")
@@ -288,3 +385,6 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
     def _on_finished(self) -> None:
         super()._on_finished()
         self._job = {}
+        if self._preview_again:
+            self._preview_again = False
+            self._schedule_preview()

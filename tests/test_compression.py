@@ -81,8 +81,10 @@ def test_assume_quality_reaches_a_conditioned_model_and_is_checked(gray, tmp_pat
     assert np.array_equal(told, restore(src, str(weights), assume_quality=15))
     assert not np.array_equal(told, read_image(tmp_path / "a" / "fine.png").array)
     capsys.readouterr()
-    assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--assume-quality", "0"]) == 2
-    assert "--assume-quality must be in 1..100" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--assume-quality", "0"])
+    assert exit_.value.code == 2 and "must be a whole number in 1..100, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_conditioned_restorer_sees_the_table_turned_with_the_picture(gray):

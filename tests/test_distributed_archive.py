@@ -131,6 +131,24 @@ def test_ensemble_option_reaches_the_actors(cluster, tiny_model, tmp_path):
                                                        jpeg=loaded.jpeg_grid, precision="auto"))
 
 
+def test_assume_quality_reaches_the_actors_and_the_manifest(cluster, tiny_model, tmp_path):
+    """--assume-quality: a Q95 file the default limit would skip is restored as a Q20 picture,
+    exactly as restore(..., assume_quality=20) does, and its row says so."""
+    from napari_jpeg_restore.core import restore
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "high.jpg").write_bytes(encode_jpeg(synthetic(3, (64, 80)), 95))
+    summary = run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), tiny_model, assume_quality=20,
+                       workers=1), log=lambda m: None)
+    assert summary.counts == {"restored": 1}
+    loaded = read_image(str(tmp_path / "in" / "high.jpg"))
+    written = read_image(str(tmp_path / "out" / "high.png")).array
+    np.testing.assert_array_equal(written, restore(loaded.array, tiny_model, jpeg=loaded.jpeg_grid,
+                                                   assume_quality=20, precision="auto"))
+    row = final_state(read_manifest(str(tmp_path / "out")))["high.jpg"]
+    assert (row["quality"], row["restored_as"], row["restored_as_source"]) == (95, 20, "assumed")
+
+
 def _slow_archive(src: Path, keys: list[str]) -> None:
     """JPEGs that take a while each: 384 px, restored with the x8 self-ensemble (--ensemble)."""
     for i, key in enumerate(keys):

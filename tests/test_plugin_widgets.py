@@ -166,6 +166,67 @@ def test_high_quality_layer_is_left_alone_unless_asked(make_napari_viewer, qtbot
     assert made["jpeg_consistency"] == "Q20 (assumed)"
 
 
+def test_preview_region_follows_the_view_and_the_jpeg_grid():
+    from napari_jpeg_restore._preview_steps import crop_metadata, preview_region
+
+    view = preview_region((2,), (1000, 1200), [[100, 50], [700, 900]], offset=(3, 5), side=512)
+    assert view.index == (2,) and (view.height, view.width) == (512, 512)
+    assert view.top % 8 == 3 and view.left % 8 == 5  # on the file's 8x8 grid
+    assert abs(view.top + 256 - 400) < 8 and abs(view.left + 256 - 475) < 8  # around the view's centre
+    assert crop_metadata({"jpeg_grid": {"offset": (3, 5)}}, view)["jpeg_grid"]["offset"] == (0, 0)
+    whole = preview_region((), (120, 90), np.zeros((2, 2)))  # before the first draw: the plane
+    assert (whole.top, whole.left, whole.height, whole.width) == (0, 0, 120, 90)
+    edge = preview_region((), (600, 600), [[580, 590], [600, 600]], side=64)
+    assert edge.top + edge.height <= 600 and edge.left + edge.width <= 600 and edge.height == 64
+    small = preview_region((), (20, 30), [[0, 0], [20, 30]], offset=(3, 5))
+    assert (small.top, small.left, small.height, small.width) == (0, 0, 20, 30)
+    assert crop_metadata({"jpeg_grid": {"offset": (3, 5)}}, small)["jpeg_grid"]["offset"] == (3, 5)
+
+
+def test_live_preview_restores_the_view_with_each_strength(make_napari_viewer, qtbot, tmp_path, notes):
+    """Ticking 'live preview' restores the part in view as a Restore would (the same crop through
+    restore()); choosing another 'restore as' previews again; unticking removes the preview."""
+    from helpers import conditioned_restorer
+    from napari_jpeg_restore.core import restore
+    from napari_jpeg_restore.core.consistency import JpegGrid
+
+    weights = tmp_path / "conditioned.pt"
+    save_weights(conditioned_restorer(), weights)
+    viewer = make_napari_viewer()
+    clean = synthetic(4, (136, 168))
+    data = encode_jpeg(clean, 30)
+    tables = read_quant_tables(data)
+    layer = viewer.add_image(compress(clean, 30), name="cells", translate=(4, 6),
+                             metadata=jpeg_metadata(tables, "cells.jpg"))
+    widget = _restore_dock(viewer)
+    widget.image.value = layer
+    widget.set_model(weights)
+    widget.precision.value = "fp32"
+    assert widget.live_preview.tooltip and "cells (preview)" not in viewer.layers
+    widget.live_preview.value = True
+
+    def previewed(how: str) -> np.ndarray:
+        qtbot.waitUntil(lambda: widget.preview_worker is None and f"restored as {how}" in widget.status.value,
+                        timeout=WAIT_MS)
+        region = widget.preview_region
+        crop = layer.data[region.slices]
+        shown = viewer.layers["cells (preview)"]
+        np.testing.assert_allclose(shown.translate, (4 + region.top, 6 + region.left))
+        expected = restore(crop, str(weights), jpeg=JpegGrid.from_tables(tables), precision="fp32",
+                           assume_quality=None if how == "Q30" else int(how[1:3]))
+        np.testing.assert_array_equal(shown.data, expected)
+        return shown.data
+
+    auto = previewed("Q30")
+    widget.assume.value = 10  # a stronger restoration, previewed without pressing Restore
+    stronger = previewed("Q10 (assumed)")
+    assert not np.array_equal(auto, stronger)
+    assert "cells (preview)" not in [name for name, _ in widget._layer_choices()]
+    widget.live_preview.value = False
+    assert "cells (preview)" not in viewer.layers
+    assert not [n for n in notes if n[0] != "info"], notes
+
+
 def test_restore_with_self_ensemble(make_napari_viewer, qtbot, restorer_weights, notes):
     from napari_jpeg_restore.core import restore
 

@@ -119,14 +119,17 @@ def test_train_stage_exports_loadable_weights(tmp_path):
     for i in range(3):
         write_image(data / f"im{i}.png", synthetic(i, (128, 160)))
     enc_opts = TrainOptions(stage="encoder", data=str(data), out=str(tmp_path / "enc"), steps=3,
-                            batch=4, patch=32, queue=16)
+                            batch=4, patch=32, queue=16, dct_width=8)
     enc_path = train(enc_opts)
     encoder = load_model(enc_path)
     assert encoder.meta["steps"] == 3 and "quality_probe_mae" in encoder.meta
     res_opts = TrainOptions(stage="restorer", data=str(data), out=str(tmp_path / "res"), steps=2,
                             batch=2, patch=32, encoder=str(enc_path), val_data=str(data), val_images=1)
     model = load_model(train(res_opts))
-    torch.testing.assert_close(model.encoder.stem.weight, encoder.stem.weight)
+    # The restorer takes the trained encoder whole, its block-DCT branch included.
+    assert model.encoder.cfg == encoder.cfg and model.encoder.cfg.dct_width == 8
+    for name, value in encoder.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[name], value)
     # An encoder taken from a restorer brings only its encoder run's budget, not that restorer's.
     again = load_model(train(TrainOptions(stage="restorer", data=str(data), out=str(tmp_path / "res2"),
                                           steps=1, batch=2, patch=32, encoder=str(tmp_path / "res" / "model.pt"))))

@@ -54,8 +54,8 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "crl": Family(RestorerConfig, Restorer,
-                  lambda preset, ch, o: RestorerConfig(in_channels=ch, encoder=encoder_config(preset, ch),
-                                                       **{**RESTORER_PRESETS[preset], **o}),
+                  lambda preset, ch, o: RestorerConfig(**{"in_channels": ch, "encoder": encoder_config(preset, ch),
+                                                          **RESTORER_PRESETS[preset], **o}),
                   lambda d: RestorerConfig(encoder=EncoderConfig(**_tuples(d.pop("encoder"))), **_tuples(d))),
     "cqe": Family(EncoderConfig, QualityEncoder,
                   lambda preset, ch, o: dataclasses.replace(encoder_config(preset, ch), **o),

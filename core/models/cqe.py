@@ -74,7 +74,16 @@ class QualityEncoder(nn.Module):
         """Features and embedding; with ``project`` only the contrastive projection, with
         ``score`` only the quality head's output, (N,) (so that a DDP wrapper sees every
         trained parameter inside its forward)."""
-        lattice = self.dct(x) if self.dct is not None else None
+        feats = self.features(x)
+        embedding = feats[-1].mean(dim=(2, 3))
+        if self.dct is not None:
+            embedding = torch.cat([embedding, self.dct(x).to(embedding.dtype)], 1)
+        if score:
+            return self.quality_head(embedding).squeeze(1)
+        return self.project(embedding) if project else EncoderOutput(tuple(feats), embedding)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """E0..E3 alone (what a restorer fuses; the DCT branch is not run)."""
         if self.cfg.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.cfg.unshuffle)
         h = self.stem(x)
@@ -84,12 +93,7 @@ class QualityEncoder(nn.Module):
             feats.append(h)
             if i < len(self.downs):
                 h = self.downs[i](h)
-        embedding = h.mean(dim=(2, 3))
-        if lattice is not None:
-            embedding = torch.cat([embedding, lattice.to(embedding.dtype)], 1)
-        if score:
-            return self.quality_head(embedding).squeeze(1)
-        return self.project(embedding) if project else EncoderOutput(tuple(feats), embedding)
+        return tuple(feats)
 
     def project(self, embedding: torch.Tensor) -> torch.Tensor:
         """L2-normalised projection for InfoNCE."""

@@ -93,7 +93,7 @@ class Restorer(nn.Module):
             film = self.condition(tables)
             d2 = modulate(d2, film[0])
         if self.encoder is not None:
-            e0, e1, e2, e3 = self.encoder(x).features
+            e0, e1, e2, e3 = self.encoder.features(x)
             b2 = self.ifm2(self.effm2(e1, e2, e3), d2)
         else:
             b2 = d2

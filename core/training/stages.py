@@ -20,7 +20,7 @@ from .data import ContrastiveSampler, ImageShard, PairSampler, load_images
 from .lineage import encoder_lineage, lineage
 from .loop import fit
 from .options import TrainOptions
-from .tasks import ContrastiveTask, RankingTask, RestorationTask, load_frozen_encoder
+from .tasks import ContrastiveTask, RankingTask, RestorationTask, trained_encoder
 from .validators import encoder_validator, fit_quality_probe, restoration_validator
 
 WEIGHTS = "model.pt"
@@ -32,14 +32,17 @@ def build_model(opts: TrainOptions, fetched: dict[str, str] | None = None) -> nn
         return create_model("cqe", opts.preset, opts.channels, dct_width=opts.dct_width)
     if opts.stage == "arcnn":
         return create_model("arcnn", channels=opts.channels)
+    if opts.encoder_mode == "frozen" and not (opts.encoder or opts.init):
+        raise ValueError("the restorer stage needs --encoder (weights of a trained encoder), "
+                         "--init (a restorer to fine-tune) or --encoder-mode none|joint")
+    encoder = None
+    if opts.encoder_mode == "frozen" and opts.encoder:
+        encoder = trained_encoder((fetched or {}).get(opts.encoder, opts.encoder))
+    # the restorer takes the trained encoder's own architecture (a DCT branch, other widths)
     model = create_model("crl", opts.preset, opts.channels, use_encoder=opts.encoder_mode != "none",
-                         condition=opts.table_condition)
-    if opts.encoder_mode == "frozen":
-        if not (opts.encoder or opts.init):
-            raise ValueError("the restorer stage needs --encoder (weights of a trained encoder), "
-                             "--init (a restorer to fine-tune) or --encoder-mode none|joint")
-        if opts.encoder:
-            load_frozen_encoder(model, (fetched or {}).get(opts.encoder, opts.encoder))
+                         condition=opts.table_condition, **({"encoder": encoder.cfg} if encoder else {}))
+    if encoder is not None:
+        model.encoder.load_state_dict(encoder.state_dict())
     return model
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import QualityEncoder, Restorer
+from ..models import QualityEncoder
 from .data import ContrastiveSampler, PairSampler
 from .losses import info_nce, ranker_terms, ranking_loss, restoration_loss
 
@@ -198,11 +198,9 @@ class RankingTask:
         pass
 
 
-def load_frozen_encoder(model: Restorer, encoder_weights: str) -> None:
-    """Copy a trained CQE (weights file or encoder checkpoint) into the restorer."""
+def trained_encoder(weights: str) -> QualityEncoder:
+    """A trained CQE from its weights or checkpoint, or the encoder inside a trained restorer."""
     from ..registry import load_model
 
-    encoder = load_model(encoder_weights)
-    if not isinstance(encoder, QualityEncoder):
-        encoder = encoder.encoder
-    model.encoder.load_state_dict(encoder.state_dict())
+    encoder = load_model(weights)
+    return encoder if isinstance(encoder, QualityEncoder) else encoder.encoder
