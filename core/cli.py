@@ -18,6 +18,13 @@ from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from .training.options import TrainOptions, add_train_args
 
 
+def _threads(text: str) -> int:
+    """An argparse type: a thread count, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a thread count must be 1 or more, got {text!r}")
+    return int(text)
+
+
 def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
     p.add_argument("--model", default=None,
                    help="registry name (see `jpeg-restore models`), a weights file or its URL "
@@ -34,6 +41,8 @@ def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
                        help="auto (default): bf16 autocast where the device computes it natively "
                             "(CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), within 0.02 dB of fp32 "
                             "and up to 1.5x faster; else fp32")
+        p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                       help="CPU threads for the network (default: PyTorch's, one per physical core)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--until", type=int, default=None,
                    help="stop at this step (the lr schedule still spans --steps); --resume later")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     return parser
 
@@ -291,12 +300,8 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    import torch
-
     from .training.stages import train
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     print(f"wrote {train(TrainOptions.from_args(a))}")
     return 0
 
@@ -310,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .image_writing import ImageWriteError
     from .registry import ModelNotAvailableError
 
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except (ModelNotAvailableError, ImageWriteError, FileNotFoundError) as err:

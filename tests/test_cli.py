@@ -94,6 +94,19 @@ def test_restore_with_ensemble_writes_the_x8_average(batch, tmp_path, weights):
     assert not np.array_equal(written, restore(loaded.array, weights, jpeg=grid, precision="auto"))
 
 
+def test_threads_option_sets_the_network_threads_and_is_checked(batch, tmp_path, weights, capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main(["restore", str(batch / "good.jpg"), "-o", str(tmp_path / "t"), "--model", weights,
+                     "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1 and (tmp_path / "t" / "good.png").is_file()
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as exit_:
+        main(["restore", str(batch / "good.jpg"), "-o", str(tmp_path / "u"), "--threads", "0"])
+    assert exit_.value.code == 2 and "thread count must be 1 or more" in capsys.readouterr().err
+
+
 def test_never_overwrites_an_input(tmp_path, weights, capsys):
     src = tmp_path / "pic.png"
     write_image(src, _photo())

@@ -28,7 +28,7 @@ from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.distributed.archive_manifest import final_state, read_manifest
-from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, actors_that_fit, run
+from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, actors_that_fit, parse_args, run
 
 # The timeout only guards against hangs: with two busy processes on two cores the DDP
 # restart test took over 400 s (about 90 s on a quiet machine).
@@ -147,6 +147,10 @@ def test_assume_quality_reaches_the_actors_and_the_manifest(cluster, tiny_model,
                                                    assume_quality=20, precision="auto"))
     row = final_state(read_manifest(str(tmp_path / "out")))["high.jpg"]
     assert (row["quality"], row["restored_as"], row["restored_as_source"]) == (95, 20, "assumed")
+    # The job's command line takes it, checked as the CLI checks it.
+    assert parse_args(["--src", "a", "--dst", "b", "--assume-quality", "20"]).assume_quality == 20
+    with pytest.raises(SystemExit):
+        parse_args(["--src", "a", "--dst", "b", "--assume-quality", "101"])
 
 
 def _slow_archive(src: Path, keys: list[str]) -> None:
