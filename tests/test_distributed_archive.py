@@ -28,7 +28,12 @@ from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.distributed.archive_manifest import final_state, read_manifest
-from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, actors_that_fit, parse_args, run
+from napari_jpeg_restore.distributed.restore_archive import (
+    ArchiveConfig,
+    actors_that_fit,
+    parse_args,
+    run,
+)
 
 # The timeout only guards against hangs: with two busy processes on two cores the DDP
 # restart test took over 400 s (about 90 s on a quiet machine).
