@@ -331,7 +331,8 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
             self._preview_again = True
             return None
         plan = self._prepare(f"preview '{layer.name}'", lambda: self._plan(layer))
-        if plan is None:
+        if plan is None:  # said once; not again at every move of the view
+            self.live_preview.value = False
             return None
         if isinstance(plan, str):
             self.status.value = f"Preview: {plan}."

@@ -382,6 +382,10 @@ def test_unsupported_layer_notifies(make_napari_viewer, restorer_weights, notes,
     assert widget.worker is None and widget.run_button.enabled
     assert len(notes) == 1 and notes[0][0] == "warning" and "'x'" in notes[0][1], notes
     assert [lay.name for lay in viewer.layers] == ["x"]
+    widget.live_preview.value = True  # said once, then the preview turns itself off
+    assert len(notes) == 2 and "Cannot preview 'x'" in notes[1][1] and not widget.live_preview.value
+    viewer.camera.zoom *= 2
+    assert len(notes) == 2 and widget.preview_worker is None
 
 
 def test_missing_weights_file_and_auto(make_napari_viewer, qtbot, notes):
