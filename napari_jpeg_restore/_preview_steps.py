@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._restore_steps import LayerJob, RestoreResult, restore_layer_steps
+
+if TYPE_CHECKING:
+    from napari_jpeg_restore.core.compression import Compression
 
 PREVIEW_SIDE = 512  # pixels per side at most: a preview takes well under a second on a laptop
 BLOCK = 8
@@ -58,24 +61,36 @@ def preview_region(index: tuple[int, ...], plane_hw: tuple[int, int], corners: A
     return PreviewRegion(tuple(index), top, left, height, width)
 
 
+def _moved(offset: tuple[int, int], region: PreviewRegion) -> tuple[int, int]:
+    return (offset[0] - region.top) % BLOCK, (offset[1] - region.left) % BLOCK
+
+
 def crop_metadata(metadata: dict[str, Any], region: PreviewRegion) -> dict[str, Any]:
     """The layer's metadata for the crop: its JPEG grid moved to the crop's corner."""
     meta = copy.deepcopy(dict(metadata))
     grid = meta.get("jpeg_grid")
     if grid:
-        oy, ox = grid.get("offset", (0, 0))
-        grid["offset"] = ((oy - region.top) % BLOCK, (ox - region.left) % BLOCK)
+        grid["offset"] = _moved(grid.get("offset", (0, 0)), region)
     return meta
+
+
+def crop_compression(compression: Compression, region: PreviewRegion) -> Compression:
+    """What the plane's restoration assumes, for the crop: the same quality, its grid moved."""
+    grid = compression.grid
+    return replace(compression, grid=replace(grid, offset=_moved(grid.offset, region))) if grid else compression
 
 
 def preview_steps(job: LayerJob, region: PreviewRegion, tile: int, device: str,
                   precision: str = "fp32", assume_quality: int | None = None
                   ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
     """Restore ``region`` of ``job``'s layer as a run with these settings restores that part
-    (:func:`._restore_steps.restore_layer_steps` on the crop); yields its progress."""
+    (:func:`._restore_steps.restore_layer_steps` on the crop, assuming what the run assumes for
+    the first plane when that is the one shown); yields its progress."""
     plane = job.data[region.index] if region.index else job.data
     crop = np.asarray(plane[region.slices])
+    first = job.first if job.first is not None and not any(region.index) else None
     return (yield from restore_layer_steps(crop, (), job.rgb, job.model_spec, tile, device, False,
                                            metadata=crop_metadata(job.metadata, region),
                                            value_range=job.value_range, precision=precision,
-                                           assume_quality=assume_quality))
+                                           assume_quality=assume_quality,
+                                           first=first and crop_compression(first, region)))

@@ -10,6 +10,7 @@ import numpy as np
 from napari.layers import Image
 
 if TYPE_CHECKING:
+    from napari_jpeg_restore.core.compression import Compression
     from napari_jpeg_restore.core.consistency import JpegGrid
 
 def _restorable(plane: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -64,11 +65,12 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
                         tile: int, device: str, difference: bool, ensemble: bool = False,
                         metadata: dict[str, Any] | None = None,
                         value_range: tuple[float, float] | None = None, precision: str = "fp32",
-                        assume_quality: int | None = None
+                        assume_quality: int | None = None, first: Compression | None = None
                         ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
     """Restore every 2-D (or RGB) plane of ``data`` one after the other, each kept consistent
     with its JPEG compression (:func:`layer_jpeg` of the layer's ``metadata``), or restored as
-    if compressed at ``assume_quality`` (the strength control).
+    if compressed at ``assume_quality`` (the strength control); ``first``: what was decided
+    for the first plane already (its pixels are not read again).
 
     Yields ``(plane, planes, tiles_done, tiles_total)`` after each tile (the worker may stop
     there), returns a :class:`RestoreResult`. Only one plane of ``data`` is in memory at a time
@@ -89,7 +91,7 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
             jpeg, _ = layer_jpeg(metadata or {}, work)
             steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble, jpeg=jpeg,
                                   value_range=value_range, precision=precision,
-                                  assume_quality=assume_quality)
+                                  assume_quality=assume_quality, compression=first if p == 0 else None)
             while True:
                 try:
                     done, total = next(steps)
@@ -120,6 +122,7 @@ class LayerJob:
     model_spec: str
     metadata: dict[str, Any]
     value_range: tuple[float, float] | None = None
+    first: Compression | None = None  # what the plan decided for the first plane
 
 
 def restore_layers_steps(jobs: list[LayerJob], tile: int, device: str, difference: bool,
@@ -133,7 +136,7 @@ def restore_layers_steps(jobs: list[LayerJob], tile: int, device: str, differenc
     for k, job in enumerate(jobs):
         steps = restore_layer_steps(job.data, job.lead_shape, job.rgb, job.model_spec, tile, device,
                                     difference, ensemble, job.metadata, job.value_range, precision,
-                                    assume_quality)
+                                    assume_quality, job.first)
         while True:
             try:
                 step = next(steps)

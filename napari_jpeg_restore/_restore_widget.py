@@ -213,7 +213,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
             how = f" (Q{jpeg.quality} by its {known_by})" if jpeg else ""
             return f"'{layer.name}' left as is: {why}{how}"
         job = LayerJob(layer.data, lead_shape, bool(layer.rgb), spec, dict(layer.metadata),
-                       intensity_range(layer, self.intensity.value))
+                       intensity_range(layer, self.intensity.value), compression)
         return job, compression.describe() + (f" by its {known_by}" if compression.source == "tables" else "")
 
     def run(self, *_args):
