@@ -10,18 +10,6 @@ import numpy as np
 
 MAX_PLOT_POINTS = 600
 
-def _as_uint(plane: np.ndarray) -> np.ndarray:
-    """uint8/uint16 for the encoder (which scales by 255 or 65535)."""
-    if plane.dtype in (np.uint8, np.uint16):
-        return plane
-    p = plane.astype(np.float32)
-    lo, hi = float(np.nanmin(p)), float(np.nanmax(p))
-    if np.issubdtype(plane.dtype, np.floating) and lo >= 0 and hi <= 1:
-        lo, hi = 0.0, 1.0
-    elif np.issubdtype(plane.dtype, np.integer) and lo >= 0 and hi <= 255:
-        lo, hi = 0.0, 255.0
-    return np.round(np.nan_to_num((p - lo) / (hi - lo or 1.0)).clip(0, 1) * 255).astype(np.uint8)
-
 
 def table_quality(metadata: dict[str, Any]) -> tuple[int, bool] | None:
     """(quality, exact) from a layer's JPEG metadata (the reader's), or None."""
@@ -76,6 +64,7 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
     """Embed the tiles of every plane of each item (a heatmap per plane, so a stack's heatmap
     follows the plane slider), yielding ``(item, items, tiles_done, tiles_total)`` after every
     few tiles (the worker may stop there); then project the shown planes' tiles to 2-D."""
+    from napari_jpeg_restore.core.compression import encoder_uint8
     from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d, tiles
     from napari_jpeg_restore.core.inference import resolve_device
     from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
@@ -89,7 +78,7 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
         res = InspectResult(method=method, validated=getattr(model, "meta", {}).get("quality_validation"))
         embs, colour, owner = [], [], []
         for i, item in enumerate(items):
-            shown = _as_uint(item.plane)
+            shown = encoder_uint8(item.plane)
             side = min(tile, min(shown.shape[:2]) // stride * stride)
             side = max(stride, side // stride * stride)
             if res.tile and side != res.tile:
@@ -98,7 +87,7 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
             indices = list(np.ndindex(*item.lead_shape)) if item.lead_shape else [()]
             heat, e, q = [], None, None
             for p, idx in enumerate(indices):
-                plane = shown if idx == item.current else _as_uint(np.asarray(item.data[idx]))
+                plane = shown if idx == item.current else encoder_uint8(np.asarray(item.data[idx]))
                 parts, (rows, cols) = tiles(plane, side, cover=True)
                 chunks = []
                 for start in range(0, len(parts), EMBED_CHUNK):

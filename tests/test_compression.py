@@ -113,3 +113,15 @@ def test_without_a_shipped_quality_encoder_the_tables_are_trusted(gray, tmp_path
     resaved = assess(compress(compress(gray, 20), 95)[..., None], JpegGrid.ijg(95))
     assert (resaved.source, resaved.quality) == ("tables", 95)  # no noisy guess overrules them
     assert assess(gray[..., None], None, estimate=True).source == "none"
+
+
+def test_the_quality_encoder_reads_every_dtype_as_the_restorer_maps_it(gray):
+    from napari_jpeg_restore.core.compression import encoder_uint8
+
+    twelve_bit = gray.astype(np.uint16) * 16  # 12-bit camera data: read as its 8-bit version
+    assert np.abs(encoder_uint8(twelve_bit).astype(int) - gray).max() <= 1
+    assert np.array_equal(encoder_uint8(gray.astype(np.int16)), gray)  # 8-bit values in int16
+    unit = gray.astype(np.float32) / 255
+    unit[0, 0] = np.nan  # a NaN pixel does not stop the reading
+    read = encoder_uint8(unit)
+    assert read.dtype == np.uint8 and np.array_equal(read[1:], gray[1:])
