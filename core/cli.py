@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .filesystem import parse_storage_options
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
+from .precision import PRECISIONS
 from .training.options import TrainOptions, add_train_args
 
 
@@ -37,10 +38,11 @@ def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
         p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default: 32)")
         p.add_argument("--ensemble", action="store_true",
                        help="average over the 8 rotations/flips of each tile: 8x slower, a little better")
-        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+        p.add_argument("--precision", default="auto", choices=PRECISIONS,
                        help="auto (default): bf16 autocast where the device computes it natively "
                             "(CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), within 0.02 dB of fp32 "
-                            "and up to 1.5x faster; else fp32")
+                            "and up to 2x faster; else fp32. fp16: for CUDA GPUs without bf16 "
+                            "(emulated, slow, on most CPUs)")
         p.add_argument("--threads", type=_threads, default=None, metavar="N",
                        help="CPU threads for the network (default: PyTorch's, one per physical core)")
 

@@ -52,6 +52,7 @@ from napari_jpeg_restore.core.consistency import calibration_path
 from napari_jpeg_restore.core.filesystem import parse_storage_options, secret_values
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from napari_jpeg_restore.core.output_paths import extension
+from napari_jpeg_restore.core.precision import PRECISIONS
 from napari_jpeg_restore.core.registry import (
     MODELS,
     default_model_name,
@@ -316,7 +317,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--ensemble", action="store_true",
                    help="x8 self-ensemble (rotations/flips): 8x the compute, a little better")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): bf16 autocast where each actor's device computes it "
                         "natively, else fp32")
     p.add_argument("--storage-options", help="JSON object (or a JSON file) passed to fsspec, "

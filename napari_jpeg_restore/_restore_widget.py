@@ -26,6 +26,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.precision import PRECISIONS
 
 PREVIEW = " (preview)"
 PREVIEW_DELAY_MS = 300  # after the last change of the view or a setting
@@ -94,7 +95,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
                                  tooltip="Average the network's output over the 8 rotations and "
                                          "flips of each tile: 8x the time, a little better.")
         self.precision = ComboBox(
-            label="precision", choices=["auto", "fp32", "bf16"], value="auto",
+            label="precision", choices=list(PRECISIONS), value="auto",
             tooltip="auto: bf16 where the device computes it natively (CPUs with AVX512-BF16 or "
                     "AMX, CUDA GPUs), within 0.02 dB of fp32 and up to 1.5x faster; else fp32.")
         self.every_selected = CheckBox(

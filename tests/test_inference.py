@@ -236,8 +236,9 @@ def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert precision.resolve_precision("auto", cpu) == "bf16"
     assert precision.resolve_precision("fp32", cpu) == "fp32"
+    assert precision.resolve_precision("fp16", cpu) == "fp16"  # asked for: CUDA GPUs without bf16
     with pytest.raises(ValueError, match="precision"):
-        precision.resolve_precision("fp16", cpu)
+        precision.resolve_precision("int8", cpu)
 
 
 def test_a_quality_encoder_is_refused_as_a_restorer_with_a_clear_line():

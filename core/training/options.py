@@ -9,7 +9,7 @@ from typing import Any
 from ..filesystem import parse_storage_options
 
 STAGES = ("encoder", "ranker", "restorer", "arcnn")
-PRECISIONS = ("auto", "fp32", "bf16")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: the loop has no loss scaling
 POSITIVES = ("tables", "image")
 PRESETS = ("lite", "base", "paper")  # models.RESTORER_PRESETS, named here without importing torch
 
@@ -62,8 +62,8 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
         if self.positives not in POSITIVES:
             raise ValueError(f"positives must be one of {POSITIVES}, got {self.positives!r}")
         if self.table_condition and self.stage != "restorer":
@@ -157,7 +157,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=500, help="steps between validations (default: 500)")
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines (default: 50)")
     p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (default: 200)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+    p.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
                    help="auto (default): bf16 autocast where the device runs it natively (CUDA with "
                         "bf16, CPUs with AVX512-BF16/AMX), else fp32; bench/train-precision.md")
     p.add_argument("--loader-workers", type=int, default=0,
