@@ -6,11 +6,15 @@ imports, model load, write), peak RSS and how busy the cores were (CPU seconds /
 Appends a section per run to bench/speed.md.
 
     python bench/whole_command.py [--threads 2] [--repeats 3] [--note "machine otherwise idle"]
+
+An AVX2 machine is emulated on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+(the kernels such a machine runs; its clock and caches are not).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 from napari_jpeg_restore.core.jpeg import encode_jpeg
 from napari_jpeg_restore.core.machine import describe
-from napari_jpeg_restore.core.precision import cpu_flags
+from napari_jpeg_restore.core.precision import cpu_flags, resolve_precision
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -95,6 +99,9 @@ def main() -> None:
     exe = str(Path(sys.executable).with_name("jpeg-restore"))
     flags = cpu_flags()
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+    caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    if caps:  # a machine without these instructions, emulated by capping the kernels
+        isa += "; kernels capped: " + ", ".join(f"{k}={v}" for k, v in caps.items())
     lines = ["", f"## Whole command, {time.strftime('%Y-%m-%d')}", "",
              f"Machine: {describe()}; ISA: {isa}; `--threads {a.threads}`; {a.note or 'load not noted'}.",
              f"Input: a {SIDE}x{SIDE} gray JPEG (Q{QUALITY}, four training photos); each command in a "
@@ -111,7 +118,7 @@ def main() -> None:
                                     "cpu", "--precision", precision, "--threads", str(a.threads)]))
         run = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
         cost = sorted(x["wall"] for x in fixed)[len(fixed) // 2]
-        fb = fbcnn_mps(a.threads, "bf16" if precision == "auto" and "avx512_bf16" in flags else "fp32")
+        fb = fbcnn_mps(a.threads, resolve_precision(precision, torch.device("cpu")))
         mps = SIDE * SIDE / 1e6 / run["wall"]
         lines.append(f"| {precision} | {run['wall']:.2f} | {mps:.2f} | {cost:.2f} | "
                      f"{run['cpu'] / run['wall'] / a.threads:.0%} | {run['rss_mb']:.0f} | {fb:.3f} | {mps / fb:.1f}x |")

@@ -2,6 +2,7 @@
 GPUs with bf16; CPUs with AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 is slower)."""
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -24,10 +25,20 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below its native bf16 kernels
+NO_BF16_ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA GPUs that say so; CPUs with AVX512-BF16 or
+    AMX whose kernels are not capped below them (ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA,
+    as when a machine without them is emulated)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and any(f in cpu_flags() for f in NATIVE_BF16_CPU_FLAGS)
+    if device.type != "cpu" or os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISA_CAPS:
+        return False
+    return (torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+            and any(f in cpu_flags() for f in NATIVE_BF16_CPU_FLAGS))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -237,6 +237,8 @@ def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert precision.resolve_precision("auto", cpu) == "bf16"
     assert precision.resolve_precision("fp32", cpu) == "fp32"
     assert precision.resolve_precision("fp16", cpu) == "fp16"  # asked for: CUDA GPUs without bf16
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # kernels capped below bf16: emulated
+    assert precision.resolve_precision("auto", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         precision.resolve_precision("int8", cpu)
 
