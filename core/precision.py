@@ -1,18 +1,20 @@
 """Numeric precision of a run: ``auto`` means bf16 where the device computes it natively (CUDA
-GPUs with bf16; CPUs with AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 is slower)."""
+GPUs with bf16; CPUs with AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 is slower).
+Imports torch only when a function runs: the command line reads :data:`PRECISIONS` at start-up."""
 from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # What inference takes: fp16 for CUDA GPUs without bf16 (on most CPUs it is emulated: about 6x
 # slower than fp32 on an AVX-512 Zen 4). Training takes auto, fp32 and bf16 (no loss scaling).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_flags() -> set[str]:
@@ -33,6 +35,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively: CUDA GPUs that say so; CPUs with AVX512-BF16 or
     AMX whose kernels are not capped below them (ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA,
     as when a machine without them is emulated)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu" or os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISA_CAPS:
@@ -53,5 +57,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:
     """bf16 or fp16 autocast for ``precision`` bf16 or fp16; a no-op context for fp32."""
-    return torch.autocast(device.type, dtype=DTYPES.get(precision, torch.bfloat16),
-                          enabled=precision in DTYPES)
+    import torch
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    return torch.autocast(device.type, dtype=dtypes.get(precision, torch.bfloat16),
+                          enabled=precision in dtypes)
