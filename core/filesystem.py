@@ -69,6 +69,18 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def stale_temporaries(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """Temporary files of ``path`` on an object store. Object stores (s3fs, gcsfs) list only the
+    keys under that prefix; a glob would list the whole folder at every write, which grows with
+    the archive."""
+    parent, _, name = path.rpartition("/")
+    try:
+        found = fs.find(parent, prefix=f"{name}.tmp-")
+    except TypeError:  # a filesystem without prefix listing
+        return fs.glob(f"{glob.escape(path)}.tmp-*")
+    return [p for p in found if p.rpartition("/")[2].startswith(f"{name}.tmp-")]
+
+
 def write_atomically(url: str | os.PathLike, fill: Callable[[BinaryIO], None],
                      storage_options: dict | None = None) -> None:
     """Call ``fill(file)`` on a new temporary file beside ``url``, then move it over ``url``: a
@@ -105,6 +117,6 @@ def write_atomically(url: str | os.PathLike, fill: Callable[[BinaryIO], None],
                 fs.rm(tmp)
         raise
     with suppress(Exception):  # left by a writer of this file that was killed
-        stale = fs.glob(f"{glob.escape(path)}.tmp-*")
+        stale = stale_temporaries(fs, path)
         if stale:
             fs.rm(stale)

@@ -361,3 +361,29 @@ def test_a_failing_band_producer_keeps_its_error_and_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="ran out of memory"):
         write_image_bands(tmp_path / "x.png", (8, 8), np.uint8, bands())
     assert list(tmp_path.iterdir()) == []  # no output, no temp file
+
+
+def test_a_write_on_s3_removes_only_its_own_stale_temporaries():
+    """A killed writer's temporary keys of an output go with the next write of that output; the
+    cleanup lists only that output's keys (prefix listing), and leaves every other key alone."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    from helpers import moto_s3
+    from napari_jpeg_restore.core.filesystem import stale_temporaries, write_atomically
+
+    with moto_s3() as endpoint:
+        so = {"endpoint_url": endpoint}
+        fs = fsspec.filesystem("s3", **so)
+        fs.mkdir("out")
+        fs.pipe_file("out/a.png.tmp-dead1", b"left by a killed writer")
+        fs.pipe_file("out/ab.png.tmp-dead2", b"another output's, still being written")
+        fs.pipe_file("out/b.png", b"a finished output")
+        fs.glob = lambda *a, **k: pytest.fail("a glob lists the whole folder at every write")
+        try:
+            assert stale_temporaries(fs, "out/a.png") == ["out/a.png.tmp-dead1"]
+            write_atomically("s3://out/a.png", lambda f: f.write(b"new"), so)
+        finally:
+            del fs.glob
+        fs.invalidate_cache()
+        assert sorted(fs.ls("out")) == ["out/a.png", "out/ab.png.tmp-dead2", "out/b.png"]
+        assert fs.cat_file("out/a.png") == b"new"
