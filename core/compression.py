@@ -53,24 +53,6 @@ class Compression:
         return f"Q{self.quality} ({'assumed' if self.source == 'assumed' else 'estimated from pixels'}{also})"
 
 
-def encoder_uint8(planes: np.ndarray) -> np.ndarray:
-    """8-bit planes as the quality encoder reads them: uint8 as is, other integers holding 8-bit
-    values too; uint16 and floats mapped as the restorer maps them (:class:`.inference.UnitScale`:
-    16-bit data by the bits it uses, floats by their range); other integers by their range;
-    NaN as the lowest value."""
-    if planes.dtype == np.uint8:
-        return planes
-    if np.issubdtype(planes.dtype, np.integer) and planes.dtype != np.uint16:
-        if planes.size and planes.min() >= 0 and planes.max() <= 255:
-            return planes.astype(np.uint8)
-        planes = planes.astype(np.float32)
-    if np.issubdtype(planes.dtype, np.floating):
-        planes = np.nan_to_num(planes, nan=float(np.nanmin(planes)) if planes.size else 0.0)
-    from .inference import UnitScale  # which imports this module
-
-    return np.round(UnitScale.of(planes).to_unit(planes).clip(0, 1) * 255).astype(np.uint8)
-
-
 def pixel_estimate(planes: np.ndarray, offset: tuple[int, int] | None = None,
                    device: str = "auto") -> int:
     """The IJG quality the shipped quality encoder reads in HxWxC ``planes`` on the 8x8 grid at
@@ -78,7 +60,7 @@ def pixel_estimate(planes: np.ndarray, offset: tuple[int, int] | None = None,
     from .embedding import pixel_quality  # imports .inference, which imports this module
 
     encoder = load_model(default_quality_model(planes.shape[2]))
-    return int(round(np.clip(pixel_quality(encoder, encoder_uint8(planes), device, offset=offset), 1, 100)))
+    return int(round(np.clip(pixel_quality(encoder, planes, device, offset=offset), 1, 100)))
 
 
 def can_estimate() -> bool:

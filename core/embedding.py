@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .inference import resolve_device, split_alpha
+from .inference import UnitScale, resolve_device, split_alpha
 from .jpeg_traces import find_jpeg_grid
 from .metrics import LUMA_WEIGHTS
 from .models import QualityEncoder
@@ -76,6 +76,22 @@ def tiles(image: np.ndarray, size: int, cover: bool = False
 PROBE_CROP = 96  # the side of the training crops the quality read-out is fitted on
 
 
+def encoder_uint8(planes: np.ndarray) -> np.ndarray:
+    """8-bit planes as the quality encoder reads them: uint8 as is, other integers holding 8-bit
+    values too; uint16 and floats mapped as the restorer maps them (:class:`.inference.UnitScale`:
+    16-bit data by the bits it uses, floats by their range); other integers by their range;
+    NaN as the lowest value."""
+    if planes.dtype == np.uint8:
+        return planes
+    if np.issubdtype(planes.dtype, np.integer) and planes.dtype != np.uint16:
+        if planes.size and planes.min() >= 0 and planes.max() <= 255:
+            return planes.astype(np.uint8)
+        planes = planes.astype(np.float32)
+    if np.issubdtype(planes.dtype, np.floating):
+        planes = np.nan_to_num(planes, nan=float(np.nanmin(planes)) if planes.size else 0.0)
+    return np.round(UnitScale.of(planes).to_unit(planes).clip(0, 1) * 255).astype(np.uint8)
+
+
 def pixel_quality(model: nn.Module, image: np.ndarray, device: str = "auto",
                   max_tiles: int = 256, offset: tuple[int, int] | None = None) -> float:
     """A picture's quality estimated from its pixels: the median of the encoder's estimates over
@@ -83,12 +99,13 @@ def pixel_quality(model: nn.Module, image: np.ndarray, device: str = "auto",
     biased: the read-out never saw one), at most ``max_tiles`` of them spread over the image.
     Tiles start on the 8x8 grid at ``offset`` (row, col) — by default the one found in the
     pixels, else the top left: the encoder reads the quantization lattice on its grid, and a
-    cropped picture's or a shifted re-compression's grid is elsewhere."""
+    cropped picture's or a shifted re-compression's grid is elsewhere. Any dtype: read as
+    :func:`encoder_uint8` maps it."""
+    planes = encoder_uint8(split_alpha(image)[0])  # the whole picture, before it is tiled
     if offset is None:
-        planes = split_alpha(image)[0]
         found = find_jpeg_grid(planes[..., 0] if planes.shape[2] == 1 else planes)
         offset = found.offset if found is not None else (0, 0)
-    image = image[offset[0]:, offset[1]:]
+    image = planes[offset[0]:, offset[1]:]
     side = min(PROBE_CROP, *image.shape[:2]) // 8 * 8
     parts, _ = tiles(image, max(8, side))
     if len(parts) > max_tiles:

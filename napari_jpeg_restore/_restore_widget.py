@@ -28,9 +28,6 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
 from napari_jpeg_restore.core.precision import PRECISIONS
 
-PREVIEW = " (preview)"
-PREVIEW_DELAY_MS = 300  # after the last change of the view or a setting
-
 from ._layers import (
     DEVICES,
     layer_channels,
@@ -54,6 +51,9 @@ from ._worker_controls import _WorkerControls
 
 if TYPE_CHECKING:
     import napari
+
+PREVIEW = " (preview)"
+PREVIEW_DELAY_MS = 300  # after the last change of the view or a setting
 
 
 def _copy_layer_kwargs(layer: Image, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +97,8 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         self.precision = ComboBox(
             label="precision", choices=list(PRECISIONS), value="auto",
             tooltip="auto: bf16 where the device computes it natively (CPUs with AVX512-BF16 or "
-                    "AMX, CUDA GPUs), within 0.02 dB of fp32 and up to 1.5x faster; else fp32.")
+                    "AMX, CUDA GPUs), within 0.02 dB of fp32 and up to 2x faster; else fp32. fp16: "
+                    "for CUDA GPUs without bf16 (emulated, slow, on most CPUs).")
         self.every_selected = CheckBox(
             text="every selected layer", value=False,
             tooltip="Restore every Image layer selected in the layer list, one after the other "
