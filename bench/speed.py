@@ -1,26 +1,35 @@
-"""Speed and memory of restore() per model preset: megapixels/s on a 2-megapixel image and
-peak RSS restoring a large image in a fresh process. Writes bench/speed.md.
+"""Speed and memory of restore() per model and engine: megapixels/s of every shipped restorer and
+of the larger presets (random weights) in PyTorch and OpenVINO, fp32 and bf16, beside the FBCNN
+architecture's network measured in the same run; peak RSS restoring a large image in a fresh
+process. Writes the first section of bench/speed.md (later sections stay).
 
     python bench/speed.py [--large-mp 24] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from napari_jpeg_restore.core import restore
+from napari_jpeg_restore.core.engines import have_openvino, set_threads
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.models import count_parameters, create_model
+from napari_jpeg_restore.core.openvino_convert import openvino_cache
 from napari_jpeg_restore.core.precision import cpu_flags
-from napari_jpeg_restore.core.registry import load_model
+from napari_jpeg_restore.core.registry import MODELS, load_model, save_weights
 
-CASES = [("crl", "lite", 1), ("crl", "lite", 3), ("arcnn", "lite", 1), ("crl", "base", 1), ("crl", "paper", 1)]
+sys.path.insert(0, str(Path(__file__).parent))
+from fbcnn_arch import fbcnn_mps  # noqa: E402
+
+PRESETS = [("crl", "base", 1), ("crl", "paper", 1)]  # not shipped for the CPU: random weights
+ENGINES = ("torch", "openvino")
 
 
 def _image(h: int, w: int, channels: int) -> np.ndarray:
@@ -29,55 +38,75 @@ def _image(h: int, w: int, channels: int) -> np.ndarray:
     return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
-def megapixels_per_second(family: str, preset: str, channels: int, side: int = 1448,
-                          precision: str = "fp32") -> float:
-    model = create_model(family, preset, channels).eval()
+def megapixels_per_second(weights: str, channels: int, side: int, engine: str, precision: str) -> float:
+    """restore() of a ``side``-px square image with the weights file, the second time (the first
+    loads the model and, for OpenVINO, converts it and compiles each tile shape)."""
     img = _image(side, side, channels)
-    restore(img[:256, :256], model, precision=precision)  # warm-up
+    restore(img, weights, engine=engine, precision=precision, device="cpu")
     t = time.perf_counter()
-    restore(img, model, precision=precision)
+    restore(img, weights, engine=engine, precision=precision, device="cpu")
     return side * side / 1e6 / (time.perf_counter() - t)
 
 
-def peak_rss_child(mp: float, channels: int, name: str | None = None) -> None:
-    """Runs in a fresh process: restore an ``mp``-megapixel image with the shipped model ``name``
-    (default: an untrained crl lite), print peak RSS in MB and seconds."""
+def peak_rss_child(mp: float, channels: int, engine: str) -> None:
+    """Runs in a fresh process: restore an ``mp``-megapixel image with the shipped default model
+    on ``engine`` (auto precision), print peak RSS in MB and seconds. The peak is this process's
+    own (VmHWM): getrusage's would include the parent's RSS at fork."""
     side = int((mp * 1e6) ** 0.5)
-    model = load_model(name) if name else create_model("crl", "lite", channels).eval()
     t = time.perf_counter()
-    restore(_image(side, side, channels), model)
+    restore(_image(side, side, channels), engine=engine, precision="auto", device="cpu")
     seconds = time.perf_counter() - t
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, seconds)
+    status = Path("/proc/self/status").read_text().split("VmHWM:")[1].split()
+    print(int(status[0]) / 1024, seconds)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large-mp", type=float, default=24.0)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # MP CHANNELS [MODEL]
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # MP CHANNELS ENGINE
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     if a.child:
-        peak_rss_child(float(a.child[0]), int(a.child[1]), *a.child[2:])
+        peak_rss_child(float(a.child[0]), int(a.child[1]), a.child[2])
         return
+    threads = a.threads or torch.get_num_threads()
+    engines = [e for e in ENGINES if e == "torch" or have_openvino()]
+    tmp = Path(tempfile.mkdtemp(prefix="speed-"))
+    cases = [(m.name, str(m.path), m.channels) for m in MODELS.values() if m.has_weights and m.family != "cqe"]
+    for family, preset, ch in PRESETS:
+        path = tmp / f"{family}-{preset}.pt"
+        save_weights(create_model(family, preset, ch), path)
+        cases.append((f"{family} {preset} (random weights)", str(path), ch))
     native = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()) or ["none: bf16 is emulated"]
-    lines = [f"Machine: {describe()}; native bf16: {', '.join(native)}", "",
-             "| model | preset | channels | parameters | MP/s fp32 | MP/s bf16 (2 MP image) |",
-             "|---|---|---|---|---|---|"]
-    for family, preset, ch in CASES:
-        side = 724 if preset in ("paper", "base") else 1448
-        mps = [megapixels_per_second(family, preset, ch, side, prec) for prec in ("fp32", "bf16")]
-        n = count_parameters(create_model(family, preset, ch))
-        lines.append(f"| {family} | {preset} | {ch} | {n / 1e6:.2f} M | {mps[0]:.2f} | {mps[1]:.2f} |")
+    kinds = [(e, p) for e in engines for p in ("fp32", "bf16")]
+    names = {"torch": "PyTorch", "openvino": "OpenVINO"}
+    lines = [f"Machine: {describe()}; native bf16: {', '.join(native)}; {threads} threads.",
+             "restore() of a 2-MP random image (1-MP for the base and paper presets), MP/s:", "",
+             "| model | parameters | " + " | ".join(f"{names[e]} {p}" for e, p in kinds) + " |",
+             "|---|---|" + "---|" * len(kinds)]
+    for name, weights, ch in cases:
+        side = 1024 if "random" in name else 1448
+        mps = [megapixels_per_second(weights, ch, side, e, p) for e, p in kinds]
+        n = count_parameters(load_model(weights))
+        lines.append(f"| {name} | {n / 1e6:.2f} M | " + " | ".join(f"{v:.2f}" for v in mps) + " |")
         print(lines[-1], flush=True)
-    lines += ["", f"Peak RSS restoring a {a.large_mp:g}-megapixel image (crl lite, tile 512, fresh process):", ""]
-    for ch in (1, 3):
-        out = subprocess.run([sys.executable, __file__, "--child", str(a.large_mp), str(ch)] +
-                             (["--threads", str(a.threads)] if a.threads else []),
-                             check=True, capture_output=True, text=True).stdout.split()
-        lines.append(f"- {'gray' if ch == 1 else 'RGB'}: {float(out[0]):.0f} MB peak RSS, {float(out[1]):.1f} s")
-        print(lines[-1], flush=True)
+    for path in tmp.glob("*.pt"):  # the random presets' conversions are no use to anyone later
+        shutil.rmtree(openvino_cache(path), ignore_errors=True)
+    fb = [fbcnn_mps(threads, p, e) for e, p in kinds]
+    lines.append("| FBCNN architecture, network alone on a 512-px tile (bench/fbcnn_arch.py) | 71.92 M | "
+                 + " | ".join(f"{v:.3f}" for v in fb) + " |")
+    print(lines[-1], flush=True)
+    lines += ["", f"Peak RSS restoring a {a.large_mp:g}-megapixel image (shipped default model, "
+              "tile 512, auto precision, fresh process):", ""]
+    for engine in engines:
+        for ch in (1, 3):
+            out = subprocess.run([sys.executable, __file__, "--child", str(a.large_mp), str(ch), engine] +
+                                 (["--threads", str(a.threads)] if a.threads else []),
+                                 check=True, capture_output=True, text=True).stdout.split()
+            lines.append(f"- {names[engine]}, {'gray' if ch == 1 else 'RGB'}: {float(out[-2]):.0f} MB "
+                         f"peak RSS, {float(out[-1]):.1f} s")
+            print(lines[-1], flush=True)
     out = Path(__file__).with_name("speed.md")
     kept = out.read_text().partition("\n## ")[2] if out.is_file() else ""  # later sections stay
     out.write_text("\n".join(lines) + "\n" + (f"\n## {kept}" if kept else ""))

@@ -1,7 +1,7 @@
 """What a user waits for: the whole `jpeg-restore restore` command on a 4-megapixel gray JPEG
-(process start, imports, model load, decode, restore, PNG write), each run in a fresh process,
-against the FBCNN architecture's network alone measured in the same run (random weights, PyTorch
-eager, the same threads). Also the fixed cost (the same command on a 64x64 JPEG: start-up,
+(process start, imports, model load, decode, restore, PNG write), each run in a fresh process, per
+engine and precision, against the FBCNN architecture's network alone measured in the same run
+(random weights, the same threads; PyTorch fp32 and its fastest engine here). Also the fixed cost (the same command on a 64x64 JPEG: start-up,
 imports, model load, write), peak RSS and how busy the cores were (CPU seconds / wall / threads).
 Appends a section per run to bench/speed.md.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,14 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from napari_jpeg_restore.core.engines import have_openvino
 from napari_jpeg_restore.core.jpeg import encode_jpeg
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.precision import cpu_flags, resolve_precision
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fbcnn_arch import FBCNNArch  # noqa: E402
+from fbcnn_arch import fbcnn_mps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -50,35 +49,25 @@ def four_megapixels(folder: Path) -> np.ndarray:
     return np.block([[quads[0], quads[1]], [quads[2], quads[3]]])
 
 
-def child(cmd: list[str]) -> None:
-    """Runs in its own process: time ``cmd`` and print wall s, CPU s and peak RSS MB as JSON."""
-    t = time.perf_counter()
-    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-    wall = time.perf_counter() - t
-    use = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"rc": rc, "wall": wall, "cpu": use.ru_utime + use.ru_stime,
-                      "rss_mb": use.ru_maxrss / 1024}))
+# Runs in a small process of its own (its peak RSS is what the command inherits at fork: a few
+# MB, where this script's, with torch loaded, would be hundreds): times the command given as
+# arguments and prints wall s, CPU s and the command's peak RSS MB as JSON.
+MEASURE = """import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+wall = time.perf_counter() - t
+use = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall": wall, "cpu": use.ru_utime + use.ru_stime, "rss_mb": use.ru_maxrss / 1024}))
+"""
 
 
 def timed(cmd: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *cmd], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True,
                          check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
     if res["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {res['rc']}")
     return res
-
-
-def fbcnn_mps(threads: int, precision: str) -> float:
-    """FBCNN's network alone on one 512x512 tile (after a warm-up), megapixels/s."""
-    torch.set_num_threads(threads)
-    net = FBCNNArch(1).eval().to(memory_format=torch.channels_last)
-    x = torch.rand(1, 1, 512, 512).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-        net(x[..., :128, :128])
-        t = time.perf_counter()
-        net(x)
-        return 512 * 512 / 1e6 / (time.perf_counter() - t)
 
 
 def main() -> None:
@@ -87,11 +76,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each command; the median counts")
     ap.add_argument("--note", default="", help="a word on the machine's load, for the table")
     ap.add_argument("--out", default=str(Path(__file__).with_name("speed.md")))
-    ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child:
-        child(a.child)
-        return
     tmp = Path(tempfile.mkdtemp(prefix="whole-command-"))
     big = four_megapixels(SHARED / "train-extra")
     (tmp / "big.jpg").write_bytes(encode_jpeg(big, QUALITY))
@@ -105,24 +90,41 @@ def main() -> None:
     lines = ["", f"## Whole command, {time.strftime('%Y-%m-%d')}", "",
              f"Machine: {describe()}; ISA: {isa}; `--threads {a.threads}`; {a.note or 'load not noted'}.",
              f"Input: a {SIDE}x{SIDE} gray JPEG (Q{QUALITY}, four training photos); each command in a "
-             f"fresh process, median of {a.repeats}; FBCNN: its architecture's network alone on a "
-             "512x512 tile in this run (bench/fbcnn_arch.py, 71.92 M parameters).", "",
-             "| precision | whole command s | MP/s | fixed cost s (64x64 input) | cores busy | peak RSS MB "
-             "| FBCNN network MP/s | x FBCNN |", "|---|---|---|---|---|---|---|---|"]
-    for precision in ("fp32", "auto"):
-        runs, fixed = [], []
-        for r in range(a.repeats):
-            for name, store in (("big", runs), ("small", fixed)):
-                out = tmp / f"out-{precision}-{name}-{r}"
-                store.append(timed([exe, "restore", str(tmp / f"{name}.jpg"), "-o", str(out), "--device",
-                                    "cpu", "--precision", precision, "--threads", str(a.threads)]))
-        run = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
-        cost = sorted(x["wall"] for x in fixed)[len(fixed) // 2]
-        fb = fbcnn_mps(a.threads, resolve_precision(precision, torch.device("cpu")))
+             f"fresh process, median of {a.repeats} (the kinds of run interleaved); engines "
+             "converted and cached beforehand. FBCNN: its architecture's network alone on a "
+             "512x512 tile in this run (bench/fbcnn_arch.py, 71.92 M parameters), in PyTorch fp32 "
+             "(its own implementation's engine) and in the fastest engine and precision measured "
+             "here for it.", "",
+             "| engine | precision | whole command s | MP/s | fixed cost s (64x64 input) | cores busy "
+             "| peak RSS MB | x FBCNN PyTorch fp32 | x FBCNN fastest |", "|---|---|---|---|---|---|---|---|---|"]
+    kinds = [(e, p) for e in ("torch", "openvino") for p in ("fp32", "auto")
+             if e == "torch" or have_openvino()]
+    runs: dict = {k: ([], []) for k in kinds}
+    for r in range(a.repeats + 1):  # the first round warms caches (conversion, compiled blobs)
+        for engine, precision in kinds:
+            for name, store in zip(("big", "small"), runs[engine, precision]):
+                out = tmp / f"out-{engine}-{precision}-{name}-{r}"
+                res = timed([exe, "restore", str(tmp / f"{name}.jpg"), "-o", str(out), "--device", "cpu",
+                             "--engine", engine, "--precision", precision, "--threads", str(a.threads)])
+                if r:
+                    store.append(res)
+    numeric = resolve_precision("auto", "cpu")
+    fbcnn = {("torch", "fp32"): fbcnn_mps(a.threads, "fp32"),
+             ("torch", numeric): fbcnn_mps(a.threads, numeric)}
+    if have_openvino():
+        fbcnn["openvino", numeric] = fbcnn_mps(a.threads, numeric, "openvino")
+    best = max(fbcnn, key=fbcnn.get)
+    for engine, precision in kinds:
+        big, small = runs[engine, precision]
+        run = sorted(big, key=lambda x: x["wall"])[len(big) // 2]
+        cost = sorted(x["wall"] for x in small)[len(small) // 2]
         mps = SIDE * SIDE / 1e6 / run["wall"]
-        lines.append(f"| {precision} | {run['wall']:.2f} | {mps:.2f} | {cost:.2f} | "
-                     f"{run['cpu'] / run['wall'] / a.threads:.0%} | {run['rss_mb']:.0f} | {fb:.3f} | {mps / fb:.1f}x |")
+        lines.append(f"| {engine} | {precision} | {run['wall']:.2f} | {mps:.2f} | {cost:.2f} | "
+                     f"{run['cpu'] / run['wall'] / a.threads:.0%} | {run['rss_mb']:.0f} | "
+                     f"{mps / fbcnn['torch', 'fp32']:.1f}x | {mps / fbcnn[best]:.1f}x |")
         print(lines[-1], flush=True)
+    lines += ["", "FBCNN network MP/s: " + ", ".join(f"{e} {p} {v:.3f}" for (e, p), v in fbcnn.items())
+              + f" (fastest: {best[0]} {best[1]})."]
     with open(a.out, "a") as f:
         f.write("\n".join(lines) + "\n")
     print(f"appended to {a.out}")

@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .engines import open_net
 from .image_writing import write_image
 from .images import read_image
 from .inference import restore
 from .jpeg import compress
 from .metrics import evaluate
-from .registry import default_model_name, load_model
+from .registry import default_model_name
 from .training.data import to_channels
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "astronaut.png"
@@ -53,10 +54,10 @@ def run_demo(out_dir: str | Path = "demo-output", quality: int = 10, model: str 
     """Returns {"jpeg": metrics, "restored": metrics, "model": name}; writes PNGs into ``out_dir``."""
     clean = read_image(SAMPLE).array[..., :3]
     name = model or default_model_name(3)
-    net = load_model(name)
-    clean = to_channels(clean, net.cfg.in_channels)  # gray when only a gray model is shipped
+    net = open_net(name, device=device)
+    clean = to_channels(clean, net.in_channels)  # gray when only a gray model is shipped
     jpeg = compress(clean, quality)
-    restored = restore(jpeg, net, device=device)
+    restored = restore(jpeg, net)
     scores = {"jpeg": evaluate(clean, jpeg), "restored": evaluate(clean, restored)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .inference import UnitScale, resolve_device, split_alpha
+from .engines import resolve_device
+from .inference import UnitScale, split_alpha
 from .jpeg_traces import find_jpeg_grid
 from .metrics import LUMA_WEIGHTS
 from .models import QualityEncoder

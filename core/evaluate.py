@@ -5,15 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 from tqdm import tqdm
 
 from .consistency import JpegGrid
 from .inference import restore
 from .jpeg import compress, double_compress
 from .metrics import evaluate as score
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .engines import Net
 
 METRICS = ("psnr", "ssim", "psnr_b")
 
@@ -48,7 +53,7 @@ def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_model(images: Sequence[np.ndarray], qualities: Sequence[str | int],
-                   model: str | nn.Module | None, *, device: str = "auto", tile: int = 512,
+                   model: str | nn.Module | Net | None, *, device: str = "auto", tile: int = 512,
                    ensemble: bool = False,
                    restorer: Callable[[np.ndarray], np.ndarray] | None = None,
                    progress: bool = True, precision: str = "fp32") -> list[EvalRow]:

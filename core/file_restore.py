@@ -9,10 +9,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from .compression import Compression, assess
@@ -23,6 +22,11 @@ from .inference import Band, Progress, restore_bands, split_alpha
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
 from .jpeg_traces import find_jpeg_grid
 from .output_paths import plan_outputs
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .engines import Net
 
 PROGRESS_DELAY = 2.0  # seconds before a file's tile bar appears (quick files show none)
 
@@ -105,8 +109,7 @@ class OpenedFile:
 def open_file(src: str, dest: str, *, skip_existing: bool = False,
               skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
               allow_large: bool = False, storage_options: dict | None = None,
-              assume_quality: int | None = None, device: str | torch.device = "auto"
-              ) -> FileResult | OpenedFile:
+              assume_quality: int | None = None, device: str = "auto") -> FileResult | OpenedFile:
     """The first half of :func:`restore_file`: ``exists`` when ``skip_existing`` finds ``dest``,
     ``skipped`` when the quality its restoration assumes (:func:`.compression.assess` of its
     tables, or for other formats the traces in its pixels; ``assume_quality`` overrides) is above
@@ -128,13 +131,13 @@ def open_file(src: str, dest: str, *, skip_existing: bool = False,
     return OpenedFile(loaded, compression, quality)
 
 
-def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, tile: int = 512,
-                 overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+def restore_file(src: str, dest: str, model: str | nn.Module | Net | None = None, *, tile: int = 512,
+                 overlap: int = 32, device: str = "auto", ensemble: bool = False,
                  fmt: str = "png", skip_existing: bool = False,
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                  allow_large: bool = False, storage_options: dict | None = None,
                  progress: Progress | None = None, precision: str = "fp32",
-                 assume_quality: int | None = None) -> FileResult:
+                 assume_quality: int | None = None, engine: str = "auto") -> FileResult:
     """The one file-restore step of the CLI and the Ray archive job: :func:`open_file`, then
     restore band by band, consistent with its JPEG, and stream the bands into ``dest``
     (atomically), so memory beyond the decoded input stays small. ``assume_quality``: restore
@@ -153,7 +156,7 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
         for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
                                                device=device, ensemble=ensemble,
                                                compression=opened.compression,
-                                               precision=precision):
+                                               precision=precision, engine=engine):
             if progress is not None:
                 progress(done, total)
             if band is not None:
@@ -164,13 +167,13 @@ def restore_file(src: str, dest: str, model: str | nn.Module | None = None, *, t
     return opened.restored()
 
 
-def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | None = None,
+def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | Net | None = None,
                   tile: int = 512, overlap: int = 32, device: str = "auto", ensemble: bool = False,
                   fmt: str = "png", skip_existing: bool = False,
                   skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                   allow_large: bool = False, storage_options: dict | None = None,
                   log: Callable[[str], None] | None = None, precision: str = "fp32",
-                  assume_quality: int | None = None) -> BatchReport:
+                  assume_quality: int | None = None, engine: str = "auto") -> BatchReport:
     """Restore every input into ``out_dir/<stem>.<fmt>``. Outputs are planned before anything
     is written (:func:`.output_paths.plan_outputs`): an input is never overwritten, nothing is
     written outside ``out_dir``, two inputs never share an output. Progress counts tiles."""
@@ -196,7 +199,8 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
                                    ensemble=ensemble, fmt=fmt, skip_existing=skip_existing,
                                    skip_above_quality=skip_above_quality, allow_large=allow_large,
                                    storage_options=storage_options, progress=progress,
-                                   precision=precision, assume_quality=assume_quality)
+                                   precision=precision, assume_quality=assume_quality,
+                                   engine=engine)
             except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:
                 # Read/write errors already name the file; others get it prefixed.
                 named = isinstance(err, (ImageReadError, ImageWriteError))

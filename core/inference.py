@@ -9,68 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .compression import Compression, assess
 from .consistency import JpegGrid, constrain
-from .models import QualityEncoder
-from .precision import autocast, resolve_precision
-from .registry import default_model_name, load_model
+from .engines import Net, open_net, run_net
+
+if TYPE_CHECKING:
+    from torch import nn
 
 Progress = Callable[[int, int], None]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but no CUDA device is available")
-    return device
-
-
-def model_stride(model: nn.Module) -> int:
-    return max(8, getattr(model.cfg, "stride", 1))
-
-
-def is_conditioned(model: nn.Module) -> bool:
-    """Whether the model takes the JPEG's luma table (see ``models.table_condition``)."""
-    return bool(getattr(model.cfg, "condition", False))
-
-
-@torch.inference_mode()
-def run_model(model: nn.Module, x: torch.Tensor, ensemble: bool = False,
-              tables: torch.Tensor | None = None) -> torch.Tensor:
-    """Run on an NCHW float tensor, padding (reflect) to the model's stride and cropping back.
-
-    ``ensemble``: average the outputs for the eight rotations and flips of the input (x8
-    self-ensemble; eight times the work). The padded sides are multiples of 8, so every
-    transform keeps the 8x8 JPEG grid where it was (a quarter turn transposes the table).
-    ``tables``: (N, 64) luma steps for a table-conditioned model (ignored by others).
-    """
-    def net(t: torch.Tensor, steps: torch.Tensor | None) -> torch.Tensor:
-        return model(t) if steps is None or not is_conditioned(model) else model(t, steps)
-
-    turned = None if tables is None else tables.view(-1, 8, 8).transpose(1, 2).reshape(-1, 64)
-    s = model_stride(model)
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % s, (-w) % s
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    if not ensemble:
-        return net(x, tables)[..., :h, :w]
-    out = torch.zeros_like(x)
-    for flip in (False, True):
-        xf = x.flip(-1) if flip else x
-        for k in range(4):
-            y = torch.rot90(net(torch.rot90(xf, k, (-2, -1)), turned if k % 2 else tables), -k, (-2, -1))
-            out += y.flip(-1) if flip else y
-    return (out / 8)[..., :h, :w]
 
 
 def _windows(size: int, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
@@ -174,35 +124,22 @@ def is_neutral(planes: np.ndarray, band_rows: int = 256) -> bool:
                for b in (planes[y:y + band_rows] for y in range(0, planes.shape[0], band_rows)))
 
 
-def pick_model(image: np.ndarray, model: str | nn.Module | None, device: torch.device) -> nn.Module:
-    """The module to run, on ``device`` in eval mode. On the CPU its weights take the channels-last
-    layout, oneDNN's fast path for convolutions (same numbers; 1.1-1.8x faster on AVX2 EPYC)."""
-    if not isinstance(model, nn.Module):
-        planes, _ = split_alpha(image)
-        model = load_model(model or default_model_name(planes.shape[2], device))
-    if isinstance(model, QualityEncoder):
-        raise TypeError("that model is a quality encoder: it estimates quality (jpeg-restore "
-                         "quality, the napari inspector) but restores nothing; choose a restorer")
-    layout = torch.channels_last if device.type == "cpu" else torch.preserve_format
-    return model.to(device, memory_format=layout).eval()
-
-
 Band = tuple[int, np.ndarray]  # (first row, final rows of the restored image)
 
 
-def passes_through(net: nn.Module, compression: Compression) -> bool:
+def passes_through(net: Net, compression: Compression) -> bool:
     """Whether an image of this compression is left unchanged: the model's calibration shows
     no gain at its quality (:class:`.consistency.Calibration`)."""
-    cal = getattr(net, "calibration", None)
+    cal = net.calibration
     return compression.quality is not None and cal is not None and not cal.restores(compression.quality)
 
 
-def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
-                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None, *, tile: int = 512,
+                  overlap: int = 32, device: str = "auto", ensemble: bool = False,
                   jpeg: JpegGrid | None = None, calibrated: bool = True,
                   value_range: tuple[float, float] | None = None, precision: str = "fp32",
-                  assume_quality: int | None = None, compression: Compression | None = None
-                  ) -> Generator[tuple[int, int, Band | None], None, None]:
+                  assume_quality: int | None = None, compression: Compression | None = None,
+                  engine: str = "auto") -> Generator[tuple[int, int, Band | None], None, None]:
     """Restore ``image`` one row of tiles at a time: yields ``(tiles_done, tiles_total, band)``
     after every tile, where ``band`` is None or ``(y, rows)``, rows of the result (in the
     input's dtype, alpha passed through) that no later tile touches, top to bottom. Working
@@ -215,25 +152,24 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     ``value_range``: the values that map to the network's 0..1 (see :class:`UnitScale`).
     ``precision``: fp32, bf16 (autocast) or auto (bf16 where the device runs it natively:
     :mod:`.precision`; within 0.02 dB of fp32 for the shipped models, bench/speed.md).
+    ``engine``: auto, torch or openvino (:mod:`.engines`; a module always runs in PyTorch).
     ``assume_quality``: restore as if compressed at this quality (the strength control);
     ``compression``: what :func:`.compression.assess` decided already (e.g. for a file); by
     default it is decided here from ``jpeg``, ``assume_quality`` and, where needed, the pixels."""
     image = np.asarray(image)
     if image.ndim < 2 or min(image.shape[:2]) < 1:
         raise ValueError(f"expected a non-empty 2-D gray, RGB or RGBA image, got shape {image.shape}")
-    dev = resolve_device(device)
-    numeric = resolve_precision(precision, dev)
     planes, alpha = split_alpha(image)
     neutral = is_neutral(planes)
     if neutral:  # R = G = B (a gray picture stored as RGB): restore one plane, no colour cast
         planes = planes[..., :1]
-    net = pick_model(planes, model, dev)
+    net = open_net(model, planes.shape[2], device=str(device), precision=precision, engine=engine)
     scale = UnitScale.of(planes, value_range)
-    c_model, c_img = net.cfg.in_channels, planes.shape[2]
+    c_model, c_img = net.in_channels, planes.shape[2]
     # Gray model on colour input: restore each plane; colour model on gray: replicate, average.
     groups = [slice(i, i + 1) for i in range(c_img)] if c_model == 1 and c_img == 3 else [slice(None)]
     h, w = planes.shape[:2]
-    align = model_stride(net)
+    align = net.stride
     tile = max(align, tile // align * align)
     overlap = min(overlap, tile // 2)
     ys, xs = _windows(h, tile, overlap, align), _windows(w, tile, overlap, align)
@@ -241,12 +177,12 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
     if planes.dtype != np.uint8:
         jpeg = None
     if compression is None:
-        compression = assess(planes, jpeg, assume_quality, estimate=is_conditioned(net), device=str(dev))
+        compression = assess(planes, jpeg, assume_quality, estimate=net.conditioned, device=str(device))
     jpeg = compression.grid if planes.dtype == np.uint8 else None
     if calibrated and passes_through(net, compression):
         yield total, total, (0, image)
         return
-    tables = torch.from_numpy(compression.steps.reshape(1, 64)).to(dev) if is_conditioned(net) else None
+    tables = compression.steps.reshape(1, 64) if net.conditioned else None
     done = 0
     top = 0  # first row not yet handed out
     acc = np.zeros((0, w, c_img), np.float32)
@@ -260,13 +196,12 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
         for g in groups:
             for x, x_end in xs:
                 patch = scale.to_unit(planes[y:y_end, x:x_end, g])
-                t = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None].to(dev)
-                with autocast(numeric, dev):
-                    if c_model == 3 and t.shape[1] == 1:
-                        y_t = run_model(net, t.expand(-1, 3, -1, -1), ensemble, tables).mean(1, keepdim=True)
-                    else:
-                        y_t = run_model(net, t, ensemble, tables)
-                res = y_t[0].float().cpu().numpy().transpose(1, 2, 0)
+                x_t = patch.transpose(2, 0, 1)[None]
+                if c_model == 3 and x_t.shape[1] == 1:
+                    res = run_net(net, np.repeat(x_t, 3, axis=1), ensemble, tables).mean(1, keepdims=True)
+                else:
+                    res = run_net(net, x_t, ensemble, tables)
+                res = res[0].transpose(1, 2, 0)
                 wx = _ramp(x_end - x, overlap, x == 0, x_end == w)
                 wt = (wy[:, None] * wx[None, :])[..., None]
                 acc[y - top:y_end - top, x:x_end, g] += res * wt
@@ -293,12 +228,12 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | None = None, *, ti
         acc, wsum, top = acc[n:], wsum[n:], final
 
 
-def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
-                  overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+def restore_steps(image: np.ndarray, model: str | nn.Module | Net | None = None, *, tile: int = 512,
+                  overlap: int = 32, device: str = "auto", ensemble: bool = False,
                   jpeg: JpegGrid | None = None, calibrated: bool = True,
                   value_range: tuple[float, float] | None = None, precision: str = "fp32",
-                  assume_quality: int | None = None, compression: Compression | None = None
-                  ) -> Generator[tuple[int, int], None, np.ndarray]:
+                  assume_quality: int | None = None, compression: Compression | None = None,
+                  engine: str = "auto") -> Generator[tuple[int, int], None, np.ndarray]:
     """Generator form of :func:`restore`: yields ``(tiles_done, tiles_total)``, returns the image.
 
     Stopping the generator early (e.g. a napari worker's cancel) abandons the work cleanly.
@@ -309,19 +244,19 @@ def restore_steps(image: np.ndarray, model: str | nn.Module | None = None, *, ti
                                            device=device, ensemble=ensemble, jpeg=jpeg,
                                            calibrated=calibrated, value_range=value_range,
                                            precision=precision, assume_quality=assume_quality,
-                                           compression=compression):
+                                           compression=compression, engine=engine):
         if band is not None:
             out[band[0]:band[0] + len(band[1])] = band[1]
         yield done, total
     return out
 
 
-def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: int = 512,
-            overlap: int = 32, device: str | torch.device = "auto", ensemble: bool = False,
+def restore(image: np.ndarray, model: str | nn.Module | Net | None = None, *, tile: int = 512,
+            overlap: int = 32, device: str = "auto", ensemble: bool = False,
             progress: Progress | None = None, jpeg: JpegGrid | None = None,
             calibrated: bool = True, value_range: tuple[float, float] | None = None,
             precision: str = "fp32", assume_quality: int | None = None,
-            compression: Compression | None = None) -> np.ndarray:
+            compression: Compression | None = None, engine: str = "auto") -> np.ndarray:
     """Remove JPEG artifacts from ``image`` (HxW, HxWx3 or HxWx4; uint8, uint16 or float).
 
     Returns an array of the same shape, dtype and value range; alpha passes through.
@@ -334,11 +269,13 @@ def restore(image: np.ndarray, model: str | nn.Module | None = None, *, tile: in
     ``assume_quality``: restore as if the image were compressed at this quality, whatever its
     tables say (lower: stronger; the strength control for re-saved pictures); ``compression``:
     what :func:`.compression.assess` decided already (replaces ``jpeg`` and ``assume_quality``).
+    ``engine``: auto (OpenVINO on the CPU where installed, else PyTorch), torch or openvino.
     """
     steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device,
                           ensemble=ensemble, jpeg=jpeg, calibrated=calibrated,
                           value_range=value_range, precision=precision,
-                          assume_quality=assume_quality, compression=compression)
+                          assume_quality=assume_quality, compression=compression,
+                          engine=engine)
     while True:
         try:
             done, total = next(steps)

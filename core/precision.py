@@ -31,21 +31,23 @@ def cpu_flags() -> set[str]:
 NO_BF16_ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
-def native_bf16(device: torch.device) -> bool:
+def native_bf16(device: str | torch.device) -> bool:
     """Whether ``device`` computes bf16 natively: CUDA GPUs that say so; CPUs with AVX512-BF16 or
     AMX whose kernels are not capped below them (ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA,
-    as when a machine without them is emulated)."""
-    import torch
+    as when a machine without them is emulated). Imports torch only for CUDA."""
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        import torch
 
-    if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISA_CAPS:
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if (kind != "cpu" or os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISA_CAPS
+            or aten in ("default", "avx2", "zvector", "vsx")):
         return False
-    return (torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-            and any(f in cpu_flags() for f in NATIVE_BF16_CPU_FLAGS))
+    return any(f in cpu_flags() for f in NATIVE_BF16_CPU_FLAGS)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: str | torch.device) -> str:
     """``fp32``, ``bf16`` or ``fp16`` for ``precision`` in :data:`PRECISIONS` (auto: bf16 where
     the device computes it natively, else fp32)."""
     if precision == "auto":

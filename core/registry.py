@@ -10,15 +10,14 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .consistency import Calibration, calibration_path
 from .filesystem import resolve, write_atomically
-from .models import config_from_dict, config_to_dict, model_from_config
-from .training.checkpoint import save_checkpoint
+
+if TYPE_CHECKING:  # torch is imported only to load or save weights (the OpenVINO engine needs none)
+    import torch
+    from torch import nn
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -68,7 +67,7 @@ def default_model_name(channels: int, device: str | torch.device = "cpu") -> str
     """The default for gray (1) or colour (3) input: ``crl-base-*`` on CUDA where shipped, else
     ``crl-lite-*``; falls back to the other colour type if one is not shipped."""
     kind = 3 if channels >= 3 else 1
-    if torch.device(device).type == "cuda" and MODELS[CUDA_MODELS[kind]].has_weights:
+    if str(device).startswith("cuda") and MODELS[CUDA_MODELS[kind]].has_weights:
         return CUDA_MODELS[kind]
     first = DEFAULT_MODELS[kind]
     if MODELS[first].has_weights:
@@ -95,6 +94,9 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None
                  half: bool = False) -> None:
     """Write a self-describing weights file (atomically). ``half`` stores floating-point tensors
     in fp16 (half the size; loading casts them back to the model's fp32)."""
+    from .models import config_to_dict
+    from .training.checkpoint import save_checkpoint
+
     state = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_checkpoint(path, {"config": config_to_dict(model.cfg), "state_dict": state,
                            "meta": {**(meta or {}), **({"stored": "fp16"} if half else {})}})
@@ -148,6 +150,10 @@ def resolve_weights(name_or_path: str | Path, storage_options: dict | None = Non
 
 @lru_cache(maxsize=8)
 def _load_cached(path: str, mtime: float) -> tuple[nn.Module, dict[str, Any]]:
+    import torch
+
+    from .models import config_from_dict, model_from_config
+
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         state = blob.get("state_dict", blob.get("model"))

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 from napari_jpeg_restore.core.consistency import calibration_path
+from napari_jpeg_restore.core.engines import open_net, resolve_device, set_threads
 from napari_jpeg_restore.core.file_restore import FileResult, OpenedFile, open_file, restore_file
 from napari_jpeg_restore.core.filesystem import secret_values
 from napari_jpeg_restore.core.image_writing import write_image
-from napari_jpeg_restore.core.inference import resolve_device, restore
+from napari_jpeg_restore.core.inference import restore
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
-from napari_jpeg_restore.core.registry import load_model
 
 from ._common import scrub
 from .archive_manifest import ManifestPart
@@ -46,6 +46,7 @@ class Settings:
     tile: int = 512
     ensemble: bool = False
     precision: str = "fp32"
+    engine: str = "auto"
     skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY
     assume_quality: int | None = None
     storage_options: dict = field(default_factory=dict)
@@ -145,10 +146,9 @@ class Restorer:
                  model_blob: tuple[bytes, bytes | None] | None, *, device: str = "cpu",
                  threads: int = 1, whole_files: bool = True) -> None:
         import ray
-        import torch
 
         self.secrets = settings.enter()
-        torch.set_num_threads(max(1, int(threads)))
+        set_threads(max(1, int(threads)))
         self.settings, self.whole_files = settings, whole_files
         self.device = resolve_device(device)
         context = ray.get_runtime_context()
@@ -163,7 +163,8 @@ class Restorer:
             Path(model).write_bytes(weights)
             if calibration is not None:
                 calibration_path(model).write_bytes(calibration)
-        self.model = load_model(model, self.device) if model else None  # None: per image default
+        self.model = (open_net(model, device=str(self.device), precision=settings.precision,
+                               engine=settings.engine) if model else None)  # None: per image default
         print(f"restoration actor {self.placed['actor']} started on {self.placement()}", flush=True)
 
     def placement(self) -> str:
@@ -181,7 +182,8 @@ class Restorer:
                 if part is not None:
                     res = restore_file(it["src"], it["dst"], self.model, tile=s.tile,
                                        device=self.device, ensemble=s.ensemble,
-                                       precision=s.precision, fmt=s.fmt, skip_existing=True,
+                                       precision=s.precision, engine=s.engine, fmt=s.fmt,
+                                       skip_existing=True,
                                        skip_above_quality=s.skip_above_quality,
                                        assume_quality=s.assume_quality,
                                        storage_options=s.storage_options)
@@ -190,7 +192,8 @@ class Restorer:
                     opened: OpenedFile = pickle.loads(it["payload"])
                     restored = restore(opened.loaded.array, self.model, tile=s.tile,
                                        device=self.device, ensemble=s.ensemble,
-                                       compression=opened.compression, precision=s.precision)
+                                       compression=opened.compression, precision=s.precision,
+                                       engine=s.engine)
                     it["payload"] = pickle.dumps((opened, restored, self.placed), protocol=5)
                     it["seconds"] = float(it["seconds"]) + time.perf_counter() - t0
             except Exception as err:  # noqa: BLE001

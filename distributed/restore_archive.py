@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from napari_jpeg_restore.core.consistency import calibration_path
+from napari_jpeg_restore.core.engines import ENGINES
 from napari_jpeg_restore.core.filesystem import parse_storage_options, secret_values
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from napari_jpeg_restore.core.output_paths import extension
@@ -89,6 +90,7 @@ class ArchiveConfig:
     tile: int = 512
     ensemble: bool = False
     precision: str = "auto"
+    engine: str = "auto"
     storage_options: dict[str, Any] = field(default_factory=dict)
     address: str | None = None
     progress_every: float = 10.0
@@ -208,7 +210,7 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     n = actors_that_fit(resources, cfg.workers, cfg.cpus_per_worker, num_gpus, log)
     model = _model_args(cfg.model, so)
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    settings = Settings(cfg.dst, run_id, fmt, cfg.tile, cfg.ensemble, cfg.precision,
+    settings = Settings(cfg.dst, run_id, fmt, cfg.tile, cfg.ensemble, cfg.precision, cfg.engine,
                         cfg.skip_above_quality, cfg.assume_quality, so, credential_env())
     info: dict[str, Any] = {"run_id": run_id, "status": "running", "config": asdict(cfg),
                             "ray": where, "device": device, "workers": n,
@@ -320,6 +322,8 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): bf16 autocast where each actor's device computes it "
                         "natively, else fp32")
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="auto (default): OpenVINO for CPU actors where it is installed, else PyTorch")
     p.add_argument("--storage-options", help="JSON object (or a JSON file) passed to fsspec, "
                    'e.g. \'{"endpoint_url": "http://127.0.0.1:5555"}\'')
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local "
@@ -338,6 +342,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
                          batch_size=a.batch_size, skip_above_quality=a.skip_above_quality,
                          assume_quality=a.assume_quality,
                          format=a.format, tile=a.tile, ensemble=a.ensemble, precision=a.precision,
+                         engine=a.engine,
                          storage_options=parse_storage_options(a.storage_options),
                          address=a.address, progress_every=a.progress_every,
                          strict=a.strict, startup_timeout=a.startup_timeout, device=a.device)

@@ -71,7 +71,7 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
         project_2d,
         tiles,
     )
-    from napari_jpeg_restore.core.inference import resolve_device
+    from napari_jpeg_restore.core.engines import resolve_device
     from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
     from napari_jpeg_restore.core.registry import load_model
 

@@ -120,7 +120,7 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
         return InspectItem(layer.name, layer.data, table_quality(layer.metadata), lead_shape, current)
 
     def run(self, *_args):
-        from napari_jpeg_restore.core.inference import resolve_device
+        from napari_jpeg_restore.core.engines import resolve_device
 
         if self.worker is not None:
             show_warning("The inspector is already running.")

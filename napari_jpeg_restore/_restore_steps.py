@@ -76,12 +76,11 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
     there), returns a :class:`RestoreResult`. Only one plane of ``data`` is in memory at a time
     (``data`` may be a dask array); expected failures come back as ``RestoreResult.error``.
     """
-    from napari_jpeg_restore.core.inference import resolve_device, restore_steps
-    from napari_jpeg_restore.core.registry import load_model
+    from napari_jpeg_restore.core.engines import open_net
+    from napari_jpeg_restore.core.inference import restore_steps
 
     try:
-        dev = resolve_device(device)
-        model = load_model(model_spec, dev)
+        net = open_net(model_spec, device=device, precision=precision)
         n_planes = int(np.prod(lead_shape)) if lead_shape else 1
         out: np.ndarray | None = None
         diff: np.ndarray | None = None
@@ -89,8 +88,8 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
             plane = np.asarray(data[idx] if idx else data)
             work, back = _restorable(plane)
             jpeg, _ = layer_jpeg(metadata or {}, work)
-            steps = restore_steps(work, model, tile=tile, device=dev, ensemble=ensemble, jpeg=jpeg,
-                                  value_range=value_range, precision=precision,
+            steps = restore_steps(work, net, tile=tile, ensemble=ensemble, jpeg=jpeg,
+                                  value_range=value_range,
                                   assume_quality=assume_quality, compression=first if p == 0 else None)
             while True:
                 try:

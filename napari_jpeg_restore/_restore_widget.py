@@ -199,8 +199,9 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         """The job for ``layer`` and how its compression is known, or why it is left alone
         (raises for an unsupported layer, a missing model or an unusable device)."""
         from napari_jpeg_restore.core.compression import assess
+        from napari_jpeg_restore.core.engines import resolve_device
         from napari_jpeg_restore.core.file_restore import skip_reason
-        from napari_jpeg_restore.core.inference import resolve_device, split_alpha
+        from napari_jpeg_restore.core.inference import split_alpha
 
         lead_shape = plane_layout(layer)[0]
         spec = resolve_model_spec(self.model.value, self.weights.value, layer_channels(layer))

@@ -12,8 +12,8 @@ from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.cli import main
 from napari_jpeg_restore.core.compression import assess
 from napari_jpeg_restore.core.consistency import JpegGrid
+from napari_jpeg_restore.core.engines import TorchNet, run_net
 from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.inference import run_model
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, ijg_table
 from napari_jpeg_restore.core.metrics import LUMA_WEIGHTS, psnr
 
@@ -89,13 +89,14 @@ def test_assume_quality_reaches_a_conditioned_model_and_is_checked(gray, tmp_pat
 
 def test_a_conditioned_restorer_sees_the_table_turned_with_the_picture(gray):
     model = conditioned_restorer()
-    x = torch.from_numpy(compress(gray, 20)[:64, :96].astype(np.float32) / 255)[None, None]
+    net = TorchNet(model.eval(), torch.device("cpu"), "fp32")
+    x = (compress(gray, 20)[:64, :96].astype(np.float32) / 255)[None, None]
     steps = np.arange(1, 65, dtype=np.float32).reshape(8, 8)  # asymmetric: a turn shows
-    t, t_turned = (torch.from_numpy(a.reshape(1, 64).copy()) for a in (steps, steps.T))
-    ens = run_model(model, x, ensemble=True, tables=t)
-    turned = run_model(model, x.transpose(-1, -2), ensemble=True, tables=t_turned)
-    assert torch.allclose(turned.transpose(-1, -2), ens, atol=1e-5)
-    assert not torch.allclose(run_model(model, x, tables=t), run_model(model, x, tables=t_turned))
+    t, t_turned = (a.reshape(1, 64).copy() for a in (steps, steps.T))
+    ens = run_net(net, x, ensemble=True, tables=t)
+    turned = run_net(net, x.swapaxes(-1, -2), ensemble=True, tables=t_turned)
+    assert np.allclose(turned.swapaxes(-1, -2), ens, atol=1e-5)
+    assert not np.allclose(run_net(net, x, tables=t), run_net(net, x, tables=t_turned))
     # restore() hands the file's table to the model, or the pixel estimate's without one
     jpeg = compress(gray, 20)
     with_tables = restore(jpeg, model, jpeg=JpegGrid.ijg(20), calibrated=False)

@@ -291,7 +291,9 @@ def test_an_actor_that_keeps_dying_fails_its_files_and_the_job_goes_on(cluster, 
             time.sleep(0.02)
         summary = job.result()
     assert summary.counts == {"failed": 2}, lines
-    assert len(killed) == 3  # the first try and Ray's two retries, each on a restarted actor
+    # the first try and Ray's two retries, each on a restarted actor (an actor Ray had started
+    # meanwhile may have been killed too, before it wrote anything)
+    assert len(attempts) == 3 and len(killed) >= 3, (attempts, killed)
     rows = final_state(read_manifest(str(dst)))
     assert all("killed the worker process" in r["error"] for r in rows.values()) and len(rows) == 2
     assert not list(dst.glob("*.png"))

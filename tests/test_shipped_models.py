@@ -4,6 +4,7 @@ import pytest
 import torch
 from napari_jpeg_restore.core import registry, restore
 from napari_jpeg_restore.core.demo import SAMPLE
+from napari_jpeg_restore.core.engines import have_openvino
 from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress
 from napari_jpeg_restore.core.metrics import psnr, psnr_b
@@ -87,20 +88,29 @@ def test_self_ensemble_adds_psnr(info):
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no model weights are shipped in this checkout")
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
 @pytest.mark.parametrize("info", SHIPPED, ids=lambda m: m.name)
-def test_bf16_and_fp16_stay_within_002_db_of_fp32(info, shared_datasets):
-    """The guard of ``--precision auto``: bf16 autocast (native here or emulated) changes the mean
-    PSNR by less than 0.02 dB on validation images at low and high quality; so does fp16 (for
-    GPUs without bf16; emulated here, so on two images)."""
+def test_every_engine_and_precision_stays_within_002_db_of_pytorch_fp32(info, engine, shared_datasets):
+    """The guard of ``--precision auto`` and ``--engine auto``: against PyTorch in fp32, bf16
+    (native here or emulated) and OpenVINO (fp32 and bf16) change the mean PSNR by less than
+    0.02 dB on validation images at low and high quality; so does fp16 (for GPUs without bf16;
+    emulated here, so on two images)."""
+    if engine == "openvino" and not have_openvino():
+        pytest.skip("OpenVINO is not installed here")
     folder = "val-gray-bsd68" if info.channels == 1 else "val-cbsd68"
     images = load_images(expand(str(shared_datasets / folder))[:3], info.channels)
+
+    def scores(engine: str, precision: str, n: int = 3) -> list[float]:
+        return [psnr(im, restore(j, info.name, device="cpu", precision=precision, engine=engine))
+                for im, j in zip(images[:n], jpegs)]
+
     for q in (10, 90):
         jpegs = [compress(im, q) for im in images]
-        fp32, bf16 = ([psnr(im, restore(j, info.name, device="cpu", precision=p)) for im, j in zip(images, jpegs)]
-                      for p in ("fp32", "bf16"))
-        assert abs(np.mean(bf16) - np.mean(fp32)) < 0.02, (q, fp32, bf16)
-        fp16 = [psnr(im, restore(j, info.name, device="cpu", precision="fp16")) for im, j in zip(images[:2], jpegs)]
-        assert abs(np.mean(fp16) - np.mean(fp32[:2])) < 0.02, (q, fp32, fp16)
+        reference = scores("torch", "fp32")
+        for precision in ("fp32", "bf16") if engine == "openvino" else ("bf16",):
+            assert abs(np.mean(scores(engine, precision)) - np.mean(reference)) < 0.02, (q, precision)
+        fp16 = scores(engine, "fp16", 2)
+        assert abs(np.mean(fp16) - np.mean(reference[:2])) < 0.02, (q, reference, fp16)
 
 
 @pytest.mark.skipif(not QUALITY_ENCODERS, reason="no quality encoder is shipped in this checkout")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..embedding import PROBE_CROP, embed, quality_ordering
-from ..inference import run_model
+from ..engines import TorchNet, run_net
 from ..jpeg import compress, ijg_table
 from ..metrics import psnr
 from .data import to_tensor
@@ -24,11 +24,11 @@ def restoration_validator(model: nn.Module, images: list[np.ndarray],
     pairs = [(q, im, compress(im, q)) for q in qualities for im in images]
 
     def validate() -> dict[str, float]:
-        dev = next(model.parameters()).device
+        net = TorchNet(model, next(model.parameters()).device, "fp32")
         out: dict[str, list[float]] = {}
         for q, clean, jpeg in pairs:
-            tables = torch.from_numpy(ijg_table(q).reshape(1, 64).astype(np.float32)).to(dev)
-            y = run_model(model, to_tensor([jpeg]).to(dev), tables=tables)[0].cpu().numpy()
+            tables = ijg_table(q).reshape(1, 64).astype(np.float32)
+            y = run_net(net, to_tensor([jpeg]).numpy(), tables=tables)[0]
             y = np.round(y.clip(0, 1) * 255).astype(np.uint8)
             y = y[0] if y.shape[0] == 1 else y.transpose(1, 2, 0)
             out.setdefault(f"val_jpeg_q{q}", []).append(psnr(clean, jpeg))

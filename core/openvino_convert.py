@@ -1,0 +1,59 @@
+"""A restorer's weights converted to OpenVINO's format (model.xml/.bin, any tile size), once per
+weights file: kept under ``$XDG_CACHE_HOME/napari-jpeg-restore/openvino/<content hash>/`` with
+``net.json`` (channels, stride, conditioning) and OpenVINO's compiled blobs. Converting imports
+PyTorch (about 6 s, said on stderr); every later run loads the cached files without it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+from .registry import cache_folder, load_model
+
+
+def openvino_cache(weights: Path) -> Path:
+    """The folder of ``weights``' converted model, keyed by its bytes and OpenVINO's version."""
+    import openvino as ov
+
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    version = ov.get_version().split("-")[0]
+    return cache_folder().parent / "openvino" / f"{digest}-{version}"
+
+
+def converted(weights: Path) -> Path:
+    """The cached conversion of the restorer in ``weights`` (made now if missing; written to a
+    temporary folder and renamed into place, so concurrent workers never see half a model)."""
+    folder = openvino_cache(weights)
+    if (folder / "net.json").is_file():
+        return folder
+    import openvino as ov
+    import torch
+
+    from .engines import TorchNet
+
+    print(f"converting {Path(weights).name} for OpenVINO (once; cached in {folder})", file=sys.stderr)
+    net = TorchNet(load_model(weights), torch.device("cpu"), "fp32")  # refuses quality encoders
+    c, s = net.in_channels, net.stride
+    example = (torch.rand(1, c, 4 * s, 4 * s),)
+    shapes = [(-1, c, -1, -1)]
+    if net.conditioned:
+        example += (torch.ones(1, 64),)
+        shapes.append((-1, 64))
+    converted_model = ov.convert_model(net.module, example_input=example, input=shapes)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        ov.save_model(converted_model, str(tmp / "model.xml"), compress_to_fp16=False)
+        info = {"in_channels": c, "stride": s, "conditioned": net.conditioned,
+                "weights": str(weights)}
+        (tmp / "net.json").write_text(json.dumps(info, indent=1))
+        with suppress(OSError):  # another process finished first: keep its copy
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
