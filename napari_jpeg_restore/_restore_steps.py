@@ -32,6 +32,7 @@ class RestoreResult:
     difference: np.ndarray | None = None
     model: str = ""
     error: str | None = None
+    engine: str = ""  # what ran the network (torch, openvino)
 
 
 def layer_jpeg(metadata: dict[str, Any], plane: np.ndarray) -> tuple[JpegGrid | None, str]:
@@ -106,7 +107,7 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
             out[idx] = restored
             if diff is not None:
                 diff[idx] = _difference(restored, plane, rgb)
-        return RestoreResult(out, diff, model_spec)
+        return RestoreResult(out, diff, model_spec, engine=net.engine)
     except Exception as err:  # noqa: BLE001 - shown to the user as one notification
         return RestoreResult(error=f"{type(err).__name__}: {err}")
 
@@ -150,7 +151,7 @@ JPEG_KEYS = ("jpeg_quality", "jpeg_quality_exact", "quant_tables", "jpeg_grid")
 
 
 def provenance(source: Image, model_spec: str, tile: int, ensemble: bool, jpeg_by: str,
-               precision: str = "fp32") -> dict[str, Any]:
+               precision: str = "fp32", engine: str = "") -> dict[str, Any]:
     """A restored layer's metadata: the source's, less its JPEG tables (the result is not that
     JPEG any more), plus ``restoration``: what made it and from what."""
     import hashlib
@@ -162,6 +163,7 @@ def provenance(source: Image, model_spec: str, tile: int, ensemble: bool, jpeg_b
     meta["restoration"] = {
         "source_layer": source.name, "model": model_spec,
         "weights_sha256": hashlib.sha256(resolve_weights(model_spec).read_bytes()).hexdigest(),
-        "tile": tile, "ensemble": ensemble, "precision": precision, "jpeg_consistency": jpeg_by,
+        "tile": tile, "ensemble": ensemble, "precision": precision, "engine": engine,
+        "jpeg_consistency": jpeg_by,
         "napari_jpeg_restore": __version__}
     return meta

@@ -282,7 +282,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
     def _add_result(self, layer: Image, result: RestoreResult, jpeg_by: str) -> str:
         """Add (or replace) the restored and difference layers of ``layer``; says what it did."""
         meta = provenance(layer, result.model, self._job["tile"], self._job["ensemble"],
-                          jpeg_by, self._job["precision"])
+                          jpeg_by, self._job["precision"], result.engine)
         kwargs = _copy_layer_kwargs(layer, meta)
         extra: dict[str, Any] = {"rgb": True} if layer.rgb else {
             "rgb": False, "colormap": layer.colormap, "contrast_limits": layer.contrast_limits,

@@ -14,6 +14,7 @@ pytest.importorskip("pytestqt")
 pytest.importorskip("magicgui")
 
 from helpers import synthetic
+from napari_jpeg_restore.core.engines import choose_engine
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, read_quant_tables
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.registry import MODELS, save_weights
@@ -73,6 +74,7 @@ def test_restore_gray_layer_improves_psnr(make_napari_viewer, qtbot, restorer_we
     made = out.metadata["restoration"]
     assert made["source_layer"] == "cells" and made["tile"] == 64 and made["ensemble"] is False
     assert len(made["weights_sha256"]) == 64 and made["jpeg_consistency"] == "Q10 by its pixels"
+    assert made["engine"] == choose_engine("auto", widget.device.value)  # OpenVINO on a CPU
     assert out.data.shape == jpeg.shape and out.data.dtype == np.uint8
     assert psnr(clean, out.data) > psnr(clean, jpeg) + 0.2
     diff = viewer.layers["cells (difference)"]
