@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .engines import ENGINES, set_threads
 from .filesystem import parse_storage_options
+from .inference import TILE_OVERLAP
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from .precision import PRECISIONS
 from .training.options import TrainOptions, add_train_args
@@ -36,7 +37,8 @@ def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
                    help="auto uses CUDA when present (default: auto)")
     if tile:
         p.add_argument("--tile", type=int, default=512, help="tile side in pixels (default: 512)")
-        p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default: 32)")
+        p.add_argument("--overlap", type=int, default=TILE_OVERLAP,
+                       help=f"tile overlap in pixels (default: {TILE_OVERLAP})")
         p.add_argument("--ensemble", action="store_true",
                        help="average over the 8 rotations/flips of each tile: 8x slower, a little better")
         p.add_argument("--precision", default="auto", choices=PRECISIONS,

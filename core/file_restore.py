@@ -18,7 +18,7 @@ from .compression import Compression, assess
 from .filesystem import resolve
 from .image_writing import ImageWriteError, write_image_bands
 from .images import ImageReadError, LoadedImage, read_image
-from .inference import Band, Progress, restore_bands, split_alpha
+from .inference import TILE_OVERLAP, Band, Progress, restore_bands, split_alpha
 from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
 from .jpeg_traces import find_jpeg_grid
 from .output_paths import plan_outputs
@@ -132,7 +132,7 @@ def open_file(src: str, dest: str, *, skip_existing: bool = False,
 
 
 def restore_file(src: str, dest: str, model: str | nn.Module | Net | None = None, *, tile: int = 512,
-                 overlap: int = 32, device: str = "auto", ensemble: bool = False,
+                 overlap: int = TILE_OVERLAP, device: str = "auto", ensemble: bool = False,
                  fmt: str = "png", skip_existing: bool = False,
                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                  allow_large: bool = False, storage_options: dict | None = None,
@@ -168,7 +168,7 @@ def restore_file(src: str, dest: str, model: str | nn.Module | Net | None = None
 
 
 def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | Net | None = None,
-                  tile: int = 512, overlap: int = 32, device: str = "auto", ensemble: bool = False,
+                  tile: int = 512, overlap: int = TILE_OVERLAP, device: str = "auto", ensemble: bool = False,
                   fmt: str = "png", skip_existing: bool = False,
                   skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
                   allow_large: bool = False, storage_options: dict | None = None,
