@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 from contextlib import suppress
+from functools import lru_cache
 from pathlib import Path
 
 from .registry import cache_folder, load_model
@@ -18,11 +19,18 @@ from .registry import cache_folder, load_model
 
 def openvino_cache(weights: Path) -> Path:
     """The folder of ``weights``' converted model, keyed by its bytes and OpenVINO's version."""
+    stat = Path(weights).stat()
+    return cache_folder().parent / "openvino" / _cache_key(str(Path(weights).resolve()), stat.st_mtime_ns,
+                                                           stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _cache_key(path: str, mtime_ns: int, size: int) -> str:
+    """The weights' content hash, read once per file version (not once per restored image)."""
     import openvino as ov
 
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
-    version = ov.get_version().split("-")[0]
-    return cache_folder().parent / "openvino" / f"{digest}-{version}"
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return f"{digest}-{ov.get_version().split('-')[0]}"
 
 
 def converted(weights: Path) -> Path:
