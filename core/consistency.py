@@ -140,8 +140,9 @@ def constrain(restored: np.ndarray, jpeg: np.ndarray, grid: JpegGrid, first_row:
     planes = ycc_planes(restored)
     c = blocks_dct(_padded(_luma(jpeg), pad))
     r = blocks_dct(_padded(planes[0], pad))
-    lattice = np.round(c / grid.luma) * grid.luma
-    r = np.clip(r, lattice - grid.luma / 2, lattice + grid.luma / 2)
+    q = np.round(c / grid.luma)  # the quantized coefficients; r within half a step of them
+    r = np.clip(r / grid.luma, q - 0.5, q + 0.5, out=q)
+    r *= grid.luma
     h, w = restored.shape[:2]
     planes[0] = blocks_idct(r)[pad[0]:pad[0] + h, pad[1]:pad[1] + w]
     return np.clip(np.round(_from_ycc(planes)), 0, 255).astype(np.uint8)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from .consistency import Calibration, calibration_path
+from .error_text import one_line
 from .precision import autocast, resolve_precision
 from .registry import ModelNotAvailableError, default_model_name, load_model, resolve_weights
 
@@ -228,9 +229,8 @@ def open_net(model: str | Path | nn.Module | Net | None, channels: int = 1, *, d
         except (OSError, RuntimeError) as err:  # e.g. no writable cache folder: PyTorch runs it
             if engine != "auto":
                 raise
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            warnings.warn(f"OpenVINO cannot run {weights.name} ({type(err).__name__}: {first}); "
-                          "running it in PyTorch", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"OpenVINO cannot run {weights.name} ({type(err).__name__}: "
+                          f"{one_line(err, 200)}); running it in PyTorch", RuntimeWarning, stacklevel=2)
     dev = resolve_device(device)
     return TorchNet(on_device(load_model(model or default_model_name(channels, dev)), dev), dev,
                     resolve_precision(precision, dev))

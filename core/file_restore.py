@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .compression import Compression, assess
+from .error_text import one_line
 from .filesystem import resolve
 from .image_writing import ImageWriteError, write_image_bands
 from .images import ImageReadError, LoadedImage, read_image
@@ -204,7 +205,7 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
             except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:
                 # Read/write errors already name the file; others get it prefixed.
                 named = isinstance(err, (ImageReadError, ImageWriteError))
-                res = str(err) if named else f"{src}: {err}"
+                res = one_line(err) if named else f"{src}: {one_line(err)}"
         if isinstance(res, str):
             report.fail(src, res, log)  # after the tile bar is gone, so the line stays clean
         elif res.status == "restored":

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import numpy as np
 import tifffile
 
+from .error_text import one_line
 from .filesystem import write_atomically
 from .output_paths import extension
 
@@ -114,10 +115,6 @@ def _tiff(f: BinaryIO, shape: tuple[int, ...], dtype: np.dtype, bands: Iterable[
                      compression="zlib", predictor=True, iccprofile=icc, metadata=None)
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def write_image_bands(dest: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype | type,
                       bands: Iterable[Band], *, format: str = "png",
                       icc_profile: bytes | None = None, storage_options: dict | None = None) -> None:
@@ -143,11 +140,11 @@ def write_image_bands(dest: str | os.PathLike, shape: tuple[int, ...], dtype: np
     except _BandsFailed as failed:  # e.g. the restorer: its own error, not a write error
         raise failed.__cause__ from None
     except OSError as err:
-        raise ImageWriteError(f"{dest}: cannot write ({err.strerror or _one_line(err)})") from err
+        raise ImageWriteError(f"{dest}: cannot write ({err.strerror or one_line(err)})") from err
     except (ValueError, TypeError):
         raise
     except Exception as err:  # any backend failure becomes one line
-        raise ImageWriteError(f"{dest}: cannot write ({_one_line(err)})") from err
+        raise ImageWriteError(f"{dest}: cannot write ({one_line(err)})") from err
 
 
 def write_image(dest: str | os.PathLike, array: np.ndarray, *, format: str = "png",

@@ -20,6 +20,7 @@ import tifffile
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .consistency import JpegGrid
+from .error_text import one_line
 from .image_writing import icc_matching
 from .jpeg import QualityEstimate, estimate_quality, read_quant_tables
 
@@ -51,10 +52,6 @@ class LoadedImage:
     jpeg_grid: JpegGrid | None = None  # JPEG only: its luma table and 8x8 grid, as oriented
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def _fetch(source: str | os.PathLike | bytes, storage_options: dict | None) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), "<bytes>"
@@ -69,7 +66,7 @@ def _fetch(source: str | os.PathLike | bytes, storage_options: dict | None) -> t
     except PermissionError:
         raise ImageReadError(f"{name}: permission denied") from None
     except Exception as err:  # any backend failure becomes one line
-        raise ImageReadError(f"{name}: cannot read ({_one_line(err)})") from err
+        raise ImageReadError(f"{name}: cannot read ({one_line(err)})") from err
 
 
 def _sniff(data: bytes) -> str | None:
@@ -90,7 +87,7 @@ def _open(data: bytes, name: str) -> Image.Image:
             raise ImageReadError(f"{name}: {why}") from None
         except Exception as err:  # a plugin failing inside the header
             raise ImageReadError(f"{name}: truncated or corrupt {_sniff(data) or 'image'} "
-                                 f"({_one_line(err)})") from err
+                                 f"({one_line(err)})") from err
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
@@ -243,7 +240,7 @@ def _decode(data: bytes, name: str, allow_large: bool) -> LoadedImage:
     except MemoryError:
         raise ImageReadError(f"{name}: not enough memory to decode {w}x{h} pixels") from None
     except Exception as err:  # Pillow/libjpeg/zlib errors all mean a bad file
-        raise ImageReadError(f"{name}: truncated or corrupt {fmt} ({_one_line(err)})") from err
+        raise ImageReadError(f"{name}: truncated or corrupt {fmt} ({one_line(err)})") from err
     orientation = _orientation(im)
     array = np.require(_ORIENT.get(orientation, lambda a: a)(array), requirements=["C", "W"])
     tables = read_quant_tables(im) if fmt == "JPEG" else None
@@ -265,4 +262,4 @@ def read_image(source: str | os.PathLike | bytes, *, allow_large: bool = False,
     except ImageReadError:
         raise
     except Exception as err:  # never let a decoder traceback through
-        raise ImageReadError(f"{name}: cannot read image ({_one_line(err)})") from err
+        raise ImageReadError(f"{name}: cannot read image ({one_line(err)})") from err

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .consistency import Calibration, calibration_path
+from .error_text import one_line
 from .filesystem import resolve, write_atomically
 
 if TYPE_CHECKING:  # torch is imported only to load or save weights (the OpenVINO engine needs none)
@@ -160,9 +161,8 @@ def _load_cached(path: str, mtime: float) -> tuple[nn.Module, dict[str, Any]]:
         model = model_from_config(config_from_dict(blob["config"]))
         model.load_state_dict(state)
     except Exception as err:  # not a weights file, or one of another model: one clear line
-        first = (str(err).strip().splitlines() or [""])[0][:200]
         raise ModelNotAvailableError(f"{path} is not a usable weights file "
-                                     f"({type(err).__name__}: {first})") from err
+                                     f"({type(err).__name__}: {one_line(err, 200)})") from err
     return model.eval(), dict(blob.get("meta", {}))
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from napari_jpeg_restore.core.consistency import calibration_path
 from napari_jpeg_restore.core.engines import open_net, resolve_device, set_threads
+from napari_jpeg_restore.core.error_text import one_line
 from napari_jpeg_restore.core.file_restore import FileResult, OpenedFile, open_file, restore_file
 from napari_jpeg_restore.core.filesystem import secret_values
 from napari_jpeg_restore.core.image_writing import write_image
@@ -86,8 +87,7 @@ def result_row(key: str, res: FileResult, dst: str, **extra: Any) -> dict[str, A
 
 def error_row(key: str, err: BaseException, secrets: list[str]) -> dict[str, Any]:
     """Every per-file problem is a manifest row, never a stopped job."""
-    message = " ".join(str(err).split()) or type(err).__name__
-    return {"key": key, "status": "failed", "quality": None, "error": scrub(message, secrets)}
+    return {"key": key, "status": "failed", "quality": None, "error": scrub(one_line(err), secrets)}
 
 
 def _finish(it: dict[str, Any], row: dict[str, Any], t0: float) -> None:

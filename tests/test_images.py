@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 from napari_jpeg_restore.core import image_writing, images
+from napari_jpeg_restore.core.error_text import one_line
 from napari_jpeg_restore.core.image_writing import ImageWriteError, write_image
 from napari_jpeg_restore.core.images import ImageReadError, read_image
 from napari_jpeg_restore.core.jpeg import encode_jpeg
@@ -48,6 +49,14 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 # --- bad inputs -----------------------------------------------------------------------------
+
+def test_errors_are_told_in_one_line():
+    assert one_line(RuntimeError("Exception from core.cpp:217:\n  cannot   read\n")) == \
+        "Exception from core.cpp:217: cannot read"
+    assert one_line(ValueError("x" * 500), 200) == "x" * 197 + "..."
+    assert one_line(KeyError()) == "KeyError"
+
+
 
 def test_truncated_jpeg(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
