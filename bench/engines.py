@@ -1,6 +1,7 @@
 """Inference engines side by side on one model, the same images and the same threads: PyTorch
 eager (fp32, bf16 autocast; contiguous and channels-last), torch.compile, ONNX Runtime (CPU EP,
-fp32 and static int8), OpenVINO (fp32, bf16, int8 from the same quantized graph). Each engine
+fp32 and static int8), OpenVINO (fp32, bf16, int8 from the same quantized graph, int8 from
+NNCF's post-training quantization). Each engine
 runs the network alone on the 68 val-gray-bsd68 pictures (320x480, portrait ones turned) at
 Q10 and Q40; cells: megapixels/s over all 136 calls after a warm-up, mean PSNR of the network's
 output against the clean picture, and its difference to eager fp32. The FBCNN architecture
@@ -9,8 +10,8 @@ Engines whose package is missing are listed as such. Writes bench/engines.md.
 
     python bench/engines.py [--model crl-lite-gray] [--threads 2] [--limit N]
 
-Run it in an environment with onnx, onnxruntime, onnxscript and openvino installed (they are
-no dependency of the project: docs/speed.md says why).
+Run it in an environment with onnx, onnxruntime, onnxscript, openvino and nncf installed
+(OpenVINO is a dependency of the project; the others are not: docs/speed.md says why).
 """
 from __future__ import annotations
 
@@ -96,6 +97,19 @@ def quantize_int8(fp32: Path, calibration: list[np.ndarray], out: Path) -> Path:
     return out
 
 
+def quantize_nncf(fp32: Path, calibration: list[np.ndarray], out: Path) -> Path:
+    """OpenVINO's own int8 route: NNCF post-training quantization (per-channel weights, mixed
+    preset: asymmetric activations, fast bias correction), the same calibration crops."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32))
+    quantized = nncf.quantize(model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.MIXED,
+                              subset_size=len(calibration))
+    ov.save_model(quantized, str(out))
+    return out
+
+
 def onnxruntime_net(path: Path, threads: int) -> Net:
     import onnxruntime as ort
 
@@ -151,7 +165,7 @@ def main() -> None:
         return out
 
     tmp = Path(tempfile.mkdtemp(prefix="engines-"))
-    have = {p: importlib.util.find_spec(p) is not None for p in ("onnx", "onnxruntime", "openvino")}
+    have = {p: importlib.util.find_spec(p) is not None for p in ("onnx", "onnxruntime", "openvino", "nncf")}
     onnx_path = int8_path = None
     if have["onnx"]:
         onnx_path = export_onnx(model, tmp / "model.onnx")
@@ -161,14 +175,16 @@ def main() -> None:
         ("PyTorch eager fp32, contiguous", lambda: eager(model, False, False)),
         ("PyTorch eager fp32, channels-last", lambda: eager(model, False, True)),
         ("PyTorch eager bf16 autocast, contiguous", lambda: eager(model, True, False)),
-        ("PyTorch eager bf16 autocast, channels-last (today's `auto`)", lambda: eager(model, True, True)),
+        ("PyTorch eager bf16 autocast, channels-last (`--engine torch`)", lambda: eager(model, True, True)),
         ("torch.compile fp32, channels-last", lambda: compiled(model, False)),
         ("torch.compile bf16 autocast, channels-last", lambda: compiled(model, True)),
         ("ONNX Runtime fp32 (CPU EP)", have["onnxruntime"] and onnx_path and (lambda: onnxruntime_net(onnx_path, a.threads))),
         ("ONNX Runtime int8 (static QDQ)", int8_path and (lambda: onnxruntime_net(int8_path, a.threads))),
         ("OpenVINO fp32", have["openvino"] and onnx_path and (lambda: openvino_net(onnx_path, a.threads, "f32"))),
-        ("OpenVINO bf16", have["openvino"] and onnx_path and (lambda: openvino_net(onnx_path, a.threads, "bf16"))),
+        ("OpenVINO bf16 (`--engine auto`)", have["openvino"] and onnx_path and (lambda: openvino_net(onnx_path, a.threads, "bf16"))),
         ("OpenVINO int8 (the same QDQ graph)", have["openvino"] and int8_path and (lambda: openvino_net(int8_path, a.threads, "bf16"))),
+        ("OpenVINO int8 (NNCF post-training)", have["openvino"] and have["nncf"] and onnx_path and (
+            lambda: openvino_net(quantize_nncf(onnx_path, calibration, tmp / "model.nncf.xml"), a.threads, "bf16"))),
     ]
     flags = cpu_flags()
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags)

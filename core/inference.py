@@ -178,11 +178,11 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None,
     overlap = min(overlap, tile // 2)
     ys, xs = _windows(h, tile, overlap, align), _windows(w, tile, overlap, align)
     total = len(ys) * len(xs) * len(groups)
-    if planes.dtype != np.uint8:
-        jpeg = None
+    eight_bit = planes.dtype == np.uint8  # JPEG's grid and tables apply to 8-bit pixels only
     if compression is None:
-        compression = assess(planes, jpeg, assume_quality, estimate=net.conditioned, device=str(device))
-    jpeg = compression.grid if planes.dtype == np.uint8 else None
+        compression = assess(planes, jpeg if eight_bit else None, assume_quality,
+                             estimate=net.conditioned, device=str(device))
+    jpeg = compression.grid if eight_bit else None
     if calibrated and passes_through(net, compression):
         yield total, total, (0, image)
         return
