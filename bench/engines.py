@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from napari_jpeg_restore.core.error_text import one_line
 from napari_jpeg_restore.core.jpeg import compress
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.metrics import psnr
@@ -204,7 +205,7 @@ def main() -> None:
             run = make()
             run(inputs[0])  # compiles / plans here
         except Exception as err:  # noqa: BLE001 - an engine that cannot run this model is a row
-            lines.append(f"| {name} | failed: {type(err).__name__}: {str(err).splitlines()[0][:120]} | | | | | | |")
+            lines.append(f"| {name} | failed: {type(err).__name__}: {one_line(err, 120)} | | | | | | |")
             print(lines[-1], flush=True)
             continue
         setup = time.perf_counter() - t0

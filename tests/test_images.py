@@ -57,7 +57,6 @@ def test_errors_are_told_in_one_line():
     assert one_line(KeyError()) == "KeyError"
 
 
-
 def test_truncated_jpeg(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     data = encode_jpeg(noise, 90)
