@@ -31,6 +31,7 @@ from napari_jpeg_restore.core.jpeg import compress
 from napari_jpeg_restore.core.machine import describe
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.models import count_parameters, create_model
+from napari_jpeg_restore.core.openvino_import import import_openvino
 from napari_jpeg_restore.core.precision import cpu_flags
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.sources import expand
@@ -101,8 +102,8 @@ def quantize_int8(fp32: Path, calibration: list[np.ndarray], out: Path) -> Path:
 def quantize_nncf(fp32: Path, calibration: list[np.ndarray], out: Path) -> Path:
     """OpenVINO's own int8 route: NNCF post-training quantization (per-channel weights, mixed
     preset: asymmetric activations, fast bias correction), the same calibration crops."""
+    ov = import_openvino()  # before NNCF imports it
     import nncf
-    import openvino as ov
 
     model = ov.Core().read_model(str(fp32))
     quantized = nncf.quantize(model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.MIXED,
@@ -121,9 +122,7 @@ def onnxruntime_net(path: Path, threads: int) -> Net:
 
 
 def openvino_net(path: Path, threads: int, precision: str) -> Net:
-    import openvino as ov
-
-    net = ov.Core().compile_model(str(path), "CPU", {
+    net = import_openvino().Core().compile_model(str(path), "CPU", {
         "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY"})
     return lambda x: net(x)[0]

@@ -82,8 +82,9 @@ def fbcnn_mps(threads: int, precision: str, engine: str = "torch") -> float:
     net = FBCNNArch(1).eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 1, 512, 512).contiguous(memory_format=torch.channels_last)
     if engine == "openvino":
-        import openvino as ov
+        from napari_jpeg_restore.core.openvino_import import import_openvino
 
+        ov = import_openvino()
         compiled = ov.Core().compile_model(
             ov.convert_model(net, example_input=(x,), input=[(1, 1, 512, 512)]), "CPU",
             {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",

@@ -23,6 +23,7 @@ import numpy as np
 
 from .consistency import Calibration, calibration_path
 from .error_text import one_line
+from .openvino_import import import_openvino
 from .precision import autocast, resolve_precision
 from .registry import ModelNotAvailableError, default_model_name, load_model, resolve_weights
 
@@ -185,9 +186,7 @@ def on_device(module: nn.Module, device: torch.device) -> nn.Module:
 
 @lru_cache(maxsize=1)
 def _openvino_core() -> Any:
-    import openvino as ov
-
-    return ov.Core()
+    return import_openvino().Core()
 
 
 @lru_cache(maxsize=SHAPES_KEPT)

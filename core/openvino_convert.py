@@ -14,6 +14,7 @@ from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
 
+from .openvino_import import import_openvino
 from .registry import cache_folder, load_model
 
 
@@ -27,10 +28,8 @@ def openvino_cache(weights: Path) -> Path:
 @lru_cache(maxsize=16)
 def _cache_key(path: str, mtime_ns: int, size: int) -> str:
     """The weights' content hash, read once per file version (not once per restored image)."""
-    import openvino as ov
-
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return f"{digest}-{ov.get_version().split('-')[0]}"
+    return f"{digest}-{import_openvino().get_version().split('-')[0]}"
 
 
 def converted(weights: Path) -> Path:
@@ -39,7 +38,6 @@ def converted(weights: Path) -> Path:
     folder = openvino_cache(weights)
     if (folder / "net.json").is_file():
         return folder
-    import openvino as ov
     import torch
 
     from .engines import TorchNet
@@ -52,6 +50,7 @@ def converted(weights: Path) -> Path:
     if net.conditioned:
         example += (torch.ones(1, 64),)
         shapes.append((-1, 64))
+    ov = import_openvino()
     converted_model = ov.convert_model(net.module, example_input=example, input=shapes)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
