@@ -191,11 +191,12 @@ def cmd_quality(a: argparse.Namespace) -> int:
     import numpy as np
 
     from .compression import assess
-    from .embedding import pixel_quality
+    from .engines import open_quality_net
     from .images import ImageReadError, read_image
     from .inference import split_alpha
     from .jpeg_traces import find_jpeg_grid
-    from .registry import ModelNotAvailableError, default_quality_model, load_model
+    from .quality_reading import pixel_quality
+    from .registry import ModelNotAvailableError
 
     failed = 0
     for path in a.paths:
@@ -217,7 +218,7 @@ def cmd_quality(a: argparse.Namespace) -> int:
             row["pixel_grid"] = None if found is None else list(found.offset)
         try:
             planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
-            net = load_model(a.model or default_quality_model(min(planes, 3)))
+            net = open_quality_net(a.model, min(planes, 3))
             on_grid = found.offset if found is not None else None  # read where the blocks are
             planes8 = split_alpha(loaded.array)[0]  # alpha is no part of the compression
             reading = pixel_quality(net, planes8, offset=on_grid)

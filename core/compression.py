@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .consistency import JpegGrid
+from .engines import open_quality_net
 from .jpeg import ijg_table
-from .registry import MODELS, QUALITY_MODELS, default_quality_model, load_model
+from .registry import MODELS, QUALITY_MODELS
 
 RESAVED_FROM = 75  # files whose tables say this quality or more are checked against their pixels
 RESAVED_GAP = 20  # pixels this much below the tables' quality: compressed harder before...
@@ -56,11 +57,11 @@ class Compression:
 def pixel_estimate(planes: np.ndarray, offset: tuple[int, int] | None = None,
                    device: str = "auto") -> int:
     """The IJG quality the shipped quality encoder reads in HxWxC ``planes`` on the 8x8 grid at
-    ``offset`` (default: the one found in the pixels; :func:`.embedding.pixel_quality`)."""
-    from .embedding import pixel_quality  # imports .inference, which imports this module
+    ``offset`` (default: the one found in the pixels; :func:`.quality_reading.pixel_quality`)."""
+    from .quality_reading import pixel_quality  # imports .inference, which imports this module
 
-    encoder = load_model(default_quality_model(planes.shape[2]))
-    return int(round(np.clip(pixel_quality(encoder, planes, device, offset=offset), 1, 100)))
+    net = open_quality_net(None, planes.shape[2], device=device)
+    return int(round(np.clip(pixel_quality(net, planes, offset=offset), 1, 100)))
 
 
 def can_estimate() -> bool:

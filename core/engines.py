@@ -13,7 +13,9 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +27,14 @@ from .consistency import Calibration, calibration_path
 from .error_text import one_line
 from .openvino_import import import_openvino
 from .precision import autocast, resolve_precision
-from .registry import ModelNotAvailableError, default_model_name, load_model, resolve_weights
+from .registry import (
+    QUALITY_MODELS,
+    ModelNotAvailableError,
+    default_model_name,
+    default_quality_model,
+    load_model,
+    resolve_weights,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +43,8 @@ if TYPE_CHECKING:
 ENGINES = ("auto", "torch", "openvino")
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _threads: int | None = None  # --threads: both engines' CPU threads (None: one per physical core)
+NOT_A_RESTORER = ("that model is a quality encoder: it estimates quality (jpeg-restore quality, the "
+                  "napari inspector) but restores nothing; choose a restorer")
 SHAPES_KEPT = 4  # OpenVINO: tile shapes kept compiled (each holds its buffers: 90 MB at 432 px)
 
 
@@ -49,6 +60,17 @@ class Net(Protocol):
     calibration: Calibration | None
 
     def __call__(self, x: np.ndarray, tables: np.ndarray | None = None) -> np.ndarray: ...
+
+
+class QualityNet(Protocol):
+    """A quality encoder's read-out ready to run: ``net(x)`` -> (N,) JPEG quality 1..100 for an
+    NCHW float32 batch in [0, 1] whose sides are multiples of its ``stride``."""
+
+    engine: str
+    in_channels: int
+    stride: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def set_threads(n: int | None) -> None:
@@ -120,8 +142,7 @@ class TorchNet:
         from .models import QualityEncoder
 
         if isinstance(self.module, QualityEncoder):
-            raise TypeError("that model is a quality encoder: it estimates quality (jpeg-restore "
-                            "quality, the napari inspector) but restores nothing; choose a restorer")
+            raise TypeError(NOT_A_RESTORER)
         if _threads:
             torch.set_num_threads(_threads)
         cfg = self.module.cfg
@@ -144,10 +165,10 @@ class TorchNet:
 
 @dataclass
 class OpenVinoNet:
-    """A converted restorer (the folder :func:`.openvino_convert.converted` made) run by
-    OpenVINO on the CPU, compiled for each tile shape it meets (a fixed shape runs a 432-px
-    tile 1.2x faster than the shape-agnostic model). Its calibration is read from beside the
-    weights file, so a later ``jpeg-restore calibrate`` applies without converting again."""
+    """A converted restorer or quality read-out (the folder :func:`.openvino_convert.converted`
+    made) run by OpenVINO on the CPU, compiled for each tile shape it meets (a fixed shape runs
+    a 432-px tile 1.2x faster than the shape-agnostic model). Its calibration is read from beside
+    the weights file, so a later ``jpeg-restore calibrate`` applies without converting again."""
 
     folder: Path
     precision: str
@@ -159,20 +180,44 @@ class OpenVinoNet:
         self.in_channels = int(info["in_channels"])
         self.stride = int(info["stride"])
         self.conditioned = bool(info["conditioned"])
+        self.readout = bool(info.get("readout", False))  # a quality encoder's read-out
         self.requests: dict[tuple[int, ...], Any] = {}  # tile shape -> infer request
+        self.lock = threading.Lock()
 
     def __call__(self, x: np.ndarray, tables: np.ndarray | None = None) -> np.ndarray:
         inputs = {0: np.ascontiguousarray(x, np.float32)}
         if self.conditioned:
             inputs[1] = np.ascontiguousarray(tables if tables is not None else np.ones((len(x), 64)),
                                              np.float32)
-        request = self.requests.get(x.shape)
-        if request is None:
-            if len(self.requests) >= SHAPES_KEPT:
-                self.requests.pop(next(iter(self.requests)))
-            request = _compiled(str(self.folder), self.precision, _threads, x.shape).create_infer_request()
-            self.requests[x.shape] = request
-        return request.infer(inputs)[0].copy()  # the request reuses its output buffer
+        with self.lock:  # one request per shape: threads sharing the net take turns
+            request = self.requests.get(x.shape)
+            if request is None:
+                if len(self.requests) >= SHAPES_KEPT:
+                    self.requests.pop(next(iter(self.requests)))
+                compiled = _compiled(str(self.folder), self.precision, _threads, x.shape)
+                request = compiled.create_infer_request()
+                self.requests[x.shape] = request
+            return request.infer(inputs)[0].copy()  # the request reuses its output buffer
+
+
+@dataclass
+class TorchQualityNet:
+    """A quality encoder's read-out (:class:`.models.QualityReadout`) run by PyTorch in fp32."""
+
+    module: nn.Module
+    device: torch.device
+    engine: str = "torch"
+
+    def __post_init__(self) -> None:
+        self.in_channels = self.module.cfg.in_channels
+        self.stride = self.module.cfg.stride
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            y = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        return y.float().cpu().numpy()
 
 
 def on_device(module: nn.Module, device: torch.device) -> nn.Module:
@@ -202,11 +247,25 @@ def _compiled(folder: str, precision: str, threads: int | None, shape: tuple[int
 
 
 def open_openvino(weights: Path, precision: str) -> OpenVinoNet:
-    """The restorer in ``weights`` compiled by OpenVINO (converted on first use)."""
+    """The network in ``weights`` (a restorer, or a quality encoder's read-out) compiled by
+    OpenVINO (converted on first use)."""
     from .openvino_convert import converted
 
     cal = calibration_path(weights)
     return OpenVinoNet(converted(weights), precision, Calibration.load(cal) if cal.is_file() else None)
+
+
+def _openvino_or_none(open_it: Callable[[], OpenVinoNet], weights: Path, engine: str) -> OpenVinoNet | None:
+    """``open_it()``; None, with a warning, where it fails and ``engine`` is ``auto`` (e.g. no
+    writable cache folder: PyTorch runs the model instead)."""
+    try:
+        return open_it()
+    except (OSError, RuntimeError) as err:
+        if engine != "auto":
+            raise
+        warnings.warn(f"OpenVINO cannot run {weights.name} ({type(err).__name__}: "
+                      f"{one_line(err, 200)}); running it in PyTorch", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def open_net(model: str | Path | nn.Module | Net | None, channels: int = 1, *, device: str = "auto",
@@ -223,16 +282,46 @@ def open_net(model: str | Path | nn.Module | Net | None, channels: int = 1, *, d
         return TorchNet(on_device(model, dev), dev, resolve_precision(precision, dev))
     if choose_engine(engine, device) == "openvino":
         weights = resolve_weights(model or default_model_name(channels, "cpu"))
-        try:
-            return open_openvino(weights, resolve_precision(precision, "cpu"))
-        except (OSError, RuntimeError) as err:  # e.g. no writable cache folder: PyTorch runs it
-            if engine != "auto":
-                raise
-            warnings.warn(f"OpenVINO cannot run {weights.name} ({type(err).__name__}: "
-                          f"{one_line(err, 200)}); running it in PyTorch", RuntimeWarning, stacklevel=2)
+        net = _openvino_or_none(lambda: open_openvino(weights, resolve_precision(precision, "cpu")),
+                                weights, engine)
+        if net is not None:
+            if net.readout:
+                raise TypeError(NOT_A_RESTORER)
+            return net
     dev = resolve_device(device)
     return TorchNet(on_device(load_model(model or default_model_name(channels, dev)), dev), dev,
                     resolve_precision(precision, dev))
+
+
+def open_quality_net(model: str | Path | nn.Module | None = None, channels: int = 1, *,
+                     device: str = "auto", engine: str = "auto") -> QualityNet:
+    """The quality encoder that reads pictures (:mod:`.quality_reading`). ``model``: None (the
+    shipped one for ``channels``), a registry name or weights file of a quality encoder or of a
+    restorer (its encoder reads), or a module. The shipped encoders run like the restorers:
+    OpenVINO on the CPU (fp32, converted once), so reading a file's quality imports no
+    PyTorch; any other model, and every one on a GPU, runs in PyTorch."""
+    name = model or default_quality_model(channels)
+    shipped = isinstance(name, str) and name in QUALITY_MODELS.values()
+    if shipped and choose_engine(engine, device) == "openvino":
+        from .openvino_convert import converted
+
+        weights = resolve_weights(name)
+        net = _openvino_or_none(lambda: _openvino_readout(converted(weights)), weights, engine)
+        if net is not None:
+            return net
+    from .embedding import as_encoder
+    from .models import QualityReadout
+
+    dev = resolve_device(device)
+    module = name if not isinstance(name, (str, Path)) else load_model(name, dev)
+    return TorchQualityNet(QualityReadout(as_encoder(module)).to(dev).eval(), dev)
+
+
+@lru_cache(maxsize=SHAPES_KEPT)
+def _openvino_readout(folder: Path) -> OpenVinoNet:
+    """A converted quality read-out, opened once per process: its compiled shapes stay,
+    whatever tile shapes the restorers compile between two readings."""
+    return OpenVinoNet(folder, "fp32", None)
 
 
 def run_net(net: Net, x: np.ndarray, ensemble: bool = False, tables: np.ndarray | None = None

@@ -1,7 +1,8 @@
-"""A restorer's weights converted to OpenVINO's format (model.xml/.bin, any tile size), once per
-weights file: kept under ``$XDG_CACHE_HOME/napari-jpeg-restore/openvino/<content hash>/`` with
-``net.json`` (channels, stride, conditioning) and OpenVINO's compiled blobs. Converting imports
-PyTorch (about 6 s, said on stderr); every later run loads the cached files without it."""
+"""A restorer's weights (or a quality encoder's, as its read-out: pixels -> quality) converted to
+OpenVINO's format (model.xml/.bin, any tile size), once per weights file: kept under
+``$XDG_CACHE_HOME/napari-jpeg-restore/openvino/<content hash>/`` with ``net.json`` (channels,
+stride, conditioning) and OpenVINO's compiled blobs. Converting imports PyTorch (about 6 s, said
+on stderr); every later run loads the cached files without it."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
@@ -41,22 +43,31 @@ def converted(weights: Path) -> Path:
     import torch
 
     from .engines import TorchNet
+    from .models import QualityEncoder, QualityReadout
 
     print(f"converting {Path(weights).name} for OpenVINO (once; cached in {folder})", file=sys.stderr)
-    net = TorchNet(load_model(weights), torch.device("cpu"), "fp32")  # refuses quality encoders
-    c, s = net.in_channels, net.stride
+    model = load_model(weights)
+    readout = isinstance(model, QualityEncoder)  # converted as its read-out: pixels -> quality
+    if readout:
+        module, c, s = QualityReadout(model).eval(), model.cfg.in_channels, model.cfg.stride
+        conditioned = False
+    else:
+        net = TorchNet(model, torch.device("cpu"), "fp32")
+        module, c, s, conditioned = net.module, net.in_channels, net.stride, net.conditioned
     example = (torch.rand(1, c, 4 * s, 4 * s),)
     shapes = [(-1, c, -1, -1)]
-    if net.conditioned:
+    if conditioned:
         example += (torch.ones(1, 64),)
         shapes.append((-1, 64))
     ov = import_openvino()
-    converted_model = ov.convert_model(net.module, example_input=example, input=shapes)
+    with warnings.catch_warnings():  # branches on the channel count, fixed in the converted model
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        converted_model = ov.convert_model(module, example_input=example, input=shapes)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         ov.save_model(converted_model, str(tmp / "model.xml"), compress_to_fp16=False)
-        info = {"in_channels": c, "stride": s, "conditioned": net.conditioned,
+        info = {"in_channels": c, "stride": s, "conditioned": conditioned, "readout": readout,
                 "weights": str(weights)}
         (tmp / "net.json").write_text(json.dumps(info, indent=1))
         with suppress(OSError):  # another process finished first: keep its copy

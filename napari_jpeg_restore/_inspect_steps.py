@@ -64,15 +64,10 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
     """Embed the tiles of every plane of each item (a heatmap per plane, so a stack's heatmap
     follows the plane slider), yielding ``(item, items, tiles_done, tiles_total)`` after every
     few tiles (the worker may stop there); then project the shown planes' tiles to 2-D."""
-    from napari_jpeg_restore.core.embedding import (
-        as_encoder,
-        embed,
-        encoder_uint8,
-        project_2d,
-        tiles,
-    )
+    from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d
     from napari_jpeg_restore.core.engines import resolve_device
     from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
+    from napari_jpeg_restore.core.quality_reading import encoder_uint8, tiles
     from napari_jpeg_restore.core.registry import load_model
 
     try:

@@ -117,7 +117,7 @@ def test_without_a_shipped_quality_encoder_the_tables_are_trusted(gray, tmp_path
 
 
 def test_the_quality_encoder_reads_every_dtype_as_the_restorer_maps_it(gray):
-    from napari_jpeg_restore.core.embedding import encoder_uint8
+    from napari_jpeg_restore.core.quality_reading import encoder_uint8
 
     twelve_bit = gray.astype(np.uint16) * 16  # 12-bit camera data: read as its 8-bit version
     assert np.abs(encoder_uint8(twelve_bit).astype(int) - gray).max() <= 1
@@ -127,9 +127,9 @@ def test_the_quality_encoder_reads_every_dtype_as_the_restorer_maps_it(gray):
     read = encoder_uint8(unit)
     assert read.dtype == np.uint8 and np.array_equal(read[1:], gray[1:])
     # Every reader of a whole picture (jpeg-restore quality, the re-saved check) maps it so.
-    from napari_jpeg_restore.core.embedding import pixel_quality
-    from napari_jpeg_restore.core.registry import load_model
+    from napari_jpeg_restore.core.engines import open_quality_net
+    from napari_jpeg_restore.core.quality_reading import pixel_quality
 
-    encoder = load_model("cqe-lite-gray")  # read by 65535, the 12-bit picture was ~Q78, not ~Q30
+    encoder = open_quality_net("cqe-lite-gray")  # read by 65535, the 12-bit picture was ~Q78, not ~Q30
     eight = compress(gray, 30)
     assert abs(pixel_quality(encoder, eight.astype(np.uint16) * 16) - pixel_quality(encoder, eight)) < 1

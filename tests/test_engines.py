@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 from helpers import conditioned_restorer
 from napari_jpeg_restore.core import restore
-from napari_jpeg_restore.core.engines import choose_engine, have_openvino, open_net
+from napari_jpeg_restore.core.engines import (
+    choose_engine,
+    have_openvino,
+    open_net,
+    open_quality_net,
+)
 from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
 from napari_jpeg_restore.core.metrics import LUMA_WEIGHTS, psnr
+from napari_jpeg_restore.core.quality_reading import pixel_quality
 from napari_jpeg_restore.core.registry import save_weights
 
 SAMPLE = Path(__file__).resolve().parents[1] / "core" / "data" / "astronaut.png"
@@ -78,13 +84,17 @@ def test_the_command_line_restores_on_openvino_without_pytorch_or_openvinos_tele
     forks a sender and writes ~/intel; the command imports it with the telemetry left out."""
     src = tmp_path / "in.jpg"
     src.write_bytes(encode_jpeg(gray, 30))
+    fine = tmp_path / "fine.jpg"  # Q75 and up: the quality encoder checks it was not re-saved
+    fine.write_bytes(encode_jpeg(gray, 85))
     restore(compress(gray, 30), "crl-lite-gray", engine="openvino")  # converted (cached) already
+    open_quality_net("cqe-lite-gray")
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
     env.update(HOME=str(home), XDG_CACHE_HOME=os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"))
     code = ("import sys; from napari_jpeg_restore.core.cli import main; "
-            f"rc = main(['restore', {str(src)!r}, '-o', {str(tmp_path / 'out')!r}, '--threads', '1']); "
+            f"rc = main(['restore', {str(src)!r}, {str(fine)!r}, '-o', {str(tmp_path / 'out')!r}, "
+            "'--threads', '1']); "
             "import openvino; print('torch' in sys.modules, 'openvino_telemetry' in sys.modules, "
             "callable(openvino.convert_model)); sys.exit(rc)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
@@ -93,6 +103,17 @@ def test_the_command_line_restores_on_openvino_without_pytorch_or_openvinos_tele
     assert not (home / "intel").exists()
     out = read_image(str(tmp_path / "out" / "in.png")).array
     assert psnr(gray, out) > psnr(gray, compress(gray, 30)) + 0.3
+    assert (tmp_path / "out" / "fine.png").is_file()
+
+
+def test_the_shipped_quality_encoder_reads_on_openvino_what_it_reads_in_pytorch(gray):
+    rgb = read_image(SAMPLE).array[..., :3]
+    for image, channels in ((gray, 1), (rgb, 3)):
+        nets = [open_quality_net(None, channels, engine=e, device="cpu") for e in ("openvino", "torch")]
+        assert [n.engine for n in nets] == ["openvino", "torch"]
+        for q in (20, 60, 90):
+            seen = [pixel_quality(n, compress(image, q)) for n in nets]
+            assert abs(seen[0] - seen[1]) < 0.1, (channels, q, seen)
 
 
 def test_auto_falls_back_to_pytorch_where_openvino_cannot_keep_its_conversion(tmp_path, monkeypatch):

@@ -118,7 +118,8 @@ def test_every_engine_and_precision_stays_within_002_db_of_pytorch_fp32(info, en
 def test_shipped_quality_encoder_estimates_quality_from_pixels(info):
     """On the bundled sample (not a training image), 64-px tiles at Q10...Q90: the estimate
     follows the quality and lands within 15 of it on average."""
-    from napari_jpeg_restore.core.embedding import embed, tiles
+    from napari_jpeg_restore.core.embedding import embed
+    from napari_jpeg_restore.core.quality_reading import tiles
     from scipy.stats import spearmanr
 
     clean = _sample(info.channels)[:256, :256]

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from .arcnn import ARCNN, ARCNNConfig
-from .cqe import EncoderConfig, EncoderOutput, QualityEncoder
+from .cqe import EncoderConfig, EncoderOutput, QualityEncoder, QualityReadout
 from .restorer import Restorer, RestorerConfig
 
 ENCODER_PRESETS: dict[str, dict[str, Any]] = {
@@ -110,6 +110,7 @@ __all__ = [
     "EncoderOutput",
     "Family",
     "QualityEncoder",
+    "QualityReadout",
     "Restorer",
     "RestorerConfig",
     "build_config",

@@ -102,3 +102,17 @@ class QualityEncoder(nn.Module):
     def quality(self, embedding: torch.Tensor) -> torch.Tensor:
         """Estimated JPEG quality factor (1..100) from the embedding."""
         return self.quality_head(embedding).squeeze(1).clamp(1, 100)
+
+
+class QualityReadout(nn.Module):
+    """A quality encoder's estimate as a module of its own, x -> (N,) JPEG quality 1..100
+    (:meth:`QualityEncoder.quality` of its embedding): what reading a picture runs, and what
+    is exported to OpenVINO."""
+
+    def __init__(self, encoder: QualityEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cfg = encoder.cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x, score=True).clamp(1, 100)

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..embedding import PROBE_CROP, embed, quality_ordering
+from ..embedding import embed, quality_ordering
 from ..engines import TorchNet, run_net
 from ..jpeg import compress, ijg_table
 from ..metrics import psnr
+from ..quality_reading import PROBE_CROP
 from .data import to_tensor
 
 VAL_QUALITIES = (10, 40)
