@@ -1,9 +1,11 @@
 """What a user waits for: the whole `jpeg-restore restore` command on a 4-megapixel gray JPEG
 (process start, imports, model load, decode, restore, PNG write), each run in a fresh process, per
 engine and precision, against the FBCNN architecture's network alone measured in the same run
-(random weights, the same threads; PyTorch fp32 and its fastest engine here). Also the fixed cost (the same command on a 64x64 JPEG: start-up,
-imports, model load, write), peak RSS and how busy the cores were (CPU seconds / wall / threads).
-Appends a section per run to bench/speed.md.
+(random weights, the same threads; PyTorch fp32 and its fastest engine here). Also the fixed cost
+(the same command on a 64x64 JPEG: start-up, imports, model load, write), the same picture saved at
+Q80 (tables at Q75 and up: the quality encoder reads the pixels first, in case it was re-saved),
+peak RSS and how busy the cores were (CPU seconds / wall / threads). Appends a section per run to
+bench/speed.md.
 
     python bench/whole_command.py [--threads 2] [--repeats 3] [--note "machine otherwise idle"]
 
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 SIDE = 2000  # 4 megapixels
 QUALITY = 30
+CHECKED = 80  # tables at Q75 and up: the quality encoder reads the pixels first (a re-saved file?)
 
 
 def four_megapixels(folder: Path) -> np.ndarray:
@@ -80,6 +83,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="whole-command-"))
     big = four_megapixels(SHARED / "train-extra")
     (tmp / "big.jpg").write_bytes(encode_jpeg(big, QUALITY))
+    (tmp / "checked.jpg").write_bytes(encode_jpeg(big, CHECKED))
     (tmp / "small.jpg").write_bytes(encode_jpeg(big[:64, :64], QUALITY))
     exe = str(Path(sys.executable).with_name("jpeg-restore"))
     flags = cpu_flags()
@@ -95,14 +99,15 @@ def main() -> None:
              "512x512 tile in this run (bench/fbcnn_arch.py, 71.92 M parameters), in PyTorch fp32 "
              "(its own implementation's engine) and in the fastest engine and precision measured "
              "here for it.", "",
-             "| engine | precision | whole command s | MP/s | fixed cost s (64x64 input) | cores busy "
-             "| peak RSS MB | x FBCNN PyTorch fp32 | x FBCNN fastest |", "|---|---|---|---|---|---|---|---|---|"]
+             f"| engine | precision | whole command s | MP/s | fixed cost s (64x64 input) "
+             f"| Q{CHECKED} file s | cores busy | peak RSS MB | x FBCNN PyTorch fp32 | x FBCNN fastest |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     kinds = [(e, p) for e in ("torch", "openvino") for p in ("fp32", "auto")
              if e == "torch" or have_openvino()]
-    runs: dict = {k: ([], []) for k in kinds}
+    runs: dict = {k: ([], [], []) for k in kinds}
     for r in range(a.repeats + 1):  # the first round warms caches (conversion, compiled blobs)
         for engine, precision in kinds:
-            for name, store in zip(("big", "small"), runs[engine, precision]):
+            for name, store in zip(("big", "small", "checked"), runs[engine, precision]):
                 out = tmp / f"out-{engine}-{precision}-{name}-{r}"
                 res = timed([exe, "restore", str(tmp / f"{name}.jpg"), "-o", str(out), "--device", "cpu",
                              "--engine", engine, "--precision", precision, "--threads", str(a.threads)])
@@ -115,11 +120,11 @@ def main() -> None:
         fbcnn["openvino", numeric] = fbcnn_mps(a.threads, numeric, "openvino")
     best = max(fbcnn, key=fbcnn.get)
     for engine, precision in kinds:
-        big, small = runs[engine, precision]
+        big, small, checked = runs[engine, precision]
         run = sorted(big, key=lambda x: x["wall"])[len(big) // 2]
-        cost = sorted(x["wall"] for x in small)[len(small) // 2]
+        cost, high = (sorted(x["wall"] for x in r)[len(r) // 2] for r in (small, checked))
         mps = SIDE * SIDE / 1e6 / run["wall"]
-        lines.append(f"| {engine} | {precision} | {run['wall']:.2f} | {mps:.2f} | {cost:.2f} | "
+        lines.append(f"| {engine} | {precision} | {run['wall']:.2f} | {mps:.2f} | {cost:.2f} | {high:.2f} | "
                      f"{run['cpu'] / run['wall'] / a.threads:.0%} | {run['rss_mb']:.0f} | "
                      f"{mps / fbcnn['torch', 'fp32']:.1f}x | {mps / fbcnn[best]:.1f}x |")
         print(lines[-1], flush=True)

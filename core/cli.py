@@ -192,6 +192,7 @@ def cmd_quality(a: argparse.Namespace) -> int:
 
     from .compression import assess
     from .engines import open_quality_net
+    from .error_text import one_line
     from .images import ImageReadError, read_image
     from .inference import split_alpha
     from .jpeg_traces import find_jpeg_grid
@@ -227,7 +228,7 @@ def cmd_quality(a: argparse.Namespace) -> int:
                 shipped = None if a.model else int(round(np.clip(reading, 1, 100)))  # read once
                 row["restore_as"] = assess(planes8, found, seen=shipped).describe()
         except (ModelNotAvailableError, ValueError) as err:
-            row["encoder_note"] = str(err)
+            row["encoder_note"] = one_line(err)
         if a.json:
             print(json.dumps(row))
         else:

@@ -50,6 +50,7 @@ from typing import Any
 
 from napari_jpeg_restore.core.consistency import calibration_path
 from napari_jpeg_restore.core.engines import ENGINES
+from napari_jpeg_restore.core.error_text import one_line
 from napari_jpeg_restore.core.filesystem import parse_storage_options, secret_values
 from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from napari_jpeg_restore.core.output_paths import extension
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
               "status 'interrupted'); rerun the same command to finish", file=sys.stderr)
         return 130
     except (ValueError, LookupError, OSError, RuntimeError) as err:
-        print(f"error: {scrub(str(err), secret_values(cfg.storage_options, credential_env()))}",
+        print(f"error: {scrub(one_line(err), secret_values(cfg.storage_options, credential_env()))}",
               file=sys.stderr)
         return 2
     # Per-file failures are in the manifest; they fail the process only with --strict.
