@@ -102,7 +102,7 @@ def quantize_int8(fp32: Path, calibration: list[np.ndarray], out: Path) -> Path:
 def quantize_nncf(fp32: Path, calibration: list[np.ndarray], out: Path) -> Path:
     """OpenVINO's own int8 route: NNCF post-training quantization (per-channel weights, mixed
     preset: asymmetric activations, fast bias correction), the same calibration crops."""
-    ov = import_openvino()  # before NNCF imports it
+    ov = import_openvino()  # OpenVINO's telemetry left out; NNCF (bench-only) has its own
     import nncf
 
     model = ov.Core().read_model(str(fp32))

@@ -55,12 +55,13 @@ class Compression:
 
 
 def pixel_estimate(planes: np.ndarray, offset: tuple[int, int] | None = None,
-                   device: str = "auto") -> int:
+                   device: str = "auto", engine: str = "auto") -> int:
     """The IJG quality the shipped quality encoder reads in HxWxC ``planes`` on the 8x8 grid at
-    ``offset`` (default: the one found in the pixels; :func:`.quality_reading.pixel_quality`)."""
+    ``offset`` (default: the one found in the pixels; :func:`.quality_reading.pixel_quality`),
+    run on ``engine`` (:func:`.engines.open_quality_net`)."""
     from .quality_reading import pixel_quality  # imports .inference, which imports this module
 
-    net = open_quality_net(None, planes.shape[2], device=device)
+    net = open_quality_net(None, planes.shape[2], device=device, engine=engine)
     return int(round(np.clip(pixel_quality(net, planes, offset=offset), 1, 100)))
 
 
@@ -71,7 +72,8 @@ def can_estimate() -> bool:
 
 
 def assess(planes: np.ndarray, jpeg: JpegGrid | None, assume_quality: int | None = None, *,
-           estimate: bool = False, device: str = "auto", seen: int | None = None) -> Compression:
+           estimate: bool = False, device: str = "auto", engine: str = "auto",
+           seen: int | None = None) -> Compression:
     """Decide what restoring HxWxC ``planes`` assumes. ``jpeg``: the file's grid (or the one
     found in its pixels); ``estimate``: read the pixels when nothing else tells the quality
     (a table-conditioned model needs one). Files whose tables say Q75 or more are always checked
@@ -83,10 +85,10 @@ def assess(planes: np.ndarray, jpeg: JpegGrid | None, assume_quality: int | None
     if jpeg is not None:
         if jpeg.quality >= RESAVED_FROM and min(planes.shape[:2]) >= 32 and can_estimate():
             if seen is None:
-                seen = pixel_estimate(planes, jpeg.offset, device)
+                seen = pixel_estimate(planes, jpeg.offset, device, engine)
             if seen <= min(jpeg.quality - RESAVED_GAP, RESAVED_SEEN):
                 return Compression(seen, "pixels", None, jpeg.quality)
         return Compression(jpeg.quality, "tables", jpeg)
     if estimate and min(planes.shape[:2]) >= 32 and can_estimate():
-        return Compression(pixel_estimate(planes, device=device), "pixels")
+        return Compression(pixel_estimate(planes, device=device, engine=engine), "pixels")
     return Compression(None, "none")

@@ -207,6 +207,7 @@ class TorchQualityNet:
     module: nn.Module
     device: torch.device
     engine: str = "torch"
+    readout: bool = True  # not a restorer (:func:`open_net` refuses it)
 
     def __post_init__(self) -> None:
         self.in_channels = self.module.cfg.in_channels
@@ -274,6 +275,8 @@ def open_net(model: str | Path | nn.Module | Net | None, channels: int = 1, *, d
     PyTorch) or an opened :class:`Net` (returned as it is); None: the shipped default for
     ``channels`` (1 gray, 3 colour) on that device. ``precision`` as in :mod:`.precision`."""
     if hasattr(model, "engine"):
+        if getattr(model, "readout", False):
+            raise TypeError(NOT_A_RESTORER)
         return model
     if model is not None and not isinstance(model, (str, Path)):  # a torch module
         if engine == "openvino":
@@ -297,16 +300,16 @@ def open_quality_net(model: str | Path | nn.Module | None = None, channels: int 
                      device: str = "auto", engine: str = "auto") -> QualityNet:
     """The quality encoder that reads pictures (:mod:`.quality_reading`). ``model``: None (the
     shipped one for ``channels``), a registry name or weights file of a quality encoder or of a
-    restorer (its encoder reads), or a module. The shipped encoders run like the restorers:
-    OpenVINO on the CPU (fp32, converted once), so reading a file's quality imports no
-    PyTorch; any other model, and every one on a GPU, runs in PyTorch."""
-    name = model or default_quality_model(channels)
+    restorer (its encoder reads), or a module. The shipped encoders run on ``engine`` as the
+    restorers do (auto: OpenVINO on the CPU, fp32, converted once), so reading a file's quality
+    imports no PyTorch; any other model runs in PyTorch, whatever ``engine`` says."""
+    name = model if model is not None else default_quality_model(channels)
     shipped = isinstance(name, str) and name in QUALITY_MODELS.values()
     if shipped and choose_engine(engine, device) == "openvino":
         from .openvino_convert import converted
 
         weights = resolve_weights(name)
-        net = _openvino_or_none(lambda: _openvino_readout(converted(weights)), weights, engine)
+        net = _openvino_or_none(lambda: _openvino_readout(converted(weights), _threads), weights, engine)
         if net is not None:
             return net
     from .embedding import as_encoder
@@ -317,10 +320,10 @@ def open_quality_net(model: str | Path | nn.Module | None = None, channels: int 
     return TorchQualityNet(QualityReadout(as_encoder(module)).to(dev).eval(), dev)
 
 
-@lru_cache(maxsize=SHAPES_KEPT)
-def _openvino_readout(folder: Path) -> OpenVinoNet:
-    """A converted quality read-out, opened once per process: its compiled shapes stay,
-    whatever tile shapes the restorers compile between two readings."""
+@lru_cache(maxsize=4)
+def _openvino_readout(folder: Path, threads: int | None) -> OpenVinoNet:
+    """A converted quality read-out, opened once per process and thread count (``threads``: the
+    cache key): its compiled shapes stay, whatever tile shapes the restorers compile between."""
     return OpenVinoNet(folder, "fp32", None)
 
 

@@ -110,7 +110,8 @@ class OpenedFile:
 def open_file(src: str, dest: str, *, skip_existing: bool = False,
               skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
               allow_large: bool = False, storage_options: dict | None = None,
-              assume_quality: int | None = None, device: str = "auto") -> FileResult | OpenedFile:
+              assume_quality: int | None = None, device: str = "auto",
+              engine: str = "auto") -> FileResult | OpenedFile:
     """The first half of :func:`restore_file`: ``exists`` when ``skip_existing`` finds ``dest``,
     ``skipped`` when the quality its restoration assumes (:func:`.compression.assess` of its
     tables, or for other formats the traces in its pixels; ``assume_quality`` overrides) is above
@@ -125,7 +126,7 @@ def open_file(src: str, dest: str, *, skip_existing: bool = False,
     quality = loaded.quality or (QualityEstimate(jpeg.quality, float("nan"), False) if jpeg else None)
     planes = split_alpha(loaded.array)[0]
     compression = assess(planes, jpeg if planes.dtype == np.uint8 else None, assume_quality,
-                         device=str(device))
+                         device=str(device), engine=engine)
     why = skip_reason(compression, skip_above_quality)
     if why:
         return FileResult("skipped", quality, reason=why)
@@ -148,7 +149,7 @@ def restore_file(src: str, dest: str, model: str | nn.Module | Net | None = None
     opened = open_file(src, dest, skip_existing=skip_existing,
                        skip_above_quality=skip_above_quality, allow_large=allow_large,
                        storage_options=storage_options, assume_quality=assume_quality,
-                       device=device)
+                       device=device, engine=engine)
     if isinstance(opened, FileResult):
         return opened
     image = opened.loaded.array

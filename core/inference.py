@@ -181,7 +181,7 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None,
     eight_bit = planes.dtype == np.uint8  # JPEG's grid and tables apply to 8-bit pixels only
     if compression is None:
         compression = assess(planes, jpeg if eight_bit else None, assume_quality,
-                             estimate=net.conditioned, device=str(device))
+                             estimate=net.conditioned, device=str(device), engine=engine)
     jpeg = compression.grid if eight_bit else None
     if calibrated and passes_through(net, compression):
         yield total, total, (0, image)

@@ -35,8 +35,9 @@ def _cache_key(path: str, mtime_ns: int, size: int) -> str:
 
 
 def converted(weights: Path) -> Path:
-    """The cached conversion of the restorer in ``weights`` (made now if missing; written to a
-    temporary folder and renamed into place, so concurrent workers never see half a model)."""
+    """The cached conversion of the restorer (or quality encoder) in ``weights`` (made now if
+    missing; written to a temporary folder and renamed into place, so concurrent workers never
+    see half a model)."""
     folder = openvino_cache(weights)
     if (folder / "net.json").is_file():
         return folder
@@ -60,8 +61,9 @@ def converted(weights: Path) -> Path:
         example += (torch.ones(1, 64),)
         shapes.append((-1, 64))
     ov = import_openvino()
-    with warnings.catch_warnings():  # branches on the channel count, fixed in the converted model
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with warnings.catch_warnings():
+        if readout:  # its DCT branch tests the channel count, fixed in the converted model
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
         converted_model = ov.convert_model(module, example_input=example, input=shapes)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

@@ -1,17 +1,22 @@
 """A picture's JPEG quality read from its pixels by a quality encoder, on whichever engine runs
-the encoder (:func:`.engines.open_quality_net`): the re-saved check of ``restore``, ``jpeg-restore
-quality`` and the napari inspector read pictures through these functions. Imports no PyTorch."""
+the encoder (:func:`.engines.open_quality_net`): the re-saved check of ``restore`` and
+``jpeg-restore quality`` read pictures here, and the napari inspector tiles them with the same
+functions. Imports no PyTorch."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .engines import QualityNet
 from .inference import UnitScale, split_alpha
 from .jpeg_traces import find_jpeg_grid
 from .metrics import LUMA_WEIGHTS
 
+if TYPE_CHECKING:
+    from .engines import QualityNet
+
 PROBE_CROP = 96  # the side of the training crops the quality read-out is fitted on
-BATCH = 32  # tiles per network run (the last batch is filled up, so one shape is compiled)
+BATCH = 32  # tiles per network run (OpenVINO: the last batch filled up, one shape compiled)
 
 
 def tiles(image: np.ndarray, size: int, cover: bool = False
@@ -59,16 +64,18 @@ def encoder_input(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def tile_qualities(net: QualityNet, parts: list[np.ndarray]) -> np.ndarray:
-    """The quality ``net`` reads in each of the equally sized
-    ``parts``, cropped to its stride, in batches of :data:`BATCH`."""
+    """The quality ``net`` reads in each of the equally sized ``parts``, cropped to its stride,
+    in batches of :data:`BATCH`."""
     s = net.stride
     x = np.stack([encoder_input(p, net.in_channels) for p in parts])
     x = x[..., : x.shape[2] // s * s, : x.shape[3] // s * s]
     out = []
     for start in range(0, len(x), BATCH):
         batch = x[start:start + BATCH]
-        filled = np.concatenate([batch, np.repeat(batch[-1:], BATCH - len(batch), axis=0)])
-        out.append(net(filled)[:len(batch)])
+        n = len(batch)
+        if net.engine == "openvino":  # a new shape would be compiled
+            batch = np.concatenate([batch, np.repeat(batch[-1:], BATCH - n, axis=0)])
+        out.append(net(batch)[:n])
     return np.concatenate(out).astype(np.float32)
 
 

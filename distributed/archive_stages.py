@@ -106,7 +106,7 @@ def read_stage(batch: Batch, settings: Settings) -> Batch:
             opened = open_file(it["src"], it["dst"], skip_existing=True,
                                skip_above_quality=settings.skip_above_quality,
                                assume_quality=settings.assume_quality,
-                               storage_options=settings.storage_options)
+                               storage_options=settings.storage_options, engine=settings.engine)
         except Exception as err:  # noqa: BLE001 - a row, not a stopped job
             _finish(it, error_row(it["key"], err, secrets), t0)
             continue

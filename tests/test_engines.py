@@ -17,6 +17,7 @@ from napari_jpeg_restore.core.engines import (
     open_net,
     open_quality_net,
 )
+from napari_jpeg_restore.core.file_restore import restore_file
 from napari_jpeg_restore.core.images import read_image
 from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
 from napari_jpeg_restore.core.metrics import LUMA_WEIGHTS, psnr
@@ -70,6 +71,9 @@ def test_what_an_engine_cannot_run_is_refused_with_one_line(tmp_path, monkeypatc
     save_weights(create_model("cqe", "lite", 1), encoder)
     with pytest.raises(TypeError, match="quality encoder"):
         open_net(str(encoder), engine="openvino")
+    for engine in ("openvino", "torch"):  # an opened quality encoder is no restorer either
+        with pytest.raises(TypeError, match="quality encoder"):
+            open_net(open_quality_net(None, 1, engine=engine, device="cpu"))
     with pytest.raises(ValueError, match="runs on the CPU"):
         choose_engine("openvino", "cuda")
     with pytest.raises(ValueError, match="engine must be one of"):
@@ -104,6 +108,15 @@ def test_the_command_line_restores_on_openvino_without_pytorch_or_openvinos_tele
     out = read_image(str(tmp_path / "out" / "in.png")).array
     assert psnr(gray, out) > psnr(gray, compress(gray, 30)) + 0.3
     assert (tmp_path / "out" / "fine.png").is_file()
+
+
+def test_engine_torch_reads_a_files_quality_in_pytorch_too(gray, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing converted here
+    src = tmp_path / "fine.jpg"  # Q75 and up: the quality encoder checks it was not re-saved
+    src.write_bytes(encode_jpeg(gray, 85))
+    res = restore_file(str(src), str(tmp_path / "fine.png"), engine="torch", device="cpu")
+    assert res.status == "restored" and res.compression.source == "tables"
+    assert not (tmp_path / "cache" / "napari-jpeg-restore" / "openvino").exists()
 
 
 def test_the_shipped_quality_encoder_reads_on_openvino_what_it_reads_in_pytorch(gray):

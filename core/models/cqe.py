@@ -115,4 +115,4 @@ class QualityReadout(nn.Module):
         self.cfg = encoder.cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x, score=True).clamp(1, 100)
+        return self.encoder.quality(self.encoder(x).embedding)
