@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from napari_jpeg_restore.core.error_text import one_line
 from napari_jpeg_restore.core.jpeg import compress
-from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.machine import describe, isa
 from napari_jpeg_restore.core.metrics import psnr
 from napari_jpeg_restore.core.models import count_parameters, create_model
 from napari_jpeg_restore.core.openvino_import import import_openvino
-from napari_jpeg_restore.core.precision import cpu_flags
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.sources import expand
 from napari_jpeg_restore.core.training.data import load_images
@@ -186,9 +185,7 @@ def main() -> None:
         ("OpenVINO int8 (NNCF post-training)", have["openvino"] and have["nncf"] and onnx_path and (
             lambda: openvino_net(quantize_nncf(onnx_path, calibration, tmp / "model.nncf.xml"), a.threads, "bf16"))),
     ]
-    flags = cpu_flags()
-    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags)
-    lines = [f"Machine: {describe()}; ISA: {isa or 'none of AVX2/AVX-512'}; {a.threads} threads "
+    lines = [f"Machine: {describe()}; ISA: {isa()}; {a.threads} threads "
              f"for every engine; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}", "",
              f"Model: {a.model} ({count_parameters(model) / 1e6:.2f} M parameters), the network alone on "
              f"{len(clean)} val-gray-bsd68 pictures at {H}x{W}, Q{QUALITIES[0]} and Q{QUALITIES[1]}.", "",

@@ -1,9 +1,9 @@
 """Speed and memory of restore() per model and engine: megapixels/s of every shipped restorer and
 of the larger presets (random weights) in PyTorch and OpenVINO, fp32 and bf16, beside the FBCNN
 architecture's network measured in the same run; peak RSS restoring a large image in a fresh
-process. Writes the first section of bench/speed.md (later sections stay).
+process. Appends a section per run to bench/speed.md.
 
-    python bench/speed.py [--large-mp 24] [--threads N]
+    python bench/speed.py [--large-mp 24] [--threads N] [--note "machine otherwise idle"]
 """
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ import numpy as np
 import torch
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.engines import have_openvino, set_threads
-from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.machine import describe, isa
 from napari_jpeg_restore.core.models import count_parameters, create_model
 from napari_jpeg_restore.core.openvino_convert import openvino_cache
-from napari_jpeg_restore.core.precision import cpu_flags
 from napari_jpeg_restore.core.registry import MODELS, load_model, save_weights
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -64,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large-mp", type=float, default=24.0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--note", default="", help="a word on the machine's load, for the table")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # MP CHANNELS ENGINE
     a = ap.parse_args()
     set_threads(a.threads)
@@ -78,10 +78,10 @@ def main() -> None:
         path = tmp / f"{family}-{preset}.pt"
         save_weights(create_model(family, preset, ch), path)
         cases.append((f"{family} {preset} (random weights)", str(path), ch))
-    native = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()) or ["none: bf16 is emulated"]
     kinds = [(e, p) for e in engines for p in ("fp32", "bf16")]
     names = {"torch": "PyTorch", "openvino": "OpenVINO"}
-    lines = [f"Machine: {describe()}; native bf16: {', '.join(native)}; {threads} threads.",
+    lines = ["", f"## Per model, {time.strftime('%Y-%m-%d')}", "",
+             f"Machine: {describe()}; ISA: {isa()}; {threads} threads; {a.note or 'load not noted'}.",
              "restore() of a 2-MP random image (1-MP for the base and paper presets), MP/s:", "",
              "| model | parameters | " + " | ".join(f"{names[e]} {p}" for e, p in kinds) + " |",
              "|---|---|" + "---|" * len(kinds)]
@@ -107,9 +107,8 @@ def main() -> None:
             lines.append(f"- {names[engine]}, {'gray' if ch == 1 else 'RGB'}: {float(out[-2]):.0f} MB "
                          f"peak RSS, {float(out[-1]):.1f} s")
             print(lines[-1], flush=True)
-    out = Path(__file__).with_name("speed.md")
-    kept = out.read_text().partition("\n## ")[2] if out.is_file() else ""  # later sections stay
-    out.write_text("\n".join(lines) + "\n" + (f"\n## {kept}" if kept else ""))
+    with Path(__file__).with_name("speed.md").open("a") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

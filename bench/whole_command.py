@@ -1,5 +1,5 @@
-"""What a user waits for: the whole `jpeg-restore restore` command on a 4-megapixel gray JPEG
-(process start, imports, model load, decode, restore, PNG write), each run in a fresh process, per
+"""What a user waits for: the whole `jpeg-restore restore` command on a 4-megapixel gray JPEG and
+on the same picture in colour (process start, imports, model load, decode, restore, PNG write), each run in a fresh process, per
 engine and precision, against the FBCNN architecture's network alone measured in the same run
 (random weights, the same threads; PyTorch fp32 and its fastest engine here). Also the fixed cost
 (the same command on a 64x64 JPEG: start-up, imports, model load, write), the same picture saved at
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from napari_jpeg_restore.core.engines import have_openvino
 from napari_jpeg_restore.core.jpeg import encode_jpeg
-from napari_jpeg_restore.core.machine import describe
-from napari_jpeg_restore.core.precision import cpu_flags, resolve_precision
+from napari_jpeg_restore.core.machine import describe, isa
+from napari_jpeg_restore.core.precision import resolve_precision
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,16 +39,17 @@ QUALITY = 30
 CHECKED = 80  # tables at Q75 and up: the quality encoder reads the pixels first (a re-saved file?)
 
 
-def four_megapixels(folder: Path) -> np.ndarray:
-    """A 2000x2000 gray mosaic of four training photos (1000x1000 each, centre crops)."""
+def four_megapixels(folder: Path, mode: str = "L") -> np.ndarray:
+    """A 2000x2000 mosaic of four training photos (1000x1000 each, centre crops), gray (``L``)
+    or ``RGB``."""
     quads = []
     for path in sorted(folder.glob("*.jpg"))[:4]:
-        im = Image.open(path).convert("L")
+        im = Image.open(path).convert(mode)
         scale = max(1.0, 1000 / min(im.size))
         im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
         left, top = (im.width - 1000) // 2, (im.height - 1000) // 2
         quads.append(np.asarray(im.crop((left, top, left + 1000, top + 1000))))
-    return np.block([[quads[0], quads[1]], [quads[2], quads[3]]])
+    return np.concatenate([np.concatenate(quads[:2], axis=1), np.concatenate(quads[2:], axis=1)])
 
 
 # Runs in a small process of its own (its peak RSS is what the command inherits at fork: a few
@@ -85,29 +85,26 @@ def main() -> None:
     (tmp / "big.jpg").write_bytes(encode_jpeg(big, QUALITY))
     (tmp / "checked.jpg").write_bytes(encode_jpeg(big, CHECKED))
     (tmp / "small.jpg").write_bytes(encode_jpeg(big[:64, :64], QUALITY))
+    (tmp / "colour.jpg").write_bytes(encode_jpeg(four_megapixels(SHARED / "train-extra", "RGB"), QUALITY))
     exe = str(Path(sys.executable).with_name("jpeg-restore"))
-    flags = cpu_flags()
-    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
-    caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
-    if caps:  # a machine without these instructions, emulated by capping the kernels
-        isa += "; kernels capped: " + ", ".join(f"{k}={v}" for k, v in caps.items())
     lines = ["", f"## Whole command, {time.strftime('%Y-%m-%d')}", "",
-             f"Machine: {describe()}; ISA: {isa}; `--threads {a.threads}`; {a.note or 'load not noted'}.",
-             f"Input: a {SIDE}x{SIDE} gray JPEG (Q{QUALITY}, four training photos); each command in a "
+             f"Machine: {describe()}; ISA: {isa()}; `--threads {a.threads}`; {a.note or 'load not noted'}.",
+             f"Input: a {SIDE}x{SIDE} gray JPEG (Q{QUALITY}, four training photos; the same in colour "
+             "for the RGB column); each command in a "
              f"fresh process, median of {a.repeats} (the kinds of run interleaved); engines "
              "converted and cached beforehand. FBCNN: its architecture's network alone on a "
              "512x512 tile in this run (bench/fbcnn_arch.py, 71.92 M parameters), in PyTorch fp32 "
              "(its own implementation's engine) and in the fastest engine and precision measured "
              "here for it.", "",
-             f"| engine | precision | whole command s | MP/s | fixed cost s (64x64 input) "
-             f"| Q{CHECKED} file s | cores busy | peak RSS MB | x FBCNN PyTorch fp32 | x FBCNN fastest |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| engine | precision | whole command s | MP/s | RGB s | RGB MP/s | fixed cost s (64x64 "
+             f"input) | Q{CHECKED} file s | cores busy | peak RSS MB | x FBCNN PyTorch fp32 | x FBCNN fastest |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     kinds = [(e, p) for e in ("torch", "openvino") for p in ("fp32", "auto")
              if e == "torch" or have_openvino()]
-    runs: dict = {k: ([], [], []) for k in kinds}
+    runs: dict = {k: ([], [], [], []) for k in kinds}
     for r in range(a.repeats + 1):  # the first round warms caches (conversion, compiled blobs)
         for engine, precision in kinds:
-            for name, store in zip(("big", "small", "checked"), runs[engine, precision]):
+            for name, store in zip(("big", "small", "checked", "colour"), runs[engine, precision]):
                 out = tmp / f"out-{engine}-{precision}-{name}-{r}"
                 res = timed([exe, "restore", str(tmp / f"{name}.jpg"), "-o", str(out), "--device", "cpu",
                              "--engine", engine, "--precision", precision, "--threads", str(a.threads)])
@@ -120,11 +117,12 @@ def main() -> None:
         fbcnn["openvino", numeric] = fbcnn_mps(a.threads, numeric, "openvino")
     best = max(fbcnn, key=fbcnn.get)
     for engine, precision in kinds:
-        big, small, checked = runs[engine, precision]
+        big, small, checked, colour = runs[engine, precision]
         run = sorted(big, key=lambda x: x["wall"])[len(big) // 2]
-        cost, high = (sorted(x["wall"] for x in r)[len(r) // 2] for r in (small, checked))
+        cost, high, rgb = (sorted(x["wall"] for x in r)[len(r) // 2] for r in (small, checked, colour))
         mps = SIDE * SIDE / 1e6 / run["wall"]
-        lines.append(f"| {engine} | {precision} | {run['wall']:.2f} | {mps:.2f} | {cost:.2f} | {high:.2f} | "
+        lines.append(f"| {engine} | {precision} | {run['wall']:.2f} | {mps:.2f} | {rgb:.2f} | "
+                     f"{SIDE * SIDE / 1e6 / rgb:.2f} | {cost:.2f} | {high:.2f} | "
                      f"{run['cpu'] / run['wall'] / a.threads:.0%} | {run['rss_mb']:.0f} | "
                      f"{mps / fbcnn['torch', 'fp32']:.1f}x | {mps / fbcnn[best]:.1f}x |")
         print(lines[-1], flush=True)

@@ -7,6 +7,13 @@ from pathlib import Path
 
 import torch
 
+from .precision import cpu_flags
+
+# the vector and matrix extensions that decide which kernels run, in the order benchmarks list them
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+             "amx_fp16")
+KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
 
 def cpu_model() -> str:
     try:
@@ -23,3 +30,14 @@ def describe() -> str:
     isa = torch.backends.cpu.get_cpu_capability()  # AVX2 / AVX512: what CPU kernels torch runs
     return (f"{cpu_model()} ({isa}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{gpu}, "
             f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def isa() -> str:
+    """The CPU's :data:`ISA_FLAGS`, and any caps this process puts on its kernels (an emulated
+    machine without some of them), e.g. ``avx2, avx512f, avx512_bf16``."""
+    flags = cpu_flags()
+    line = ", ".join(f for f in ISA_FLAGS if f in flags) or "none of AVX2/AVX-512/AMX"
+    caps = {k: os.environ[k] for k in KERNEL_CAPS if k in os.environ}
+    if caps:
+        line += "; kernels capped: " + ", ".join(f"{k}={v}" for k, v in caps.items())
+    return line

@@ -1,5 +1,5 @@
-"""Numeric precision of a run: ``auto`` means bf16 where the device computes it natively (CUDA
-GPUs with bf16; CPUs with AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 is slower).
+"""Numeric precision of a run: ``auto`` means bf16 where the device computes it natively and
+faster than fp32 (CUDA GPUs with bf16; CPUs with AMX, AMD CPUs with AVX512-BF16), fp32 elsewhere.
 Imports torch only when a function runs: the command line reads :data:`PRECISIONS` at start-up."""
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # What inference takes: fp16 for CUDA GPUs without bf16 (on most CPUs it is emulated: about 6x
 # slower than fp32 on an AVX-512 Zen 4). Training takes auto, fp32 and bf16 (no loss scaling).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -27,31 +26,39 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below its native bf16 kernels
-NO_BF16_ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, which OpenVINO honours too) below its bf16 kernels, and
+# below its AMX kernels
+NO_BF16_ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                    "AVX512_CORE_VNNI")
+NO_AMX_ISA_CAPS = NO_BF16_ISA_CAPS + ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512")
 
 
-def native_bf16(device: str | torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively: CUDA GPUs that say so; CPUs with AVX512-BF16 or
-    AMX whose kernels are not capped below them (ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA,
-    as when a machine without them is emulated). Imports torch only for CUDA."""
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively and faster than fp32: CUDA GPUs that say so; CPUs
+    with AMX; CPUs with AVX512-BF16 alone unless their cores are of AMX's generation (AVX512-FP16:
+    an Intel Xeon whose AMX is hidden or capped ran bf16 at 0.7x fp32, where AMD Zen 4 runs it at
+    1.6-2x; bench/speed.md). Kernels capped below these instructions (ATEN_CPU_CAPABILITY=avx2,
+    ONEDNN_MAX_CPU_ISA, as when such a machine is emulated) count as missing. Imports torch only
+    for CUDA."""
     kind = str(device).split(":")[0]
     if kind == "cuda":
         import torch
 
         return torch.cuda.is_bf16_supported()
     aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
-    if (kind != "cpu" or os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISA_CAPS
-            or aten in ("default", "avx2", "zvector", "vsx")):
+    if kind != "cpu" or aten in ("default", "avx2", "zvector", "vsx"):
         return False
-    return any(f in cpu_flags() for f in NATIVE_BF16_CPU_FLAGS)
+    flags, cap = cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if "amx_bf16" in flags and cap not in NO_AMX_ISA_CAPS:
+        return True
+    return "avx512_bf16" in flags and "avx512_fp16" not in flags and cap not in NO_BF16_ISA_CAPS
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:
     """``fp32``, ``bf16`` or ``fp16`` for ``precision`` in :data:`PRECISIONS` (auto: bf16 where
-    the device computes it natively, else fp32)."""
+    :func:`fast_bf16`, else fp32)."""
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if fast_bf16(device) else "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision

@@ -237,10 +237,33 @@ def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert precision.resolve_precision("auto", cpu) == "bf16"
     assert precision.resolve_precision("fp32", cpu) == "fp32"
     assert precision.resolve_precision("fp16", cpu) == "fp16"  # asked for: CUDA GPUs without bf16
+    amx = {"avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"}
+    monkeypatch.setattr(precision, "cpu_flags", lambda: amx)
+    assert precision.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: amx - {"amx_bf16", "amx_tile"})
+    assert precision.resolve_precision("auto", cpu) == "fp32"  # AMX hidden: bf16 was slower
+    monkeypatch.setattr(precision, "cpu_flags", lambda: amx)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # kernels capped below AMX
+    assert precision.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert precision.resolve_precision("auto", cpu) == "bf16"  # AMD Zen 4: 1.6-2x fp32
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # kernels capped below bf16: emulated
     assert precision.resolve_precision("auto", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         precision.resolve_precision("int8", cpu)
+
+
+def test_the_benchmarks_machine_line_names_the_isa_and_any_kernel_caps(monkeypatch):
+    from napari_jpeg_restore.core import machine
+
+    for cap in machine.KERNEL_CAPS:
+        monkeypatch.delenv(cap, raising=False)
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"sse4_2", "amx_bf16", "avx2", "avx512f"})
+    assert machine.isa() == "avx2, avx512f, amx_bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # an AVX2 machine emulated
+    assert machine.isa() == "avx2, avx512f, amx_bf16; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2"
+    monkeypatch.setattr(machine, "cpu_flags", set)
+    assert machine.isa().startswith("none of AVX2/AVX-512/AMX")
 
 
 def test_a_quality_encoder_is_refused_as_a_restorer_with_a_clear_line():
