@@ -77,8 +77,9 @@ class FBCNNArch(nn.Module):
 
 
 def fbcnn_mps(threads: int, precision: str, engine: str = "torch") -> float:
-    """FBCNN's network alone on one 512x512 tile (median of 3 after a warm-up), megapixels/s: PyTorch eager
-    (channels-last, bf16 autocast for bf16) or OpenVINO (converted here, as our engine runs)."""
+    """FBCNN's network alone on one 512x512 tile (median of 3 after a warm-up), megapixels/s:
+    PyTorch eager (channels-last, bf16 autocast for bf16) or OpenVINO (converted here, as our
+    engine runs)."""
     torch.set_num_threads(threads)
     net = FBCNNArch(1).eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 1, 512, 512).contiguous(memory_format=torch.channels_last)

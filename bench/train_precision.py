@@ -1,6 +1,6 @@
 """Training in fp32 and bf16 autocast on this machine: step time of the crl-lite restorer (batch 16,
 96-px patches, frozen encoder; contiguous and channels-last), then the same short run from scratch
-in both precisions, validated in fp32. Writes bench/train-precision.md.
+in both precisions, validated in fp32. Appends a section per run to bench/train-precision.md.
 
     python bench/train_precision.py [--steps 300] [--data ../shared/datasets/train-bsds-color]
 """
@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import torch
-from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.machine import describe, isa
 from napari_jpeg_restore.core.models import create_model
-from napari_jpeg_restore.core.precision import autocast, cpu_flags
+from napari_jpeg_restore.core.precision import autocast
 from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import restoration_loss
 from napari_jpeg_restore.core.training.options import TrainOptions
@@ -64,8 +64,7 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED / "train-bsds-color"))
     p.add_argument("--val", default=str(SHARED / "val-gray-bsd68"))
     a = p.parse_args()
-    native = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()) or ["none (emulated)"]
-    lines = ["# Training precision on this CPU", "", f"Machine: {describe()}; native bf16: {', '.join(native)}",
+    lines = ["", f"## {time.strftime('%Y-%m-%d')}", "", f"Machine: {describe()}; ISA: {isa()}",
              "", "Step time, crl-lite gray restorer, batch 16, 96-px patches, frozen encoder:", "",
              "| layout | fp32 ms/step | bf16 ms/step |", "|---|---|---|"]
     for cl in (False, True):
@@ -80,7 +79,8 @@ def main() -> None:
         lines.append(f"| {prec} | {r['seconds']:.0f} | {r['val_psnr_q10']:.3f} | {r['val_psnr_q40']:.3f} |")
         print(lines[-1], flush=True)
     lines += ["", f"JPEG: {r['val_jpeg_q10']:.3f} dB at Q10, {r['val_jpeg_q40']:.3f} dB at Q40."]
-    (ROOT / "bench" / "train-precision.md").write_text("\n".join(lines) + "\n")
+    with (ROOT / "bench" / "train-precision.md").open("a") as f:
+        f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -1,5 +1,6 @@
 """Numeric precision of a run: ``auto`` means bf16 where the device computes it natively and
-faster than fp32 (CUDA GPUs with bf16; CPUs with AMX, AMD CPUs with AVX512-BF16), fp32 elsewhere.
+faster than fp32 (CUDA GPUs with bf16; CPUs with AMX; AVX512-BF16 CPUs such as AMD Zen 4: see
+:func:`fast_bf16`), fp32 elsewhere.
 Imports torch only when a function runs: the command line reads :data:`PRECISIONS` at start-up."""
 from __future__ import annotations
 
