@@ -1,11 +1,11 @@
 """What a user waits for: the whole `jpeg-restore restore` command on a 4-megapixel gray JPEG and
 on the same picture in colour (process start, imports, model load, decode, restore, PNG write),
-each run in a fresh process, per engine and precision, against the FBCNN architecture's network alone measured in the same run
-(random weights, the same threads; PyTorch fp32 and its fastest engine here). Also the fixed cost
-(the same command on a 64x64 JPEG: start-up, imports, model load, write), the same picture saved at
-Q80 (tables at Q75 and up: the quality encoder reads the pixels first, in case it was re-saved),
-peak RSS and how busy the cores were (CPU seconds / wall / threads). Appends a section per run to
-bench/speed.md.
+each run in a fresh process, per engine and precision, against the FBCNN architecture's network
+alone measured in the same run (random weights, the same threads; PyTorch fp32 and its fastest
+engine here). Also the fixed cost (the same command on a 64x64 JPEG: start-up, imports, model
+load, write), the same picture saved at Q80 (tables at Q75 and up: the quality encoder reads the
+pixels first, in case it was re-saved), peak RSS and how busy the cores were (CPU seconds / wall /
+threads). Appends a section per run to bench/speed.md.
 
     python bench/whole_command.py [--threads 2] [--repeats 3] [--note "machine otherwise idle"]
 
