@@ -73,12 +73,13 @@ def wild_model():
     return model.eval()
 
 
-def test_bands_are_constrained_on_the_grid_of_a_cropped_jpeg(wild_model):
+@pytest.mark.parametrize("tile", [64, 128, 192])  # 4 bands, 2, 1 (finished in 64-row spans)
+def test_bands_are_constrained_on_the_grid_of_a_cropped_jpeg(wild_model, tile):
     jpeg = compress(_texture(203, 171), 30)[5:, 3:]  # the grid now starts at (3, 5)
     grid = find_jpeg_grid(jpeg)
     assert grid is not None and grid.offset == (3, 5) and abs(grid.quality - 30) <= 3
-    banded = restore(jpeg, wild_model, tile=64, overlap=8, jpeg=grid)  # 4 bands
-    whole = constrain(restore(jpeg, wild_model, tile=64, overlap=8)[..., None], jpeg[..., None], grid)
+    banded = restore(jpeg, wild_model, tile=tile, overlap=8, jpeg=grid)
+    whole = constrain(restore(jpeg, wild_model, tile=tile, overlap=8)[..., None], jpeg[..., None], grid)
     np.testing.assert_array_equal(banded, whole[..., 0])
 
 

@@ -1,6 +1,7 @@
 import io
 import os
 import struct
+import sys
 import uuid
 import zlib
 
@@ -347,6 +348,17 @@ def test_bands_of_any_height_write_the_whole_image(tmp_path, fmt, shape, dtype):
     bands = ((y, a[y:z]) for y, z in zip(cuts, cuts[1:]) if z > y)
     write_image_bands(tmp_path / "x", shape, dtype, bands, format=fmt)
     np.testing.assert_array_equal(read_image(tmp_path / "x").array, a)
+
+
+def test_png_is_the_same_image_with_zlib_where_isal_is_missing(tmp_path, monkeypatch):
+    yy, xx = np.mgrid[:120, :200]
+    a = np.dstack([xx, yy, xx ^ yy]).astype(np.uint8)  # compressible: the deflaters differ
+    write_image(tmp_path / "isal.png", a)
+    monkeypatch.setitem(sys.modules, "isal", None)  # no wheel for this machine: zlib writes
+    write_image(tmp_path / "zlib.png", a)
+    assert (tmp_path / "isal.png").read_bytes() != (tmp_path / "zlib.png").read_bytes()
+    for name in ("isal.png", "zlib.png"):
+        np.testing.assert_array_equal(read_image(tmp_path / name).array, a)
 
 
 def test_decoding_needs_memory_that_is_there(tmp_path, monkeypatch):
