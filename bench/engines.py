@@ -6,7 +6,7 @@ runs the network alone on the 68 val-gray-bsd68 pictures (320x480, portrait ones
 Q10 and Q40; cells: megapixels/s over all 136 calls after a warm-up, mean PSNR of the network's
 output against the clean picture, and its difference to eager fp32. The FBCNN architecture
 (bench/fbcnn_arch.py) and the CRL paper preset (random weights) are timed in the same run.
-Engines whose package is missing are listed as such. Writes bench/engines.md.
+Engines whose package is missing are listed as such. Appends a section per run to bench/engines.md.
 
     python bench/engines.py [--model crl-lite-gray] [--threads 2] [--limit N]
 
@@ -185,7 +185,8 @@ def main() -> None:
         ("OpenVINO int8 (NNCF post-training)", have["openvino"] and have["nncf"] and onnx_path and (
             lambda: openvino_net(quantize_nncf(onnx_path, calibration, tmp / "model.nncf.xml"), a.threads, "bf16"))),
     ]
-    lines = [f"Machine: {describe()}; ISA: {isa()}; {a.threads} threads "
+    lines = ["", f"## {time.strftime('%Y-%m-%d')}", "",
+             f"Machine: {describe()}; ISA: {isa()}; {a.threads} threads "
              f"for every engine; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}", "",
              f"Model: {a.model} ({count_parameters(model) / 1e6:.2f} M parameters), the network alone on "
              f"{len(clean)} val-gray-bsd68 pictures at {H}x{W}, Q{QUALITIES[0]} and Q{QUALITIES[1]}.", "",
@@ -218,8 +219,12 @@ def main() -> None:
         speeds = [measure(eager(net, bf16, True), inputs[:6], warmup=1) for bf16 in (False, True)]
         lines.append(f"| {name} | {count_parameters(net) / 1e6:.2f} M | {speeds[0]:.3f} | {speeds[1]:.3f} |")
         print(lines[-1], flush=True)
-    Path(a.out).write_text("# Inference engines on one model\n\n" + "\n".join(lines) + "\n")
-    print(f"wrote {a.out}")
+    out = Path(a.out)
+    if not out.exists():
+        out.write_text("# Inference engines on one model\n")
+    with out.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"appended to {a.out}")
 
 
 if __name__ == "__main__":
