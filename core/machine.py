@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 
-from .precision import cpu_flags
+from .precision import KERNEL_CAPS, cpu_flags
 
 # the vector and matrix extensions that decide which kernels run, in the order benchmarks list them
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
              "amx_fp16")
-KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 
 def cpu_model() -> str:

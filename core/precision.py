@@ -27,8 +27,12 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, which OpenVINO honours too) below its bf16 kernels, and
-# below its AMX kernels
+# The environment variables that cap the CPU kernels (PyTorch's ATen; oneDNN, which OpenVINO
+# honours too), as when a machine without some instructions is emulated
+ATEN_CAP, ONEDNN_CAP = "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"
+KERNEL_CAPS = (ATEN_CAP, ONEDNN_CAP)
+
+# ONEDNN_MAX_CPU_ISA values below oneDNN's bf16 kernels, and below its AMX kernels
 NO_BF16_ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
                     "AVX512_CORE_VNNI")
 NO_AMX_ISA_CAPS = NO_BF16_ISA_CAPS + ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512")
@@ -46,10 +50,10 @@ def fast_bf16(device: str | torch.device) -> bool:
         import torch
 
         return torch.cuda.is_bf16_supported()
-    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    aten = os.environ.get(ATEN_CAP, "").lower()
     if kind != "cpu" or aten in ("default", "avx2", "zvector", "vsx"):
         return False
-    flags, cap = cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    flags, cap = cpu_flags(), os.environ.get(ONEDNN_CAP, "").upper()
     if "amx_bf16" in flags and cap not in NO_AMX_ISA_CAPS:
         return True
     return "avx512_bf16" in flags and "avx512_fp16" not in flags and cap not in NO_BF16_ISA_CAPS
