@@ -19,11 +19,10 @@ import numpy as np
 
 from .block_dct import BLOCK, blocks_dct, blocks_idct
 from .jpeg import estimate_quality, ijg_table
+from .metrics import RGB_TO_YCC
 
-# JFIF RGB -> YCbCr (ITU-T T.871), offsets removed: Y - 128, Cb - 128, Cr - 128.
-_TO_YCC = np.array([[0.299, 0.587, 0.114],
-                    [-0.168736, -0.331264, 0.5],
-                    [0.5, -0.418688, -0.081312]], np.float32)
+# JFIF RGB -> YCbCr with the offsets removed (Y - 128, Cb - 128, Cr - 128), in float32
+_TO_YCC = RGB_TO_YCC.astype(np.float32)
 _FROM_YCC = np.linalg.inv(_TO_YCC).astype(np.float32)
 
 

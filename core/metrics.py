@@ -104,16 +104,16 @@ def evaluate(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
 
 # JPEG/JFIF YCbCr: BT.601 luma weights, full range (Y, Cb, Cr all 0..255, chroma centred on 128).
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # also what Pillow's RGB -> L uses
-_RGB_TO_YCC = np.array([LUMA_WEIGHTS,
-                        [-0.168736, -0.331264, 0.5],
-                        [0.5, -0.418688, -0.081312]])
-_YCC_TO_RGB = np.linalg.inv(_RGB_TO_YCC)
+RGB_TO_YCC = np.array([LUMA_WEIGHTS,
+                       [-0.168736, -0.331264, 0.5],
+                       [0.5, -0.418688, -0.081312]])  # offsets aside (ITU-T T.871)
+_YCC_TO_RGB = np.linalg.inv(RGB_TO_YCC)
 _CHROMA_OFFSET = np.array([0.0, 128.0, 128.0])
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """Full-range BT.601 YCbCr as JPEG (JFIF) codes it; HxWx3 0..255 in, float64 out (unrounded)."""
-    return np.asarray(rgb, np.float64) @ _RGB_TO_YCC.T + _CHROMA_OFFSET
+    return np.asarray(rgb, np.float64) @ RGB_TO_YCC.T + _CHROMA_OFFSET
 
 
 def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:

@@ -24,7 +24,8 @@ def test_encoder_returns_four_scales_and_embedding(channels):
 
 
 @pytest.mark.parametrize("family,preset,channels", [("crl", "lite", 1), ("crl", "lite", 3),
-                                                    ("crl", "paper", 1), ("arcnn", "lite", 1)])
+                                                    ("crl", "paper", 1), ("crl", "unet", 1),
+                                                    ("crl", "unet-deep", 3), ("arcnn", "lite", 1)])
 def test_restorers_keep_shape(family, preset, channels):
     model = create_model(family, preset, channels).eval()
     x = torch.rand(1, channels, 64, 96)
@@ -83,6 +84,26 @@ def test_growth_keeps_the_function_and_refuses_other_mismatches():
         load_grown(create_model("crl", "lite", 1, top_blocks=1, mid_attention=2), small.state_dict())
     with pytest.raises(ValueError, match="size mismatch|shape"):
         load_grown(create_model("crl", "lite", 1, top_blocks=1, widths=(16, 48, 64)), small.state_dict())
+
+
+def test_multiscale_preset_grows_from_lite_with_its_function():
+    """unet-narrow has lite's widths: the shipped lite weights start it, every residual block of
+    its contracting and expanding paths an identity, so training continues from lite's output."""
+    from napari_jpeg_restore.core.models.growth import load_grown
+
+    torch.manual_seed(0)
+    lite = create_model("crl", "lite", 1).eval()
+    for p in lite.parameters():
+        p.data.normal_(0, 0.05)
+    grown = create_model("crl", "unet-narrow", 1).eval()
+    added = load_grown(grown, lite.state_dict())
+    cfg = grown.cfg
+    assert len(added) == sum(cfg.enc_blocks) + sum(cfg.dec_blocks) > 0
+    assert {name.split(".")[0] for name in added} == {"enc1", "enc2", "dec1", "dec2"}
+    x = torch.rand(1, 1, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), lite(x), rtol=0, atol=0)
+    assert count_parameters(grown) > 1.5 * count_parameters(lite)
 
 
 def test_one_family_registry_round_trips_every_family_and_preset():

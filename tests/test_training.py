@@ -9,7 +9,7 @@ from helpers import synthetic
 from napari_jpeg_restore.core.image_writing import write_image
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import load_model
-from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
+from napari_jpeg_restore.core.training.checkpoint import load_checkpoint, portable_checkpoint, save_checkpoint
 from napari_jpeg_restore.core.training.data import ContrastiveSampler, PairSampler, to_tensor
 from napari_jpeg_restore.core.training.lineage import total_cpu_hours
 from napari_jpeg_restore.core.training.loop import fit
@@ -61,6 +61,35 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed["step"] == 10
     for k, v in straight["model"].items():
         torch.testing.assert_close(resumed["model"][k], v)
+
+
+def test_portable_checkpoint_resumes_on_schedule_with_fresh_moments(tmp_path):
+    """What a campaign commits between machines: fp16 weights, no optimizer; the run goes on at
+    its step and learning rate, and ends near where an uninterrupted run ends."""
+    img = synthetic(1, (128, 160))
+
+    def run(out, resume, until=None):
+        torch.manual_seed(0)
+        model = create_model("arcnn", channels=1)
+        task = RestorationTask(model, PairSampler([img], patch=32), batch=2)
+        return fit(task, steps=10, out_dir=out, lr=1e-3, device=torch.device("cpu"),
+                   resume=resume, log_every=5, ckpt_every=5, until=until)
+
+    straight = run(tmp_path / "a", False)
+    run(tmp_path / "b", False, until=5)
+    full = load_checkpoint(tmp_path / "b" / "last.pt")
+    small = portable_checkpoint(full)
+    assert small["optimizer"] is None and small["step"] == 5
+    assert all(v.dtype == torch.float16 for v in small["model"].values() if v.is_floating_point())
+    save_checkpoint(tmp_path / "c" / "last.pt", small)
+    assert (tmp_path / "c" / "last.pt").stat().st_size < (tmp_path / "b" / "last.pt").stat().st_size / 4
+    resumed = run(tmp_path / "c", True)
+    assert resumed["step"] == 10 and [r["step"] for r in resumed["history"]] == [5, 10]
+    assert resumed["history"][-1]["lr"] == straight["history"][-1]["lr"]
+    for k, v in straight["model"].items():
+        if v.is_floating_point():
+            assert not torch.equal(resumed["model"][k], full["model"][k])  # it trained on
+            torch.testing.assert_close(resumed["model"][k], v, atol=0.05, rtol=0)
 
 
 def test_contrastive_step_updates_queue_and_key_encoder():

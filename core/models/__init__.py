@@ -2,8 +2,9 @@
 
 Families: ``crl`` (restorer with the compression quality encoder), ``cqe`` (the encoder
 alone, for contrastive training) and ``arcnn``. Presets: ``paper`` (the paper's widths),
-``base`` (the GPU-trained shipped preset: the paper's encoder, a narrower decoder) and ``lite``
-(CPU: works at half resolution after pixel-unshuffle).
+``base`` (the GPU-trained shipped preset: the paper's encoder, a narrower decoder), ``lite``
+(CPU: works at half resolution after pixel-unshuffle) and the multi-scale CPU presets ``unet``,
+``unet-deep`` and ``unet-narrow`` (lite's encoder; most compute at 1/4 and 1/8 resolution).
 """
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from .arcnn import ARCNN, ARCNNConfig
 from .cqe import EncoderConfig, EncoderOutput, QualityEncoder, QualityReadout
 from .restorer import Restorer, RestorerConfig
 
+_LITE_ENCODER = dict(widths=(16, 24, 32, 64), blocks_per_scale=1, unshuffle=2)
 ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 64, 128, 256), blocks_per_scale=2, unshuffle=1),
     "base": dict(widths=(64, 64, 128, 256), blocks_per_scale=2, unshuffle=1),
-    "lite": dict(widths=(16, 24, 32, 64), blocks_per_scale=1, unshuffle=2),
+    "lite": _LITE_ENCODER,
+    # the multi-scale CPU presets keep lite's encoder (and can take the shipped one, frozen)
+    "unet": _LITE_ENCODER, "unet-deep": _LITE_ENCODER, "unet-narrow": _LITE_ENCODER,
 }
 RESTORER_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 96, 128), unshuffle=1, top_blocks=2, mid_attention=2, bottom_attention=4),
@@ -28,6 +32,15 @@ RESTORER_PRESETS: dict[str, dict[str, Any]] = {
     # that its weights ship packed in fp16 under 16 MiB (the paper preset has 12 M).
     "base": dict(widths=(48, 64, 96), unshuffle=1, top_blocks=2, mid_attention=2, bottom_attention=3),
     "lite": dict(widths=(32, 48, 64), unshuffle=2, top_blocks=5, mid_attention=1, bottom_attention=2),
+    # multi-scale CPU presets (screened in bench/shapes.md): most compute at 1/4 and 1/8 of the
+    # input's resolution, on the U-Net's contracting and expanding paths
+    "unet": dict(widths=(32, 64, 96), unshuffle=2, top_blocks=3, mid_attention=1, bottom_attention=2,
+                 enc_blocks=(1, 4, 4), dec_blocks=(4, 4)),
+    # lite's widths, so that it grows from the shipped lite weights (models.growth)
+    "unet-narrow": dict(widths=(32, 48, 64), unshuffle=2, top_blocks=5, mid_attention=1, bottom_attention=2,
+                        enc_blocks=(0, 4, 6), dec_blocks=(6, 4)),
+    "unet-deep": dict(widths=(32, 64, 64), unshuffle=2, top_blocks=3, mid_attention=1, bottom_attention=2,
+                      enc_blocks=(0, 4, 8), dec_blocks=(8, 4)),
 }
 
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..block_dct import BLOCK, DCT
+from ..metrics import LUMA_WEIGHTS
 
 LATTICE_STEPS = (2.0, 4.0, 8.0, 16.0)
-LUMA = (0.299, 0.587, 0.114)  # JPEG's RGB -> Y
 
 
 class DctLattice(nn.Module):
@@ -25,7 +25,7 @@ class DctLattice(nn.Module):
         basis = torch.from_numpy(DCT)
         kernels = torch.einsum("ky,lx->klyx", basis, basis).reshape(BLOCK * BLOCK, 1, BLOCK, BLOCK)
         self.register_buffer("kernels", kernels, persistent=False)
-        self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.steps = steps
 
     @property

@@ -2,13 +2,17 @@
 
 Data flow (s = pixel-unshuffle factor; the encoder sees the same input):
 
-    D0 = head(unshuffle(x))                       at E0's scale
-    D1 = down(D0), D2 = down(D1)                  at E1's and E2's scales
+    D0 = enc0(head(unshuffle(x)))                 at E0's scale
+    D1 = enc1(down(D0)), D2 = enc2(down(D1))      at E1's and E2's scales
     E'1 = EFFM[E0, E1, E2], E'2 = EFFM[E1, E2, E3]
-    B2 = attention(IFM(E'2, D2))
-    B1 = attention(IFM(E'1, up(B2) + D1))
+    B2 = dec2(attention(IFM(E'2, D2)))
+    B1 = dec1(attention(IFM(E'1, up(B2) + D1)))
     B0 = blocks(IFM(proj(E0), up(B1) + D0))
     y  = x + shuffle(conv1x1(B0))                 global residual
+
+``enc*``/``dec*`` are residual blocks on the contracting and expanding paths of this U-Net
+(``enc_blocks``, ``dec_blocks``; none in the lite preset): the multi-scale presets put most of
+their compute there, at 1/4 and 1/8 of the input's resolution (with ``unshuffle`` 2).
 
 With ``condition`` the JPEG's luma table scales and shifts D2, the input of B1's attention and
 B0's blocks per channel (:mod:`.table_condition`); ``forward`` then takes the table.
@@ -34,6 +38,8 @@ class RestorerConfig:
     top_blocks: int = 2
     mid_attention: int = 1
     bottom_attention: int = 2
+    enc_blocks: tuple[int, int, int] = (0, 0, 0)  # residual blocks after D0, D1, D2
+    dec_blocks: tuple[int, int] = (0, 0)  # residual blocks after B2's and B1's attention
     use_encoder: bool = True
     condition: bool = False  # takes the JPEG's luma table as side information
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -46,6 +52,10 @@ class RestorerConfig:
 
 def _upsample(cin: int, cout: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(cin, 4 * cout, 1), nn.PixelShuffle(2))
+
+
+def _blocks(ch: int, n: int) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock(ch) for _ in range(n)])
 
 
 class Restorer(nn.Module):
@@ -61,6 +71,8 @@ class Restorer(nn.Module):
         s2 = cfg.in_channels * cfg.unshuffle**2
         self.encoder = QualityEncoder(cfg.encoder) if cfg.use_encoder else None
         self.head = conv3x3(s2, c0)
+        self.enc0, self.enc1, self.enc2 = (_blocks(c, n) for c, n in zip(cfg.widths, cfg.enc_blocks))
+        self.dec2, self.dec1 = _blocks(c2, cfg.dec_blocks[0]), _blocks(c1, cfg.dec_blocks[1])
         self.down1 = nn.Sequential(conv3x3(c0, c1, stride=2), nn.LeakyReLU(0.2, inplace=True))
         self.down2 = nn.Sequential(conv3x3(c1, c2, stride=2), nn.LeakyReLU(0.2, inplace=True))
         if cfg.use_encoder:
@@ -72,7 +84,7 @@ class Restorer(nn.Module):
         self.up2 = _upsample(c2, c1)
         self.mid = nn.Sequential(*[LocalAttentionBlock(c1) for _ in range(cfg.mid_attention)])
         self.up1 = _upsample(c1, c0)
-        self.top = nn.Sequential(*[ResBlock(c0) for _ in range(cfg.top_blocks)])
+        self.top = _blocks(c0, cfg.top_blocks)
         self.tail = nn.Conv2d(c0, s2, 1)
         self.condition = TableCondition((c2, c1, c0)) if cfg.condition else None
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
@@ -83,9 +95,9 @@ class Restorer(nn.Module):
         orientation; required by a conditioned model, ignored by a blind one."""
         s = self.cfg.unshuffle
         xs = F.pixel_unshuffle(x, s) if s > 1 else x
-        d0 = self.head(xs)
-        d1 = self.down1(d0)
-        d2 = self.down2(d1)
+        d0 = self.enc0(self.head(xs))
+        d1 = self.enc1(self.down1(d0))
+        d2 = self.enc2(self.down2(d1))
         film = [None] * 3
         if self.condition is not None:
             if tables is None:
@@ -97,13 +109,13 @@ class Restorer(nn.Module):
             b2 = self.ifm2(self.effm2(e1, e2, e3), d2)
         else:
             b2 = d2
-        b2 = self.bottom(b2)
+        b2 = self.dec2(self.bottom(b2))
         b1 = self.up2(b2) + d1
         if self.encoder is not None:
             b1 = self.ifm1(self.effm1(e0, e1, e2), b1)
         if film[1] is not None:
             b1 = modulate(b1, film[1])
-        b1 = self.mid(b1)
+        b1 = self.dec1(self.mid(b1))
         b0 = self.up1(b1) + d0
         if self.encoder is not None:
             b0 = self.ifm0(self.proj0(e0), b0)

@@ -16,3 +16,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def portable_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint small enough to commit: the model in fp16 and no optimizer moments (Adam
+    starts them afresh on resume); step, schedule, history and generator states are kept."""
+    model = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    return {**state, "model": model, "optimizer": None, "stored": "fp16"}

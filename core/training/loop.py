@@ -109,7 +109,8 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
         tqdm.write(f"no checkpoint in {out}; starting from step 0")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("optimizer") is not None:  # a portable checkpoint has none: fresh moments
+            optimizer.load_state_dict(ckpt["optimizer"])
         task.load_state_dict(ckpt["task"])
         if len(ckpt["rngs"]) == rt.world:
             rng.bit_generator.state, torch_rng = ckpt["rngs"][rt.rank]

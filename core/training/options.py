@@ -11,7 +11,7 @@ from ..filesystem import parse_storage_options
 STAGES = ("encoder", "ranker", "restorer", "arcnn")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: the loop has no loss scaling
 POSITIVES = ("tables", "image")
-PRESETS = ("lite", "base", "paper")  # models.RESTORER_PRESETS, named here without importing torch
+PRESETS = ("lite", "unet", "unet-narrow", "unet-deep", "base", "paper")  # models.RESTORER_PRESETS, named here without importing torch
 
 
 @dataclass
@@ -96,7 +96,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="clean training images: folder, glob or fsspec URL (never validation images)")
     p.add_argument("--preset", default="lite", choices=PRESETS,
-                   help="lite (CPU speed), base (GPU-trained shipped size) or paper (default: lite)")
+                   help="lite (CPU speed), unet / unet-deep / unet-narrow (multi-scale CPU presets, "
+                        "bench/shapes.md), base (GPU-trained shipped size) or paper (default: lite)")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3])
     p.add_argument("--steps", type=int, default=20000, help="total steps (default: 20000)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
