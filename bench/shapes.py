@@ -80,7 +80,8 @@ def main() -> None:
     set_threads(2)
     rows = []
     for name, weights, start, history in [(REFERENCE, REFERENCE, "shipped (4.9 CPU-hours)", None)] + [
-            (preset, str(out / "model.pt"), START[preset][0].lstrip("-"),
+            (preset, str(out / "model.pt"),
+             "grown from crl-lite-gray" if "--init" in START[preset] else "scratch (lite's encoder)",
              [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()])
             for preset, out in runs.items()]:
         model = load_model(weights)
