@@ -28,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 PORTABLE = HERE / "campaign" / "checkpoint.pt"
 CURVE = HERE / "campaign.json"
 JR = str(Path(sys.executable).with_name("jpeg-restore"))
+sys.path.insert(0, str(HERE))
+from shapes import gains, score  # the same eval and gain as the shape screen
 
 PRESET = "unet"
 TOTAL_STEPS = 60000  # about 8 sessions of 2.5 hours at 0.9-1.3 s per step on 2 cores
@@ -47,7 +49,7 @@ def history() -> list[dict]:
 
 
 def run_slice(minutes: float, threads: int) -> None:
-    import torch
+    from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
 
     RUN.mkdir(parents=True, exist_ok=True)
     if not (RUN / "last.pt").is_file() and PORTABLE.is_file():
@@ -55,7 +57,7 @@ def run_slice(minutes: float, threads: int) -> None:
         print(f"resuming from the committed {PORTABLE.relative_to(ROOT)} (fresh Adam moments)")
     step, seconds_per_step = 0, 1.0
     if (RUN / "last.pt").is_file():
-        step = torch.load(RUN / "last.pt", map_location="cpu", weights_only=False)["step"]
+        step = load_checkpoint(RUN / "last.pt")["step"]
         recent = [r for r in history() if "patches_per_s" in r][-10:]
         if recent:
             seconds_per_step = sum(BATCH / r["patches_per_s"] for r in recent) / len(recent)
@@ -79,10 +81,9 @@ def record() -> None:
     PORTABLE.parent.mkdir(exist_ok=True)
     save_checkpoint(PORTABLE, portable_checkpoint(state))
     scores = RUN / f"eval-{state['step']}.json"
-    if not scores.is_file():
-        subprocess.run([JR, "eval", "--data", str(DATA / "val-gray-bsd68"), "--quality", "10", "40",
-                        "--model", str(PORTABLE), "--json", str(scores)], check=True)
-    gain = {r["quality"]: r["restored"]["psnr"] - r["jpeg"]["psnr"] for r in json.loads(scores.read_text())}
+    with (RUN / "stdout.log").open("a") as log:
+        score(PORTABLE, scores, log)
+    gain = gains(scores)
     points = json.loads(CURVE.read_text()) if CURVE.is_file() else []
     points = [p for p in points if p["step"] != state["step"]] + [{
         "step": state["step"], "gigapixels": state["step"] * BATCH * PATCH**2 / 1e9,

@@ -96,9 +96,9 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None
     """Write a self-describing weights file (atomically). ``half`` stores floating-point tensors
     in fp16 (half the size; loading casts them back to the model's fp32)."""
     from .models import config_to_dict
-    from .training.checkpoint import save_checkpoint
+    from .training.checkpoint import half_tensors, save_checkpoint
 
-    state = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = half_tensors(model.state_dict()) if half else model.state_dict()
     save_checkpoint(path, {"config": config_to_dict(model.cfg), "state_dict": state,
                            "meta": {**(meta or {}), **({"stored": "fp16"} if half else {})}})
 

@@ -1,6 +1,7 @@
 """Training: a tiny run raises PSNR, checkpoints resume exactly, contrastive step works, time
 budget, bf16 and loader workers, streamed shards, one set of flags."""
 import argparse
+from functools import partial
 
 import numpy as np
 import pytest
@@ -44,16 +45,18 @@ def test_tiny_restorer_overfit_raises_psnr(tmp_path):
     assert after["val_psnr_q10"] > before["val_psnr_q10"] + 0.3
 
 
+def _arcnn_run(img, out, resume, until=None):
+    """Ten seeded ARCNN steps on one picture, checkpointed every five."""
+    torch.manual_seed(0)
+    model = create_model("arcnn", channels=1)
+    task = RestorationTask(model, PairSampler([img], patch=32), batch=2)
+    return fit(task, steps=10, out_dir=out, lr=1e-3, device=torch.device("cpu"),
+               resume=resume, log_every=5, ckpt_every=5, until=until)
+
+
 def test_resume_continues_exactly(tmp_path):
     img = synthetic(1, (128, 160))
-
-    def run(out, resume, until=None):
-        torch.manual_seed(0)
-        model = create_model("arcnn", channels=1)
-        task = RestorationTask(model, PairSampler([img], patch=32), batch=2)
-        return fit(task, steps=10, out_dir=out, lr=1e-3, device=torch.device("cpu"),
-                   resume=resume, log_every=5, ckpt_every=5, until=until)
-
+    run = partial(_arcnn_run, img)
     straight = run(tmp_path / "a", False)
     run(tmp_path / "b", False, until=5)  # an interrupted run
     assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 5
@@ -67,14 +70,7 @@ def test_portable_checkpoint_resumes_on_schedule_with_fresh_moments(tmp_path):
     """What a campaign commits between machines: fp16 weights, no optimizer; the run goes on at
     its step and learning rate, and ends near where an uninterrupted run ends."""
     img = synthetic(1, (128, 160))
-
-    def run(out, resume, until=None):
-        torch.manual_seed(0)
-        model = create_model("arcnn", channels=1)
-        task = RestorationTask(model, PairSampler([img], patch=32), batch=2)
-        return fit(task, steps=10, out_dir=out, lr=1e-3, device=torch.device("cpu"),
-                   resume=resume, log_every=5, ckpt_every=5, until=until)
-
+    run = partial(_arcnn_run, img)
     straight = run(tmp_path / "a", False)
     run(tmp_path / "b", False, until=5)
     full = load_checkpoint(tmp_path / "b" / "last.pt")

@@ -25,7 +25,8 @@ class DctLattice(nn.Module):
         basis = torch.from_numpy(DCT)
         kernels = torch.einsum("ky,lx->klyx", basis, basis).reshape(BLOCK * BLOCK, 1, BLOCK, BLOCK)
         self.register_buffer("kernels", kernels, persistent=False)
-        self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("luma", luma, persistent=False)
         self.steps = steps
 
     @property

@@ -18,8 +18,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def half_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its floating-point tensors in fp16 (loading casts them back)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def portable_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint small enough to commit: the model in fp16 and no optimizer moments (Adam
     starts them afresh on resume); step, schedule, history and generator states are kept."""
-    model = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    return {**state, "model": model, "optimizer": None, "stored": "fp16"}
+    return {**state, "model": half_tensors(state["model"]), "optimizer": None}

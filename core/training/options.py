@@ -11,7 +11,8 @@ from ..filesystem import parse_storage_options
 STAGES = ("encoder", "ranker", "restorer", "arcnn")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: the loop has no loss scaling
 POSITIVES = ("tables", "image")
-PRESETS = ("lite", "unet", "unet-narrow", "unet-deep", "base", "paper")  # models.RESTORER_PRESETS, named here without importing torch
+# models.RESTORER_PRESETS, named here without importing torch
+PRESETS = ("lite", "unet", "unet-narrow", "unet-deep", "base", "paper")
 
 
 @dataclass
