@@ -34,10 +34,11 @@ from shapes import gains, score  # the same eval and gain as the shape screen
 PRESET = "unet"
 TOTAL_STEPS = 60000  # about 8 sessions of 2.5 hours at 0.9-1.3 s per step on 2 cores
 # lr 5e-4 held (the start of a 60000-step cosine) diverged between steps 400 and 500 (loss 0.22 ->
-# 3e9; the 980-step screen survived it because its cosine fell fast); lite's later runs used 2e-4
+# 3e9; the 980-step screen survived it because its cosine fell fast); lite's later runs used 2e-4.
+# Gradients clipped at norm 1 against a spike (the log's grad_norm is the norm before clipping)
 BATCH, PATCH = 16, 128
 RECIPE = ["--preset", PRESET, "--channels", "1", "--steps", str(TOTAL_STEPS), "--batch", str(BATCH),
-          "--patch", str(PATCH), "--encoder", "crl-lite-gray", "--lr", "2e-4",
+          "--patch", str(PATCH), "--encoder", "crl-lite-gray", "--lr", "2e-4", "--grad-clip", "1",
           "--qualities", "10", "90", "1", "--weighting", "inverse", "--double", "0.2",
           "--val-data", str(DATA / "val-gray-bsd68"), "--val-every", "2000", "--log-every", "100",
           "--ckpt-every", "200"]
@@ -92,7 +93,8 @@ def record() -> None:
     CURVE.write_text(json.dumps(points, indent=1))
     lines = [f"# CPU quality campaign: `{PRESET}` gray, {TOTAL_STEPS} steps planned", "",
              f"Batch {BATCH} x {PATCH} px, every image of `train-bsds-color` and `train-extra`, Q10-90 step 1, "
-             "inverse weighting, 20% double compression, one cosine from lr 2e-4 over all steps; frozen "
+             "inverse weighting, 20% double compression, one cosine from lr 2e-4 over all steps, "
+             "gradients clipped at norm 1; frozen "
              "encoder of `crl-lite-gray`. Gain over JPEG on val-gray-bsd68 (68 images), the network "
              "alone. Written by `python bench/campaign.py record` after every slice; shipped "
              "`crl-lite-gray`: +1.20 / +1.33 dB.", "",

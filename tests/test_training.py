@@ -45,13 +45,30 @@ def test_tiny_restorer_overfit_raises_psnr(tmp_path):
     assert after["val_psnr_q10"] > before["val_psnr_q10"] + 0.3
 
 
-def _arcnn_run(img, out, resume, until=None):
+def _arcnn_run(img, out, resume, until=None, grad_clip=0.0):
     """Ten seeded ARCNN steps on one picture, checkpointed every five."""
     torch.manual_seed(0)
     model = create_model("arcnn", channels=1)
     task = RestorationTask(model, PairSampler([img], patch=32), batch=2)
     return fit(task, steps=10, out_dir=out, lr=1e-3, device=torch.device("cpu"),
-               resume=resume, log_every=5, ckpt_every=5, until=until)
+               resume=resume, log_every=5, ckpt_every=5, until=until, grad_clip=grad_clip)
+
+
+def test_grad_clip_bounds_the_step(tmp_path):
+    """Gradients clipped far below Adam's epsilon barely move the weights; the log keeps the
+    norm before clipping, and an unclipped run logs none."""
+    img = synthetic(1, (128, 160))
+    torch.manual_seed(0)
+    start = create_model("arcnn", channels=1).state_dict()
+    free = _arcnn_run(img, tmp_path / "a", False)
+    clipped = _arcnn_run(img, tmp_path / "b", False, grad_clip=1e-12)
+
+    def moved(state):
+        return sum(float((state["model"][k] - v).abs().sum()) for k, v in start.items())
+
+    assert moved(clipped) < 0.01 * moved(free)
+    assert all(r["grad_norm"] > 1e-6 for r in clipped["history"])
+    assert all("grad_norm" not in r for r in free["history"])
 
 
 def test_resume_continues_exactly(tmp_path):

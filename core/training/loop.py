@@ -81,10 +81,11 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
         ckpt_every: int = 200, validate: Callable[[], dict[str, float]] | None = None,
         meta: dict[str, Any] | None = None, until: int | None = None, time_budget: float | None = None,
         precision: str = "fp32", loader_workers: int = 0, compile: bool = False,
-        runtime: Runtime | None = None) -> dict[str, Any]:
+        grad_clip: float = 0.0, runtime: Runtime | None = None) -> dict[str, Any]:
     """Train ``task`` (see tasks.py) for ``steps`` steps, or until ``time_budget`` seconds of
     training have passed (the cosine schedule then follows the budget), or stop at step ``until``
-    (the schedule still spans ``steps``; ``resume`` continues later). Checkpoints go to
+    (the schedule still spans ``steps``; ``resume`` continues later). ``grad_clip`` > 0 scales
+    the gradients down to at most that global L2 norm before each step. Checkpoints go to
     ``out_dir/last.pt`` unless ``runtime.report`` stores them. Returns the last checkpoint."""
     rt = runtime or Runtime()
     out = Path(out_dir) if out_dir else None
@@ -98,7 +99,8 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
     forward = rt.forward or model
     if compile:
         forward = torch.compile(forward)
-    optimizer = make_optimizer(task.parameters(), lr)
+    params = task.parameters()
+    optimizer = make_optimizer(params, lr)
     rng = np.random.default_rng([seed, rt.rank])
     torch.manual_seed(seed * 1000 + rt.rank + 1)  # this rank's shuffle-BN permutations
     state: dict[str, Any] = {"step": 0, "wall_seconds": 0.0, "history": [], "meta": dict(meta or {})}
@@ -137,6 +139,7 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
                disable=not chief)
     t_start = t_mark = time.perf_counter()
     running: list[float] = []
+    norms: list[torch.Tensor] = []
     waited = 0.0
     last = None
     while state["step"] < stop:
@@ -150,6 +153,8 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
             loss = task.loss(batch, forward)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip > 0:
+            norms.append(torch.nn.utils.clip_grad_norm_(params, grad_clip))
         optimizer.step()
         state["step"] += 1
         running.append(loss.detach())
@@ -169,7 +174,9 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
                       "lr": optimizer.param_groups[0]["lr"],
                       "patches_per_s": len(running) * task.batch * rt.world / (now - t_mark),
                       "data_wait": waited / (now - t_mark), "wall_h": state["wall_seconds"] / 3600}
-            running, waited, t_mark = [], 0.0, now
+            if norms:  # the norm before clipping: how often and how far the clip acts
+                record["grad_norm"] = rt.mean(float(torch.stack(norms).mean()))
+            running, norms, waited, t_mark = [], [], 0.0, now
             if validate is not None and chief and (step % val_every == 0 or final):
                 model.eval()
                 record.update(validate())  # in fp32, as the shipped model runs by default

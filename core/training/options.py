@@ -56,6 +56,7 @@ class TrainOptions:
     loader_workers: int = 0  # processes that crop and JPEG-compress batches (0: in the loop)
     cache_mb: int = 4096  # decoded training images kept in memory per process (LRU)
     compile: bool = False  # torch.compile the model
+    grad_clip: float = 0.0  # largest global gradient norm (0: no clipping)
     half_weights: bool = False  # store the exported weights in fp16
     device: str = "cpu"
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -169,6 +170,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="decoded training images kept in memory per process, least recently used "
                         "dropped first (default: 4096)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--grad-clip", type=float, default=0.0, metavar="NORM",
+                   help="scale gradients down to at most this global L2 norm before each step "
+                        "(default: 0, off; long runs at a high lr, bench/campaign.md)")
     p.add_argument("--half-weights", action="store_true",
                    help="store the exported model.pt in fp16 (half the size; loads as fp32)")
     p.add_argument("--seed", type=int, default=0)

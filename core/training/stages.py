@@ -117,7 +117,7 @@ def validator(opts: TrainOptions, model: nn.Module) -> Callable[[], dict[str, fl
 def fit_kwargs(opts: TrainOptions) -> dict[str, Any]:
     """The options ``loop.fit`` takes."""
     keys = ("steps", "lr", "seed", "resume", "log_every", "val_every", "ckpt_every", "until",
-            "time_budget", "precision", "loader_workers", "compile")
+            "time_budget", "precision", "loader_workers", "compile", "grad_clip")
     return {k: getattr(opts, k) for k in keys}
 
 
