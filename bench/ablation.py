@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_jpeg_restore.core.evaluate import evaluate_model
-from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.engines.machine import describe
+from napari_jpeg_restore.core.evaluation.protocol import evaluate_model
+from napari_jpeg_restore.core.imageio.reading import load_images
+from napari_jpeg_restore.core.imageio.sources import expand
 from napari_jpeg_restore.core.registry import load_model
-from napari_jpeg_restore.core.sources import expand
-from napari_jpeg_restore.core.training.data import load_images
 from napari_jpeg_restore.core.training.lineage import total_cpu_hours
 
 ROOT = Path(__file__).resolve().parents[1]

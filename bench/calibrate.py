@@ -15,11 +15,11 @@ import os
 from pathlib import Path
 
 import torch
-from napari_jpeg_restore.core.calibration import QUALITIES, calibrate_weights
-from napari_jpeg_restore.core.consistency import MIN_GAIN_DB
-from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.engines.machine import describe
+from napari_jpeg_restore.core.imageio.sources import expand
+from napari_jpeg_restore.core.jpeg.consistency import MIN_GAIN_DB
 from napari_jpeg_restore.core.registry import available_models
-from napari_jpeg_restore.core.sources import expand
+from napari_jpeg_restore.core.restoration.calibration import QUALITIES, calibrate_weights
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from napari_jpeg_restore.core.engines.machine import describe, isa
+from napari_jpeg_restore.core.engines.openvino_import import import_openvino
 from napari_jpeg_restore.core.error_text import one_line
-from napari_jpeg_restore.core.jpeg import compress
-from napari_jpeg_restore.core.machine import describe, isa
-from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.imageio.reading import load_images
+from napari_jpeg_restore.core.imageio.sources import expand
+from napari_jpeg_restore.core.jpeg.codec import compress
 from napari_jpeg_restore.core.models import count_parameters, create_model
-from napari_jpeg_restore.core.openvino_import import import_openvino
 from napari_jpeg_restore.core.registry import load_model
-from napari_jpeg_restore.core.sources import expand
-from napari_jpeg_restore.core.training.data import load_images
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fbcnn_arch import FBCNNArch  # noqa: E402

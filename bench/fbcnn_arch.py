@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from napari_jpeg_restore.core.engines import OPENVINO_PRECISION
+from napari_jpeg_restore.core.engines.openvino_net import OPENVINO_PRECISION
 from torch import nn
 
 WIDTHS = (64, 128, 256, 512)
@@ -84,7 +84,7 @@ def fbcnn_mps(threads: int, precision: str, engine: str = "torch") -> float:
     net = FBCNNArch(1).eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 1, 512, 512).contiguous(memory_format=torch.channels_last)
     if engine == "openvino":
-        from napari_jpeg_restore.core.openvino_import import import_openvino
+        from napari_jpeg_restore.core.engines.openvino_import import import_openvino
 
         ov = import_openvino()
         compiled = ov.Core().compile_model(

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from napari_jpeg_restore.core.demo import SAMPLE
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.inference import restore
-from napari_jpeg_restore.core.jpeg import compress
-from napari_jpeg_restore.core.machine import describe
-from napari_jpeg_restore.core.metrics import psnr
-from napari_jpeg_restore.core.precision import autocast
+from napari_jpeg_restore.core.engines.machine import describe
+from napari_jpeg_restore.core.engines.precision import autocast
+from napari_jpeg_restore.core.evaluation.demo import SAMPLE
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.imageio.reading import read_image
+from napari_jpeg_restore.core.jpeg.codec import compress
+from napari_jpeg_restore.core.pixels import to_channels
 from napari_jpeg_restore.core.registry import MODELS, load_model
-from napari_jpeg_restore.core.training.data import to_channels
+from napari_jpeg_restore.core.restoration.image_restore import restore
 
 
 def test_pair(channels: int, megapixels: float) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ MAKE = """
 import sys
 import numpy as np
 from PIL import Image
-from napari_jpeg_restore.core.demo import SAMPLE
+from napari_jpeg_restore.core.evaluation.demo import SAMPLE
 side = int(sys.argv[2])
 tile = np.asarray(Image.open(SAMPLE).convert("L"))
 reps = -(-side // tile.shape[0])
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--model", default="crl-lite-gray")
     ap.add_argument("--note", default="", help="e.g. what else ran on the machine")
     a = ap.parse_args()
-    from napari_jpeg_restore.core.machine import describe
+    from napari_jpeg_restore.core.engines.machine import describe
 
     md = ROOT / "bench" / "large-images.md"
     if not md.is_file():

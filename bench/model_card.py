@@ -10,10 +10,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from napari_jpeg_restore.core.evaluate import evaluate_model, format_table
+from napari_jpeg_restore.core.evaluation.protocol import evaluate_model, format_table
+from napari_jpeg_restore.core.imageio.reading import load_images
+from napari_jpeg_restore.core.imageio.sources import expand
 from napari_jpeg_restore.core.registry import MODELS, load_model
-from napari_jpeg_restore.core.sources import expand
-from napari_jpeg_restore.core.training.data import load_images
 from napari_jpeg_restore.core.training.lineage import run_chain, total_cpu_hours
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,16 +24,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from napari_jpeg_restore.core.evaluate import evaluate_model
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.inference import restore
-from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
-from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
-from napari_jpeg_restore.core.machine import describe
-from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.engines.machine import describe
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.evaluation.protocol import evaluate_model
+from napari_jpeg_restore.core.imageio.reading import load_images, read_image
+from napari_jpeg_restore.core.imageio.sources import expand
+from napari_jpeg_restore.core.jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
+from napari_jpeg_restore.core.pixels import to_channels
 from napari_jpeg_restore.core.registry import load_model
-from napari_jpeg_restore.core.sources import expand
-from napari_jpeg_restore.core.training.data import load_images, to_channels
+from napari_jpeg_restore.core.restoration.image_restore import restore
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

@@ -19,13 +19,13 @@ import fsspec
 import numpy as np
 import ray
 import torch
-from napari_jpeg_restore.core.file_restore import restore_files
-from napari_jpeg_restore.core.demo import SAMPLE
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import encode_jpeg
-from napari_jpeg_restore.core.machine import describe
+from napari_jpeg_restore.core.engines.machine import describe
+from napari_jpeg_restore.core.evaluation.demo import SAMPLE
+from napari_jpeg_restore.core.imageio.reading import read_image
+from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
+from napari_jpeg_restore.core.pixels import to_channels
 from napari_jpeg_restore.core.registry import load_model
-from napari_jpeg_restore.core.training.data import to_channels
+from napari_jpeg_restore.core.restoration.file_restore import restore_files
 from napari_jpeg_restore.core.training.options import TrainOptions
 from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, run
 from napari_jpeg_restore.distributed.train import run_training

@@ -17,15 +17,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from napari_jpeg_restore.core.compression import Compression, assess
-from napari_jpeg_restore.core.consistency import JpegGrid
-from napari_jpeg_restore.core.inference import restore
-from napari_jpeg_restore.core.jpeg import compress
-from napari_jpeg_restore.core.machine import describe
-from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.engines.machine import describe
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.imageio.reading import load_images
+from napari_jpeg_restore.core.imageio.sources import expand
+from napari_jpeg_restore.core.jpeg.codec import compress
+from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
 from napari_jpeg_restore.core.registry import load_model
-from napari_jpeg_restore.core.sources import expand
-from napari_jpeg_restore.core.training.data import load_images
+from napari_jpeg_restore.core.restoration.compression import Compression, assess
+from napari_jpeg_restore.core.restoration.image_restore import restore
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

@@ -19,12 +19,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from napari_jpeg_restore.core.evaluate import degrade, evaluate_model
-from napari_jpeg_restore.core.machine import describe
-from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.engines.machine import describe
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.evaluation.protocol import degrade, evaluate_model
+from napari_jpeg_restore.core.imageio.reading import load_images
+from napari_jpeg_restore.core.imageio.sources import expand
 from napari_jpeg_restore.core.registry import MODELS
-from napari_jpeg_restore.core.sources import expand
-from napari_jpeg_restore.core.training.data import load_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

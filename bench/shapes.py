@@ -65,8 +65,8 @@ def main() -> None:
     a = p.parse_args()
 
     import torch
-    from napari_jpeg_restore.core.engines import set_threads
-    from napari_jpeg_restore.core.machine import describe, isa
+    from napari_jpeg_restore.core.engines.device import set_threads
+    from napari_jpeg_restore.core.engines.machine import describe, isa
     from napari_jpeg_restore.core.models import count_parameters
     from napari_jpeg_restore.core.registry import load_model
 

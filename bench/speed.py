@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from napari_jpeg_restore.core import restore
-from napari_jpeg_restore.core.engines import have_openvino, set_threads
-from napari_jpeg_restore.core.machine import describe, isa
+from napari_jpeg_restore.core.engines.device import set_threads
+from napari_jpeg_restore.core.engines.machine import describe, isa
+from napari_jpeg_restore.core.engines.openvino_convert import openvino_cache
+from napari_jpeg_restore.core.engines.selection import have_openvino
 from napari_jpeg_restore.core.models import count_parameters, create_model
-from napari_jpeg_restore.core.openvino_convert import openvino_cache
 from napari_jpeg_restore.core.registry import MODELS, load_model, save_weights
 
 sys.path.insert(0, str(Path(__file__).parent))

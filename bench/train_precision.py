@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import torch
-from napari_jpeg_restore.core.machine import describe, isa
+from napari_jpeg_restore.core.engines.machine import describe, isa
+from napari_jpeg_restore.core.engines.precision import autocast
 from napari_jpeg_restore.core.models import create_model
-from napari_jpeg_restore.core.precision import autocast
 from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import restoration_loss
 from napari_jpeg_restore.core.training.options import TrainOptions

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from napari_jpeg_restore.core.engines import have_openvino
-from napari_jpeg_restore.core.jpeg import encode_jpeg
-from napari_jpeg_restore.core.machine import describe, isa
-from napari_jpeg_restore.core.precision import resolve_precision
+from napari_jpeg_restore.core.engines.machine import describe, isa
+from napari_jpeg_restore.core.engines.precision import resolve_precision
+from napari_jpeg_restore.core.engines.selection import have_openvino
+from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))

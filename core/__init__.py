@@ -11,7 +11,7 @@ __all__ = ["restore"]
 
 def __getattr__(name: str) -> Any:
     if name == "restore":
-        from .inference import restore
+        from .restoration.image_restore import restore
 
         return restore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

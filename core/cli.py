@@ -13,11 +13,12 @@ from pathlib import Path
 # passive; bench/speed.md). A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .engines import ENGINES, set_threads
-from .filesystem import parse_storage_options
-from .inference import TILE_OVERLAP
-from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
-from .precision import PRECISIONS
+from .engines.device import DEVICES, set_threads
+from .engines.precision import PRECISIONS
+from .engines.selection import ENGINES
+from .imageio.filesystem import parse_storage_options
+from .jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
+from .restoration.image_restore import TILE_OVERLAP
 from .training.options import TrainOptions, add_train_args
 
 
@@ -33,7 +34,7 @@ def _add_model_args(p: argparse.ArgumentParser, tile: bool = True) -> None:
                    help="registry name (see `jpeg-restore models`), a weights file or its URL "
                         "(s3://..., with --storage-options where the command has it); "
                         "default: the shipped model for gray or colour input")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto uses CUDA when present (default: auto)")
     if tile:
         p.add_argument("--tile", type=int, default=512, help="tile side in pixels (default: 512)")
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, nargs="+",
                    help="clean training images: folders, files, globs or URLs (not validation images)")
     p.add_argument("--crops", type=int, default=48, help="128-px crops of each kind (default 48)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+    p.add_argument("--device", default="cpu", choices=DEVICES[1:],
                    help="where the model runs (default: cpu; the shipped files were fitted there)")
 
     p = sub.add_parser("eval", help="benchmark on a folder of clean images",
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo-output", help="folder for the PNGs (default: demo-output)")
     p.add_argument("--quality", type=int, default=10, help="JPEG quality of the sample (default: 10)")
     p.add_argument("--model", default=None)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
 
     p = sub.add_parser("models", help="list the model registry and which models ship weights")
 
@@ -157,10 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_restore(a: argparse.Namespace) -> int:
-    from .engines import open_net
-    from .file_restore import restore_files
+    from .engines.selection import open_net
+    from .imageio.sources import expand
     from .registry import ModelNotAvailableError, resolve_weights
-    from .sources import expand
+    from .restoration.file_restore import restore_files
 
     opts = parse_storage_options(a.storage_options)
     try:  # once, before any file: a model that cannot load is one line, not one per file
@@ -190,14 +191,14 @@ def cmd_restore(a: argparse.Namespace) -> int:
 def cmd_quality(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from .compression import assess
-    from .engines import open_quality_net
+    from .engines.selection import open_quality_net
     from .error_text import one_line
-    from .images import ImageReadError, read_image
-    from .inference import split_alpha
-    from .jpeg_traces import find_jpeg_grid
-    from .quality_reading import pixel_quality
+    from .imageio.reading import ImageReadError, read_image
+    from .jpeg.traces import find_jpeg_grid
+    from .pixels import split_alpha
+    from .quality.reading import pixel_quality
     from .registry import ModelNotAvailableError
+    from .restoration.compression import assess
 
     failed = 0
     for path in a.paths:
@@ -247,11 +248,11 @@ def cmd_quality(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .engines import open_net
-    from .evaluate import evaluate_model, format_table
+    from .engines.selection import open_net
+    from .evaluation.protocol import evaluate_model, format_table
+    from .imageio.reading import load_images
+    from .imageio.sources import expand
     from .registry import default_model_name
-    from .sources import expand
-    from .training.data import load_images
 
     model = None if a.jpeg_only else open_net(a.model or default_model_name(a.channels or 1),
                                               device=a.device, precision=a.precision, engine=a.engine)
@@ -267,7 +268,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .evaluation.demo import run_demo
 
     s = run_demo(a.output, a.quality, a.model, a.device)
     print(f"sample: astronaut.png compressed at Q{a.quality}, restored with {s['model']}")
@@ -283,10 +284,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_calibrate(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .calibration import QUALITIES, calibrate_weights
-    from .consistency import calibration_path
+    from .imageio.sources import expand
+    from .jpeg.consistency import calibration_path
     from .registry import resolve_weights
-    from .sources import expand
+    from .restoration.calibration import QUALITIES, calibrate_weights
 
     with tqdm(desc="calibrating", unit="crop", file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:
@@ -310,7 +311,7 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_embed(a: argparse.Namespace) -> int:
-    from .embedding_plot import embed_command
+    from .quality.embedding_plot import embed_command
 
     return embed_command(a)
 
@@ -332,7 +333,7 @@ COMMANDS = {"restore": cmd_restore, "quality": cmd_quality, "eval": cmd_eval, "d
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .image_writing import ImageWriteError
+    from .imageio.writing import ImageWriteError
     from .registry import ModelNotAvailableError
 
     set_threads(getattr(args, "threads", None))  # both engines; PyTorch's when it loads

@@ -12,9 +12,9 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .consistency import Calibration, calibration_path
 from .error_text import one_line
-from .filesystem import resolve, write_atomically
+from .imageio.filesystem import resolve, write_atomically
+from .jpeg.consistency import Calibration, calibration_path
 
 if TYPE_CHECKING:  # torch is imported only to load or save weights (the OpenVINO engine needs none)
     import torch
@@ -96,11 +96,22 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None
     """Write a self-describing weights file (atomically). ``half`` stores floating-point tensors
     in fp16 (half the size; loading casts them back to the model's fp32)."""
     from .models import config_to_dict
-    from .training.checkpoint import half_tensors, save_checkpoint
 
     state = half_tensors(model.state_dict()) if half else model.state_dict()
-    save_checkpoint(path, {"config": config_to_dict(model.cfg), "state_dict": state,
-                           "meta": {**(meta or {}), **({"stored": "fp16"} if half else {})}})
+    save_torch(path, {"config": config_to_dict(model.cfg), "state_dict": state,
+                      "meta": {**(meta or {}), **({"stored": "fp16"} if half else {})}})
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """torch.save, atomically: readers never see half a file (weights files, checkpoints)."""
+    import torch
+
+    write_atomically(path, lambda f: torch.save(obj, f))
+
+
+def half_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its floating-point tensors in fp16 (loading casts them back)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def cache_folder() -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from napari_jpeg_restore.core.filesystem import SECRET_KEY
+from napari_jpeg_restore.core.imageio.filesystem import SECRET_KEY
 
 # Environment variables the object-store clients read (botocore, gcsfs/google-auth). The driver
 # hands them to its actors as constructor arguments (not a runtime_env, which the dashboard shows).

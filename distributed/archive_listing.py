@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import fsspec
-from napari_jpeg_restore.core.filesystem import is_local, resolve
-from napari_jpeg_restore.core.output_paths import (
+from napari_jpeg_restore.core.imageio.filesystem import is_local, resolve
+from napari_jpeg_restore.core.imageio.output_paths import (
     UnsafeOutputError,
     canonical,
     output_folder_folds_case,
     output_path,
     under,
 )
-from napari_jpeg_restore.core.sources import IMAGE_SUFFIXES
+from napari_jpeg_restore.core.imageio.sources import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 
-from napari_jpeg_restore.core.filesystem import is_local, resolve, write_atomically
+from napari_jpeg_restore.core.imageio.filesystem import is_local, resolve, write_atomically
 
 from ._common import redact
 from .archive_listing import full_url

@@ -22,14 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari_jpeg_restore.core.consistency import calibration_path
-from napari_jpeg_restore.core.engines import open_net, resolve_device, set_threads
+from napari_jpeg_restore.core.engines.device import resolve_device, set_threads
+from napari_jpeg_restore.core.engines.selection import open_net
 from napari_jpeg_restore.core.error_text import one_line
-from napari_jpeg_restore.core.file_restore import FileResult, OpenedFile, open_file, restore_file
-from napari_jpeg_restore.core.filesystem import secret_values
-from napari_jpeg_restore.core.image_writing import write_image
-from napari_jpeg_restore.core.inference import restore
-from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.imageio.filesystem import secret_values
+from napari_jpeg_restore.core.imageio.writing import write_image
+from napari_jpeg_restore.core.jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.jpeg.consistency import calibration_path
+from napari_jpeg_restore.core.restoration.file_restore import (
+    FileResult,
+    OpenedFile,
+    open_file,
+    restore_file,
+)
+from napari_jpeg_restore.core.restoration.image_restore import restore
 
 from ._common import scrub
 from .archive_manifest import ManifestPart

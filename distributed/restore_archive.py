@@ -48,13 +48,14 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from napari_jpeg_restore.core.consistency import calibration_path
-from napari_jpeg_restore.core.engines import ENGINES
+from napari_jpeg_restore.core.engines.device import DEVICES
+from napari_jpeg_restore.core.engines.precision import PRECISIONS
+from napari_jpeg_restore.core.engines.selection import ENGINES
 from napari_jpeg_restore.core.error_text import one_line
-from napari_jpeg_restore.core.filesystem import parse_storage_options, secret_values
-from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
-from napari_jpeg_restore.core.output_paths import extension
-from napari_jpeg_restore.core.precision import PRECISIONS
+from napari_jpeg_restore.core.imageio.filesystem import parse_storage_options, secret_values
+from napari_jpeg_restore.core.imageio.output_paths import extension
+from napari_jpeg_restore.core.jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
+from napari_jpeg_restore.core.jpeg.consistency import calibration_path
 from napari_jpeg_restore.core.registry import (
     MODELS,
     default_model_name,
@@ -197,8 +198,8 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     check_roots(cfg.src, cfg.dst, so)  # before any actor starts
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.device not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {cfg.device!r}")
     if gpus > 0 and cfg.gpus_per_worker > 0:  # each actor holds its share of a GPU
         device, num_gpus = ("cuda" if cfg.device == "auto" else cfg.device), cfg.gpus_per_worker
     elif cfg.device == "cuda":
@@ -303,7 +304,7 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     p.add_argument("--gpus-per-worker", type=float, default=1.0,
                    help="GPUs each actor holds when the cluster has GPUs (0.5: two per GPU; "
                         "0: CPU actors)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="where actors run the model: auto = cuda when they hold a GPU")
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="CPUs reserved per actor, also its torch thread count")

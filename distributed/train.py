@@ -47,7 +47,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from napari_jpeg_restore.core.filesystem import is_local, resolve
+from napari_jpeg_restore.core.imageio.filesystem import is_local, resolve
 from napari_jpeg_restore.core.training.options import TrainOptions, add_train_args
 
 from ._common import credential_env, init_ray, redact

@@ -38,7 +38,7 @@ def _tiny_model(steps: int) -> str:
     fit(task, steps=steps, out_dir=out, lr=2e-3, device=torch.device("cpu"), log_every=max(1, steps),
         val_every=10**9, ckpt_every=10**9)
     path = out / "tiny-crl-gray.pt"
-    from napari_jpeg_restore.core.embedding import as_encoder
+    from napari_jpeg_restore.core.models.cqe import as_encoder
     from napari_jpeg_restore.core.training.validators import fit_quality_probe
 
     fit_quality_probe(as_encoder(model).eval(), [gray])  # a quality read-out for the inspector
@@ -105,7 +105,7 @@ def _run_docked(app, viewer, widget, name: str, weights: str, tile: int) -> None
 
 
 def _shoot(args, weights: str, encoder_weights: str) -> None:
-    from napari_jpeg_restore.core.jpeg import decode_jpeg, encode_jpeg, read_quant_tables
+    from napari_jpeg_restore.core.jpeg.codec import decode_jpeg, encode_jpeg, read_quant_tables
     from qtpy.QtWidgets import QApplication
 
     from napari_jpeg_restore._inspector_widget import QualityInspectorWidget

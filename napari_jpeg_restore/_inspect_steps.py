@@ -13,7 +13,7 @@ MAX_PLOT_POINTS = 600
 
 def table_quality(metadata: dict[str, Any]) -> tuple[int, bool] | None:
     """(quality, exact) from a layer's JPEG metadata (the reader's), or None."""
-    from napari_jpeg_restore.core.jpeg import estimate_quality
+    from napari_jpeg_restore.core.jpeg.codec import estimate_quality
 
     if metadata.get("jpeg_quality") is not None:
         return int(metadata["jpeg_quality"]), bool(metadata.get("jpeg_quality_exact", False))
@@ -64,10 +64,11 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
     """Embed the tiles of every plane of each item (a heatmap per plane, so a stack's heatmap
     follows the plane slider), yielding ``(item, items, tiles_done, tiles_total)`` after every
     few tiles (the worker may stop there); then project the shown planes' tiles to 2-D."""
-    from napari_jpeg_restore.core.embedding import as_encoder, embed, project_2d
-    from napari_jpeg_restore.core.engines import resolve_device
-    from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
-    from napari_jpeg_restore.core.quality_reading import encoder_uint8, tiles
+    from napari_jpeg_restore.core.engines.device import resolve_device
+    from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
+    from napari_jpeg_restore.core.models.cqe import as_encoder
+    from napari_jpeg_restore.core.quality.embedding import embed, project_2d
+    from napari_jpeg_restore.core.quality.reading import encoder_uint8, tiles
     from napari_jpeg_restore.core.registry import load_model
 
     try:

@@ -18,9 +18,10 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from napari_jpeg_restore.core.engines.device import DEVICES
+
 from ._inspect_steps import InspectItem, InspectResult, inspect_steps, table_quality
 from ._layers import (
-    DEVICES,
     layer_channels,
     model_names,
     plane_layout,
@@ -120,7 +121,7 @@ class QualityInspectorWidget(_ModelChoice, _WorkerControls, QWidget):
         return InspectItem(layer.name, layer.data, table_quality(layer.metadata), lead_shape, current)
 
     def run(self, *_args):
-        from napari_jpeg_restore.core.engines import resolve_device
+        from napari_jpeg_restore.core.engines.device import resolve_device
 
         if self.worker is not None:
             show_warning("The inspector is already running.")

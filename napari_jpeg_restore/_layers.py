@@ -11,7 +11,6 @@ from napari.layers import Image
 
 AUTO = "auto"
 WEIGHTS_FILE = "weights file…"
-DEVICES = ("auto", "cpu", "cuda")
 MAX_LAYER_NDIM = 4  # 2-D planes, stacks and time series of stacks
 MIN_SIDE = 8  # one JPEG block
 

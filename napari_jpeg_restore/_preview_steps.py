@@ -12,7 +12,7 @@ import numpy as np
 from ._restore_steps import LayerJob, RestoreResult, restore_layer_steps
 
 if TYPE_CHECKING:
-    from napari_jpeg_restore.core.compression import Compression
+    from napari_jpeg_restore.core.restoration.compression import Compression
 
 PREVIEW_SIDE = 512  # pixels per side at most: a preview takes well under a second on a laptop
 BLOCK = 8

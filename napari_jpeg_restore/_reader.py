@@ -1,6 +1,6 @@
 """napari reader for JPEG files that keeps what the compression left behind.
 
-The pixels come from :func:`napari_jpeg_restore.core.images.read_image` (EXIF orientation
+The pixels come from :func:`napari_jpeg_restore.core.imageio.reading.read_image` (EXIF orientation
 applied, CMYK converted to RGB); the layer metadata gets the file's quantization tables and the
 IJG quality factor they correspond to, which the quality inspector widget shows and uses.
 """
@@ -37,7 +37,7 @@ def jpeg_metadata(tables: dict[int, np.ndarray] | None, source_path: str,
     (table id -> 64 ints, natural row-major order, as stored), ``jpeg_grid`` (where the 8x8
     grid starts in the layer and whether the image was transposed for display, from EXIF)
     and ``source_path``."""
-    from napari_jpeg_restore.core.jpeg import estimate_quality
+    from napari_jpeg_restore.core.jpeg.codec import estimate_quality
 
     meta: dict[str, Any] = {"source_path": source_path}
     if tables:
@@ -51,7 +51,7 @@ def jpeg_metadata(tables: dict[int, np.ndarray] | None, source_path: str,
 
 def read_jpeg(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     """One Image layer per file; raises ImageReadError (one line naming the file) on a bad file."""
-    from napari_jpeg_restore.core.images import read_image
+    from napari_jpeg_restore.core.imageio.reading import read_image
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []

@@ -10,8 +10,8 @@ import numpy as np
 from napari.layers import Image
 
 if TYPE_CHECKING:
-    from napari_jpeg_restore.core.compression import Compression
-    from napari_jpeg_restore.core.consistency import JpegGrid
+    from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
+    from napari_jpeg_restore.core.restoration.compression import Compression
 
 def _restorable(plane: np.ndarray) -> tuple[np.ndarray, Any]:
     """The plane in a dtype ``restore_steps`` accepts and a function back to the plane's dtype."""
@@ -38,8 +38,8 @@ class RestoreResult:
 def layer_jpeg(metadata: dict[str, Any], plane: np.ndarray) -> tuple[JpegGrid | None, str]:
     """How a plane was compressed, and how that is known: from the JPEG tables in the
     layer's metadata (this plugin's reader), else found in the pixels (``"pixels"``)."""
-    from napari_jpeg_restore.core.consistency import JpegGrid
-    from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
+    from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
+    from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
 
     tables, grid = metadata.get("quant_tables"), metadata.get("jpeg_grid") or {}
     if tables:
@@ -77,8 +77,8 @@ def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model
     there), returns a :class:`RestoreResult`. Only one plane of ``data`` is in memory at a time
     (``data`` may be a dask array); expected failures come back as ``RestoreResult.error``.
     """
-    from napari_jpeg_restore.core.engines import open_net
-    from napari_jpeg_restore.core.inference import restore_steps
+    from napari_jpeg_restore.core.engines.selection import open_net
+    from napari_jpeg_restore.core.restoration.image_restore import restore_steps
 
     try:
         net = open_net(model_spec, device=device, precision=precision)

@@ -25,11 +25,11 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_jpeg_restore.core.jpeg import DEFAULT_SKIP_ABOVE_QUALITY
-from napari_jpeg_restore.core.precision import PRECISIONS
+from napari_jpeg_restore.core.engines.device import DEVICES
+from napari_jpeg_restore.core.engines.precision import PRECISIONS
+from napari_jpeg_restore.core.jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY
 
 from ._layers import (
-    DEVICES,
     layer_channels,
     model_names,
     plane_layout,
@@ -198,10 +198,10 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
     def _plan(self, layer: Image) -> tuple[LayerJob, str] | str:
         """The job for ``layer`` and how its compression is known, or why it is left alone
         (raises for an unsupported layer, a missing model or an unusable device)."""
-        from napari_jpeg_restore.core.compression import assess
-        from napari_jpeg_restore.core.engines import resolve_device
-        from napari_jpeg_restore.core.file_restore import skip_reason
-        from napari_jpeg_restore.core.inference import split_alpha
+        from napari_jpeg_restore.core.engines.device import resolve_device
+        from napari_jpeg_restore.core.pixels import split_alpha
+        from napari_jpeg_restore.core.restoration.compression import assess
+        from napari_jpeg_restore.core.restoration.file_restore import skip_reason
 
         lead_shape = plane_layout(layer)[0]
         spec = resolve_model_spec(self.model.value, self.weights.value, layer_channels(layer))

@@ -16,7 +16,7 @@ def ihc_path() -> Path:
 
 
 def _ihc() -> np.ndarray:
-    from napari_jpeg_restore.core.images import read_image
+    from napari_jpeg_restore.core.imageio.reading import read_image
 
     return read_image(ihc_path()).array[..., :3]
 
@@ -29,7 +29,7 @@ def ihc_original() -> list[tuple[np.ndarray, dict[str, Any], str]]:
 
 def ihc_jpeg_q10() -> list[tuple[np.ndarray, dict[str, Any], str]]:
     """The IHC image after one JPEG round trip at quality 10 (4:2:0), with the JPEG's tables."""
-    from napari_jpeg_restore.core.jpeg import decode_jpeg, encode_jpeg, read_quant_tables
+    from napari_jpeg_restore.core.jpeg.codec import decode_jpeg, encode_jpeg, read_quant_tables
 
     from ._reader import jpeg_metadata
 

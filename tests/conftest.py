@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared datasets, a module-scoped monkeypatch, and the plugin tests' small
+"""Shared fixtures: the shared datasets, the bundled sample in gray, a module-scoped monkeypatch, and the plugin tests' small
 models and notification catcher (a tiny restorer trained once, cached in pytest's cache folder,
 so that those tests do not depend on the shipped weights)."""
 import hashlib
@@ -10,6 +10,7 @@ from pathlib import Path
 # one core loaded: 3.6 s spinning, 0.21 s passive); the suite must not depend on a quiet host.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np
 import pytest
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -21,6 +22,16 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def sample_gray() -> np.ndarray:
+    """The bundled never-compressed sample photograph in gray (ITU-R 601 luma), uint8."""
+    from napari_jpeg_restore.core.evaluation.demo import SAMPLE
+    from napari_jpeg_restore.core.imageio.reading import read_image
+    from napari_jpeg_restore.core.pixels import to_channels
+
+    return to_channels(read_image(SAMPLE).array, 1)
 
 
 @pytest.fixture(scope="module")

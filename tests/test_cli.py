@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from napari_jpeg_restore.core import images
 from napari_jpeg_restore.core.cli import main
-from napari_jpeg_restore.core.image_writing import write_image
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import decode_jpeg, encode_jpeg
+from napari_jpeg_restore.core.imageio import reading as images
+from napari_jpeg_restore.core.imageio.reading import read_image
+from napari_jpeg_restore.core.imageio.writing import write_image
+from napari_jpeg_restore.core.jpeg.codec import decode_jpeg, encode_jpeg
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import MODELS, save_weights
 from PIL import Image, ImageCms
@@ -119,7 +119,7 @@ def test_never_overwrites_an_input(tmp_path, weights, capsys):
 def test_progress_counts_tiles_of_one_image(tmp_path, weights, capsys, monkeypatch):
     import functools
 
-    from napari_jpeg_restore.core import file_restore
+    from napari_jpeg_restore.core.restoration import file_restore
 
     # A big image's bar, without the wait and with every update drawn, however fast the machine.
     monkeypatch.setattr(file_restore, "PROGRESS_DELAY", 0.0)
@@ -263,7 +263,7 @@ def test_embed_plots_and_scores(tmp_path, capsys):
 
 
 def test_quality_ordering_separates_content_from_quality():
-    from napari_jpeg_restore.core.embedding import quality_ordering
+    from napari_jpeg_restore.core.quality.embedding import quality_ordering
 
     q = np.tile(np.arange(10, 91, 10), 12)
     image = np.repeat(np.arange(12), 9)
@@ -275,7 +275,7 @@ def test_quality_ordering_separates_content_from_quality():
 
 
 def test_unseen_qualities_between_their_neighbours_and_knn_within_10():
-    from napari_jpeg_restore.core.embedding import quality_ordering, unseen_between
+    from napari_jpeg_restore.core.quality.embedding import quality_ordering, unseen_between
 
     levels = np.arange(10, 91, 10)
     q = np.tile(levels, 5)
@@ -338,7 +338,7 @@ def test_model_from_a_url_with_its_calibration(tmp_path, weights, monkeypatch, c
     """--model takes an fsspec URL (here memory://; s3:// alike): the weights and the
     calibration beside them are fetched to the cache and used."""
     import fsspec
-    from napari_jpeg_restore.core.consistency import Calibration
+    from napari_jpeg_restore.core.jpeg.consistency import Calibration
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fs = fsspec.filesystem("memory")

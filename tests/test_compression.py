@@ -2,7 +2,6 @@
 tables, a re-saved JPEG read from its pixels, the user's --assume-quality, and a restorer
 conditioned on the table it is given."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,20 +9,18 @@ import torch
 from helpers import conditioned_restorer
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.cli import main
-from napari_jpeg_restore.core.compression import assess
-from napari_jpeg_restore.core.consistency import JpegGrid
-from napari_jpeg_restore.core.engines import TorchNet, run_net
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, ijg_table
-from napari_jpeg_restore.core.metrics import LUMA_WEIGHTS, psnr
-
-SAMPLE = Path(__file__).resolve().parents[1] / "core" / "data" / "astronaut.png"
+from napari_jpeg_restore.core.engines.net import run_net
+from napari_jpeg_restore.core.engines.torch_net import TorchNet
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.imageio.reading import read_image
+from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg, ijg_table
+from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
+from napari_jpeg_restore.core.restoration.compression import assess
 
 
 @pytest.fixture(scope="module")
-def gray():
-    rgb = read_image(SAMPLE).array[..., :3]
-    return np.round(rgb @ LUMA_WEIGHTS).clip(0, 255).astype(np.uint8)[:256, :320]
+def gray(sample_gray):
+    return sample_gray[:256, :320]
 
 
 def test_tables_are_trusted_unless_the_pixels_show_a_much_stronger_earlier_compression(gray):
@@ -44,7 +41,7 @@ def test_tables_are_trusted_unless_the_pixels_show_a_much_stronger_earlier_compr
 
 
 def test_the_quality_command_reads_a_cropped_picture_on_its_grid(gray, tmp_path, capsys):
-    from napari_jpeg_restore.core.image_writing import write_image
+    from napari_jpeg_restore.core.imageio.writing import write_image
 
     write_image(tmp_path / "crop.png", compress(gray, 30)[3:, 5:])
     assert main(["quality", "--json", str(tmp_path / "crop.png")]) == 0
@@ -117,7 +114,7 @@ def test_without_a_shipped_quality_encoder_the_tables_are_trusted(gray, tmp_path
 
 
 def test_the_quality_encoder_reads_every_dtype_as_the_restorer_maps_it(gray):
-    from napari_jpeg_restore.core.quality_reading import encoder_uint8
+    from napari_jpeg_restore.core.quality.reading import encoder_uint8
 
     twelve_bit = gray.astype(np.uint16) * 16  # 12-bit camera data: read as its 8-bit version
     assert np.abs(encoder_uint8(twelve_bit).astype(int) - gray).max() <= 1
@@ -127,8 +124,8 @@ def test_the_quality_encoder_reads_every_dtype_as_the_restorer_maps_it(gray):
     read = encoder_uint8(unit)
     assert read.dtype == np.uint8 and np.array_equal(read[1:], gray[1:])
     # Every reader of a whole picture (jpeg-restore quality, the re-saved check) maps it so.
-    from napari_jpeg_restore.core.engines import open_quality_net
-    from napari_jpeg_restore.core.quality_reading import pixel_quality
+    from napari_jpeg_restore.core.engines.selection import open_quality_net
+    from napari_jpeg_restore.core.quality.reading import pixel_quality
 
     encoder = open_quality_net("cqe-lite-gray")  # read by 65535, the 12-bit picture was ~Q78, not ~Q30
     eight = compress(gray, 30)

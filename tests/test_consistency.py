@@ -5,24 +5,30 @@ import numpy as np
 import pytest
 import torch
 from napari_jpeg_restore.core import restore
-from napari_jpeg_restore.core.block_dct import blocks_dct, blocks_idct
-from napari_jpeg_restore.core.consistency import (
-    Calibration,
-    JpegGrid,
-    block_coefficients,
-    constrain,
-)
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import (
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.imageio.reading import read_image
+from napari_jpeg_restore.core.jpeg.block_dct import blocks_dct, blocks_idct
+from napari_jpeg_restore.core.jpeg.codec import (
     compress,
     decode_jpeg,
     encode_jpeg,
     read_quant_tables,
 )
-from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
-from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.jpeg.consistency import (
+    Calibration,
+    JpegGrid,
+    constrain,
+    ycc_planes,
+)
+from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
 from napari_jpeg_restore.core.models import create_model
 from PIL import Image
+
+
+def block_coefficients(pixels: np.ndarray) -> np.ndarray:
+    """(C, H/8, W/8, 8, 8) DCT coefficients of the gray or Y/Cb/Cr planes of HxWxC pixels
+    whose sides are multiples of 8."""
+    return np.stack([blocks_dct(p) for p in ycc_planes(pixels)])
 
 
 def _texture(h=160, w=200, seed=0):
@@ -86,7 +92,7 @@ def test_bands_are_constrained_on_the_grid_of_a_cropped_jpeg(wild_model, tile):
 @pytest.mark.parametrize("quality", [10, 20, 50, 75, 90])
 @pytest.mark.parametrize("cut", [(0, 0), (3, 6)])
 def test_grid_and_quality_are_found_in_pixels(quality, cut):
-    from napari_jpeg_restore.core.demo import SAMPLE
+    from napari_jpeg_restore.core.evaluation.demo import SAMPLE
 
     photo = read_image(SAMPLE).array[:256, :320, :3]  # a never-compressed photograph
     for image in (photo, photo[..., 1]):
@@ -135,8 +141,8 @@ def test_calibration_restores_only_where_every_kind_gains(tmp_path):
 def test_shipped_models_do_no_harm_at_any_quality(name, tmp_path):
     """Q10...Q100 in steps of 5 on a crop of a bundled sample, as a file is restored: never
     a loss; where the model does not gain (Q95 up) the image comes back bit for bit."""
-    from napari_jpeg_restore.core.demo import SAMPLE
-    from napari_jpeg_restore.core.file_restore import restore_file
+    from napari_jpeg_restore.core.evaluation.demo import SAMPLE
+    from napari_jpeg_restore.core.restoration.file_restore import restore_file
 
     clean = read_image(SAMPLE).array[96:288, 160:352]
     clean = clean if name.endswith("color") else clean[..., 1]

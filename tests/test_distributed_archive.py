@@ -24,9 +24,9 @@ pytest.importorskip("moto.server", reason="needs moto[server] (dev extra)")
 
 import fsspec
 from helpers import moto_s3, synthetic, train_tiny_restorer
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
-from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.imageio.reading import read_image
+from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg
 from napari_jpeg_restore.distributed.archive_manifest import final_state, read_manifest
 from napari_jpeg_restore.distributed.restore_archive import (
     ArchiveConfig,
@@ -414,7 +414,7 @@ def test_actor_count_never_exceeds_what_the_cluster_can_hold():
 
 
 def test_redaction_of_secrets():
-    from napari_jpeg_restore.core.filesystem import secret_values
+    from napari_jpeg_restore.core.imageio.filesystem import secret_values
     from napari_jpeg_restore.distributed._common import redact, scrub
 
     so = {"endpoint_url": "http://127.0.0.1:1", "key": "AKIAEXAMPLE", "secret": "s3cr3t-value",
@@ -426,7 +426,7 @@ def test_redaction_of_secrets():
 
 
 def test_inline_secrets_are_warned_about_and_a_file_keeps_them_off_the_command_line(tmp_path):
-    from napari_jpeg_restore.core.filesystem import parse_storage_options
+    from napari_jpeg_restore.core.imageio.filesystem import parse_storage_options
 
     warned: list[str] = []
     inline = '{"endpoint_url": "http://127.0.0.1:1", "secret": "s3cr3t-value"}'

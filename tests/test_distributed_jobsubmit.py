@@ -26,7 +26,7 @@ from helpers import (
     synthetic,
     train_tiny_restorer,
 )
-from napari_jpeg_restore.core.jpeg import encode_jpeg
+from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
 
 # The timeout only guards against hangs: with two busy processes on two cores the DDP
 # restart test took over 400 s (about 90 s on a quiet machine).

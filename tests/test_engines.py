@@ -11,27 +11,25 @@ import numpy as np
 import pytest
 from helpers import conditioned_restorer
 from napari_jpeg_restore.core import restore
-from napari_jpeg_restore.core.engines import (
+from napari_jpeg_restore.core.engines.selection import (
     choose_engine,
     have_openvino,
     open_net,
     open_quality_net,
 )
-from napari_jpeg_restore.core.file_restore import restore_file
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import compress, encode_jpeg
-from napari_jpeg_restore.core.metrics import LUMA_WEIGHTS, psnr
-from napari_jpeg_restore.core.quality_reading import pixel_quality
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.imageio.reading import read_image
+from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg
+from napari_jpeg_restore.core.quality.reading import pixel_quality
 from napari_jpeg_restore.core.registry import save_weights
+from napari_jpeg_restore.core.restoration.file_restore import restore_file
 
-SAMPLE = Path(__file__).resolve().parents[1] / "core" / "data" / "astronaut.png"
 pytestmark = pytest.mark.skipif(not have_openvino(), reason="OpenVINO is not installed here")
 
 
 @pytest.fixture(scope="module")
-def gray():
-    rgb = read_image(SAMPLE).array[..., :3]
-    return np.round(rgb @ LUMA_WEIGHTS).clip(0, 255).astype(np.uint8)[:200, :264]
+def gray(sample_gray):
+    return sample_gray[:200, :264]
 
 
 def test_openvino_fp32_gives_pytorchs_output_and_bf16_its_psnr(gray):
@@ -120,6 +118,8 @@ def test_engine_torch_reads_a_files_quality_in_pytorch_too(gray, tmp_path, monke
 
 
 def test_the_shipped_quality_encoder_reads_on_openvino_what_it_reads_in_pytorch(gray):
+    from napari_jpeg_restore.core.evaluation.demo import SAMPLE
+
     rgb = read_image(SAMPLE).array[..., :3]
     for image, channels in ((gray, 1), (rgb, 3)):
         nets = [open_quality_net(None, channels, engine=e, device="cpu") for e in ("openvino", "torch")]

@@ -9,11 +9,12 @@ import fsspec
 import numpy as np
 import pytest
 import tifffile
-from napari_jpeg_restore.core import image_writing, images
 from napari_jpeg_restore.core.error_text import one_line
-from napari_jpeg_restore.core.image_writing import ImageWriteError, write_image
-from napari_jpeg_restore.core.images import ImageReadError, read_image
-from napari_jpeg_restore.core.jpeg import encode_jpeg
+from napari_jpeg_restore.core.imageio import reading as images
+from napari_jpeg_restore.core.imageio import writing as image_writing
+from napari_jpeg_restore.core.imageio.reading import ImageReadError, read_image
+from napari_jpeg_restore.core.imageio.writing import ImageWriteError, write_image
+from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
 from PIL import Image, ImageCms, ImageOps
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -341,7 +342,7 @@ def test_memory_failed_move_leaves_no_temp(memory_root, rgb, monkeypatch):
 @pytest.mark.parametrize("shape, dtype", [((300, 517), np.uint8), ((300, 517, 3), np.uint16),
                                           ((261, 300, 4), np.uint8)])
 def test_bands_of_any_height_write_the_whole_image(tmp_path, fmt, shape, dtype):
-    from napari_jpeg_restore.core.image_writing import write_image_bands
+    from napari_jpeg_restore.core.imageio.writing import write_image_bands
 
     a = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
     cuts = [0, 1, 90, 91, 256, 299, shape[0]]
@@ -372,7 +373,7 @@ def test_decoding_needs_memory_that_is_there(tmp_path, monkeypatch):
 
 
 def test_a_failing_band_producer_keeps_its_error_and_leaves_nothing(tmp_path):
-    from napari_jpeg_restore.core.image_writing import write_image_bands
+    from napari_jpeg_restore.core.imageio.writing import write_image_bands
 
     def bands():
         yield 0, np.zeros((4, 8), np.uint8)
@@ -389,7 +390,7 @@ def test_a_write_on_s3_removes_only_its_own_stale_temporaries():
     pytest.importorskip("s3fs")
     pytest.importorskip("moto.server")
     from helpers import moto_s3
-    from napari_jpeg_restore.core.filesystem import stale_temporaries, write_atomically
+    from napari_jpeg_restore.core.imageio.filesystem import stale_temporaries, write_atomically
 
     with moto_s3() as endpoint:
         so = {"endpoint_url": endpoint}

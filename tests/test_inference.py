@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 from napari_jpeg_restore.core import restore
-from napari_jpeg_restore.core.inference import _windows, restore_steps
 from napari_jpeg_restore.core.models import create_model
+from napari_jpeg_restore.core.restoration.image_restore import _windows, restore_steps
 
 
 def _randomised(model):
@@ -121,7 +121,7 @@ def test_ensemble_is_rotation_and_flip_equivariant(gray_model):
 
 
 def test_bands_stream_top_to_bottom_and_match_restore(gray_model):
-    from napari_jpeg_restore.core.inference import restore_bands
+    from napari_jpeg_restore.core.restoration.image_restore import restore_bands
 
     img = _smooth((300, 200))
     events = list(restore_bands(img, gray_model, tile=96, overlap=16, device="cpu"))
@@ -156,7 +156,7 @@ def test_restoring_a_file_costs_little_beyond_its_decoded_pixels(tmp_path):
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("reads the resident set size from /proc (Linux)")
 
-    from napari_jpeg_restore.core.jpeg import encode_jpeg
+    from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
     from napari_jpeg_restore.core.registry import save_weights
 
     side = 4000
@@ -166,7 +166,7 @@ def test_restoring_a_file_costs_little_beyond_its_decoded_pixels(tmp_path):
     # VmHWM (peak) and VmRSS (now) of the child's own address space; ru_maxrss would carry
     # the forking parent's peak across exec.
     script = f"""
-from napari_jpeg_restore.core.file_restore import restore_file
+from napari_jpeg_restore.core.restoration.file_restore import restore_file
 from napari_jpeg_restore.core.registry import load_model
 def status(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) * 1024
@@ -203,7 +203,7 @@ def test_gray_content_in_rgb_gets_no_colour_cast(color_model, gray_model):
 def test_12_bit_data_in_uint16_gets_the_gain_of_its_8_bit_version():
     """Camera data of 12 bits stored as uint16 is scaled by 4095, not 65535 (which halved
     the gain); a layer's contrast limits, given as the value range, do the same."""
-    from napari_jpeg_restore.core.jpeg import compress
+    from napari_jpeg_restore.core.jpeg.codec import compress
 
     def gain(clean, jpeg, out, peak):
         def p(a):
@@ -228,7 +228,7 @@ def test_12_bit_data_in_uint16_gets_the_gain_of_its_8_bit_version():
 
 
 def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
-    from napari_jpeg_restore.core import precision
+    from napari_jpeg_restore.core.engines import precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
@@ -254,7 +254,7 @@ def test_precision_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
 
 
 def test_the_benchmarks_machine_line_names_the_isa_and_any_kernel_caps(monkeypatch):
-    from napari_jpeg_restore.core import machine
+    from napari_jpeg_restore.core.engines import machine
 
     for cap in machine.KERNEL_CAPS:
         monkeypatch.delenv(cap, raising=False)

@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
-from napari_jpeg_restore.core.jpeg import (
+from napari_jpeg_restore.core.jpeg.codec import (
     compress,
     decode_jpeg,
     double_compress,
     encode_jpeg,
     estimate_quality,
     ijg_table,
-    jpeg_quality,
     random_quality,
     read_quant_tables,
 )
@@ -41,6 +40,14 @@ def test_quality_estimate_is_exact_for_every_pillow_quality(rgb, gray):
     for q in range(1, 101):
         est = jpeg_quality(encode_jpeg(image, q))
         assert (est.quality, est.exact, est.distance) == (q, True, 0.0)
+
+
+def jpeg_quality(source):
+    """:func:`estimate_quality` of a JPEG file or bytes; None when it is not a JPEG."""
+    try:
+        return estimate_quality(read_quant_tables(source))
+    except ValueError:
+        return None
 
 
 def test_quality_estimate_nearest_for_a_custom_table():

@@ -2,16 +2,14 @@ import math
 
 import numpy as np
 import pytest
-from napari_jpeg_restore.core.metrics import (
+from napari_jpeg_restore.core.evaluation.metrics import (
     blocking_effect_factor,
     evaluate,
     psnr,
     psnr_b,
-    rgb_to_y,
-    rgb_to_ycbcr,
     ssim,
-    ycbcr_to_rgb,
 )
+from napari_jpeg_restore.core.pixels import RGB_TO_YCC
 from PIL import Image
 
 
@@ -96,6 +94,27 @@ def test_evaluate_and_shape_checks(gray):
         psnr(gray, gray[:-1])
     with pytest.raises(ValueError):
         ssim(gray[:8, :8], gray[:8, :8])
+
+
+_YCC_TO_RGB = np.linalg.inv(RGB_TO_YCC)
+_CHROMA_OFFSET = np.array([0.0, 128.0, 128.0])
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """(The JFIF conversion as the literature's references use it, built on the product's
+    matrix.) Full-range BT.601 YCbCr as JPEG (JFIF) codes it; HxWx3 0..255 in, float64 out (unrounded)."""
+    return np.asarray(rgb, np.float64) @ RGB_TO_YCC.T + _CHROMA_OFFSET
+
+
+def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """Exact inverse of :func:`rgb_to_ycbcr`; float64 out (round and clip for uint8)."""
+    return (np.asarray(ycc, np.float64) - _CHROMA_OFFSET) @ _YCC_TO_RGB.T
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """Studio-swing BT.601 luma (16..235) as MATLAB's ``rgb2ycbcr``, the "Y channel" papers
+    evaluate on; HxWx3 0..255 in, HxW float64 out (unrounded; MATLAB rounds uint8 output)."""
+    return 16.0 + np.asarray(rgb, np.float64) @ np.array([65.481, 128.553, 24.966]) / 255.0
 
 
 def test_colour_conversions():

@@ -167,7 +167,7 @@ def test_encoder_with_a_dct_branch_round_trips_and_widens_the_embedding(tmp_path
 
 
 def test_table_conditioning_starts_as_its_blind_parent_and_then_depends_on_the_table():
-    from napari_jpeg_restore.core.jpeg import ijg_table
+    from napari_jpeg_restore.core.jpeg.codec import ijg_table
     from napari_jpeg_restore.core.models.growth import load_grown
 
     torch.manual_seed(1)

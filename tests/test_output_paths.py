@@ -10,16 +10,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from napari_jpeg_restore.core.cli import main
-from napari_jpeg_restore.core.image_writing import write_image
-from napari_jpeg_restore.core.jpeg import encode_jpeg
-from napari_jpeg_restore.core.models import create_model
-from napari_jpeg_restore.core.output_paths import (
+from napari_jpeg_restore.core.imageio.output_paths import (
     UnsafeOutputError,
     canonical,
     join_under,
     output_path,
     plan_outputs,
 )
+from napari_jpeg_restore.core.imageio.writing import write_image
+from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
+from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import save_weights
 
 STEMS = ["photo", "Photo", "a", "a.b"]
@@ -106,7 +106,7 @@ def test_plan_refuses_both_inputs_of_one_output(tmp_path):
 
 
 def test_plan_folds_case_on_a_case_insensitive_folder(tmp_path, monkeypatch):
-    from napari_jpeg_restore.core import output_paths
+    from napari_jpeg_restore.core.imageio import output_paths
 
     monkeypatch.setattr(output_paths, "folds_case", lambda folder: True)  # as on macOS / Windows
     (tmp_path / "Photo.PNG").write_bytes(b"x")
@@ -116,7 +116,7 @@ def test_plan_folds_case_on_a_case_insensitive_folder(tmp_path, monkeypatch):
 
 
 def test_folds_case_probe_matches_this_filesystem(tmp_path):
-    from napari_jpeg_restore.core.output_paths import folds_case
+    from napari_jpeg_restore.core.imageio.output_paths import folds_case
 
     (tmp_path / "CaseProbe").write_text("x")
     assert folds_case(str(tmp_path)) == (tmp_path / "caseprobe").exists()

@@ -26,7 +26,9 @@ def test_wheel_maps_core_and_distributed_under_one_root(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"napari_jpeg_restore"}  # never a top-level core or distributed
-    assert "napari_jpeg_restore/core/inference.py" in names
+    sources = {f"napari_jpeg_restore/core/{p.relative_to(ROOT / 'core').as_posix()}"
+               for p in (ROOT / "core").rglob("*.py")}
+    assert sources <= set(names), sorted(sources - set(names))  # every subpackage packaged
     assert "napari_jpeg_restore/distributed/__init__.py" in names
     assert "napari_jpeg_restore/core/data/astronaut.png" in names
     shipped = sorted(p.name for p in (ROOT / "core" / "weights").glob("*.pt"))

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
 
-from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, ijg_table
+from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg, ijg_table
 from PIL import Image
 
 from napari_jpeg_restore._reader import napari_get_reader, read_jpeg

@@ -14,9 +14,9 @@ pytest.importorskip("pytestqt")
 pytest.importorskip("magicgui")
 
 from helpers import synthetic
-from napari_jpeg_restore.core.engines import choose_engine
-from napari_jpeg_restore.core.jpeg import compress, encode_jpeg, read_quant_tables
-from napari_jpeg_restore.core.metrics import psnr
+from napari_jpeg_restore.core.engines.selection import choose_engine
+from napari_jpeg_restore.core.evaluation.metrics import psnr
+from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg, read_quant_tables
 from napari_jpeg_restore.core.registry import MODELS, save_weights
 
 from napari_jpeg_restore._inspector_widget import QualityInspectorWidget
@@ -190,7 +190,7 @@ def test_live_preview_restores_the_view_with_each_strength(make_napari_viewer, q
     restore()); choosing another 'restore as' previews again; unticking removes the preview."""
     from helpers import conditioned_restorer
     from napari_jpeg_restore.core import restore
-    from napari_jpeg_restore.core.consistency import JpegGrid
+    from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
 
     weights = tmp_path / "conditioned.pt"
     save_weights(conditioned_restorer(), weights)
@@ -269,7 +269,7 @@ def test_restore_rgb_layer_keeps_rgb(make_napari_viewer, qtbot, restorer_weights
                                                ("dtype range", (0.0, 65535.0)), ("auto", None)])
 def test_intensity_choice_sets_the_value_range(make_napari_viewer, qtbot, restorer_weights, notes,
                                                mode, value_range):
-    from napari_jpeg_restore.core.inference import restore
+    from napari_jpeg_restore.core.restoration.image_restore import restore
 
     viewer = make_napari_viewer()
     data = (compress(synthetic(5, (128, 160)), 10).astype(np.uint16) * 16)  # 12-bit camera data
@@ -306,8 +306,8 @@ def test_cancel_stops_worker_without_layer(make_napari_viewer, qtbot, restorer_w
 
 def test_stack_restores_plane_by_plane(make_napari_viewer, qtbot, restorer_weights, notes):
     da = pytest.importorskip("dask.array")
-    from napari_jpeg_restore.core.inference import restore
-    from napari_jpeg_restore.core.jpeg_traces import find_jpeg_grid
+    from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
+    from napari_jpeg_restore.core.restoration.image_restore import restore
 
     viewer = make_napari_viewer()
     planes = np.stack([compress(synthetic(s, (64, 80)), 10) for s in (1, 2, 3)])

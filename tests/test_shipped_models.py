@@ -3,19 +3,19 @@ import numpy as np
 import pytest
 import torch
 from napari_jpeg_restore.core import registry, restore
-from napari_jpeg_restore.core.demo import SAMPLE
-from napari_jpeg_restore.core.engines import have_openvino
-from napari_jpeg_restore.core.images import read_image
-from napari_jpeg_restore.core.jpeg import compress
-from napari_jpeg_restore.core.metrics import psnr, psnr_b
+from napari_jpeg_restore.core.engines.selection import have_openvino
+from napari_jpeg_restore.core.evaluation.demo import SAMPLE
+from napari_jpeg_restore.core.evaluation.metrics import psnr, psnr_b
+from napari_jpeg_restore.core.imageio.reading import load_images, read_image
+from napari_jpeg_restore.core.imageio.sources import expand
+from napari_jpeg_restore.core.jpeg.codec import compress
+from napari_jpeg_restore.core.pixels import to_channels
 from napari_jpeg_restore.core.registry import (
     MODELS,
     ModelNotAvailableError,
     default_model_name,
     load_model,
 )
-from napari_jpeg_restore.core.sources import expand
-from napari_jpeg_restore.core.training.data import load_images, to_channels
 
 SHIPPED = [m for m in MODELS.values() if m.has_weights and m.family != "cqe"]  # restorers
 QUALITY_ENCODERS = [m for m in MODELS.values() if m.has_weights and m.family == "cqe"]
@@ -118,8 +118,8 @@ def test_every_engine_and_precision_stays_within_002_db_of_pytorch_fp32(info, en
 def test_shipped_quality_encoder_estimates_quality_from_pixels(info):
     """On the bundled sample (not a training image), 64-px tiles at Q10...Q90: the estimate
     follows the quality and lands within 15 of it on average."""
-    from napari_jpeg_restore.core.embedding import embed
-    from napari_jpeg_restore.core.quality_reading import tiles
+    from napari_jpeg_restore.core.quality.embedding import embed
+    from napari_jpeg_restore.core.quality.reading import tiles
     from scipy.stats import spearmanr
 
     clean = _sample(info.channels)[:256, :256]
@@ -135,7 +135,7 @@ def test_shipped_quality_encoder_estimates_quality_from_pixels(info):
 @pytest.mark.skipif(not QUALITY_ENCODERS, reason="no quality encoder is shipped in this checkout")
 def test_a_picture_of_two_qualities_gives_a_heatmap_of_two_levels():
     """Left half written at Q10, right half at Q60: the per-tile heatmap shows both."""
-    from napari_jpeg_restore.core.embedding import quality_heatmap
+    from napari_jpeg_restore.core.quality.embedding import quality_heatmap
 
     clean = _sample(1)[:256, :256]
     image = np.concatenate([compress(clean[:, :128], 10), compress(clean[:, 128:], 60)], axis=1)

@@ -116,3 +116,11 @@ class QualityReadout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder.quality(self.encoder(x).embedding)
+
+
+def as_encoder(model: nn.Module) -> QualityEncoder:
+    """The CQE of a restorer, or the encoder itself."""
+    enc = model if isinstance(model, QualityEncoder) else getattr(model, "encoder", None)
+    if enc is None:
+        raise ValueError("this model has no compression quality encoder (ARCNN and encoder-free restorers have none)")
+    return enc

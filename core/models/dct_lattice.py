@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..block_dct import BLOCK, DCT
-from ..metrics import LUMA_WEIGHTS
+from ..jpeg.block_dct import BLOCK, DCT
+from ..pixels import LUMA_WEIGHTS
 
 LATTICE_STEPS = (2.0, 4.0, 8.0, 16.0)
 

@@ -1,4 +1,5 @@
-"""Atomic training checkpoints: model, optimizer, scheduler, task state, RNG, step."""
+"""Training checkpoints: model, optimizer, scheduler, task state, RNG, step; written atomically
+(``save_checkpoint``) and, for committing, in a portable form."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,21 +7,13 @@ from typing import Any
 
 import torch
 
-from ..filesystem import write_atomically
+from ..registry import half_tensors, save_torch
 
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save, atomically: readers never see half a file."""
-    write_atomically(path, lambda f: torch.save(state, f))
+save_checkpoint = save_torch  # a checkpoint is written as a weights file is: atomically
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def half_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict with its floating-point tensors in fp16 (loading casts them back)."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def portable_checkpoint(state: dict[str, Any]) -> dict[str, Any]:

@@ -8,28 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..images import read_image
-from ..jpeg import compress, double_compress, ijg_table, quality_levels, random_quality
-from ..metrics import LUMA_WEIGHTS
+from ..imageio.reading import read_image
+from ..jpeg.codec import compress, double_compress, ijg_table, quality_levels, random_quality
+from ..pixels import to_channels
 
 WEIGHTINGS = ("uniform", "inverse")
-
-
-def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 HxW (gray) or HxWx3 from any 8-bit image; gray uses ITU-R 601 luma as Pillow."""
-    if image.dtype != np.uint8:
-        image = (image >> 8).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
-    if channels == 1:
-        if image.ndim == 3:
-            image = np.round(image @ LUMA_WEIGHTS).clip(0, 255).astype(np.uint8)
-        return image
-    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
-
-
-def load_images(urls: Sequence[str], channels: int, storage_options: dict | None = None) -> list[np.ndarray]:
-    return [to_channels(read_image(u, storage_options=storage_options).array, channels) for u in urls]
 
 
 class ImageShard(Sequence):

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..engines.precision import autocast, resolve_precision
 from ..models import config_to_dict
-from ..precision import autocast, resolve_precision
 from .batches import batches
 from .checkpoint import load_checkpoint, save_checkpoint
 

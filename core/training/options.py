@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..filesystem import parse_storage_options
+from ..imageio.filesystem import parse_storage_options
 
 STAGES = ("encoder", "ranker", "restorer", "arcnn")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: the loop has no loss scaling

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..machine import describe
+from ..engines.machine import describe
+from ..imageio.reading import load_images
+from ..imageio.sources import expand
 from ..models import QualityEncoder, create_model
 from ..models.growth import load_grown
 from ..registry import load_model, save_weights
-from ..sources import expand
-from .data import ContrastiveSampler, ImageShard, PairSampler, load_images
+from .data import ContrastiveSampler, ImageShard, PairSampler
 from .lineage import encoder_lineage, lineage
 from .loop import fit
 from .options import TrainOptions

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..embedding import embed, quality_ordering
-from ..engines import TorchNet, run_net
-from ..jpeg import compress, ijg_table
-from ..metrics import psnr
-from ..quality_reading import PROBE_CROP
+from ..engines.net import run_net
+from ..engines.torch_net import TorchNet
+from ..evaluation.metrics import psnr
+from ..jpeg.codec import compress, ijg_table
+from ..quality.embedding import embed, quality_crops, quality_ordering
+from ..quality.reading import PROBE_CROP
 from .data import to_tensor
 
 VAL_QUALITIES = (10, 40)
@@ -36,18 +37,6 @@ def restoration_validator(model: nn.Module, images: list[np.ndarray],
             out.setdefault(f"val_psnr_q{q}", []).append(psnr(clean, y))
         return {k: float(np.mean(v)) for k, v in out.items()}
     return validate
-
-
-def quality_crops(images: list[np.ndarray], qualities, crop: int = 128) -> tuple[list[np.ndarray], np.ndarray]:
-    """Centre crops of every image compressed at every quality, with the quality labels."""
-    crops, labels = [], []
-    for im in images:
-        h, w = im.shape[:2]
-        y, x = (h - crop) // 2 // 8 * 8, (w - crop) // 2 // 8 * 8
-        for q in qualities:
-            crops.append(compress(im, q)[y:y + crop, x:x + crop])
-            labels.append(q)
-    return crops, np.array(labels)
 
 
 def encoder_validator(model: nn.Module, images: list[np.ndarray]) -> Callable[[], dict[str, float]]:

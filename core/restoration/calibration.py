@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .consistency import Calibration, JpegGrid, calibration_path
-from .inference import restore
-from .jpeg import compress
+from ..jpeg.codec import compress
+from ..jpeg.consistency import Calibration, JpegGrid, calibration_path
+from .image_restore import restore
 
 KINDS = ("on_grid", "off_grid")
 QUALITIES = tuple(range(10, 101, 5))
@@ -71,8 +71,8 @@ def calibrate_weights(weights: str | Path, sources: Sequence[str], crops: int = 
     """Fit the calibration of a weights file (a path or a registry name) on training images
     (paths or URLs; never validation images) and save it beside the weights, where
     :func:`.registry.load_model` finds it."""
-    from .registry import load_model, resolve_weights
-    from .training.data import load_images
+    from ..imageio.reading import load_images
+    from ..registry import load_model, resolve_weights
 
     path = resolve_weights(weights)
     net = load_model(path)

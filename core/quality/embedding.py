@@ -10,17 +10,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .engines import resolve_device
-from .models import QualityEncoder
-from .quality_reading import encoder_input, tiles
-
-
-def as_encoder(model: nn.Module) -> QualityEncoder:
-    """The CQE of a restorer, or the encoder itself."""
-    enc = model if isinstance(model, QualityEncoder) else getattr(model, "encoder", None)
-    if enc is None:
-        raise ValueError("this model has no compression quality encoder (ARCNN and encoder-free restorers have none)")
-    return enc
+from ..engines.device import resolve_device
+from ..jpeg.codec import compress
+from ..models.cqe import as_encoder
+from .reading import encoder_input, tiles
 
 
 @torch.inference_mode()
@@ -52,6 +45,18 @@ def quality_heatmap(model: nn.Module, image: np.ndarray, tile: int = 64, device:
     parts, (rows, cols) = tiles(image, tile, cover=True)
     _, q = embed(model, parts, device)
     return q.reshape(rows, cols).astype(np.float32)
+
+
+def quality_crops(images: list[np.ndarray], qualities, crop: int = 128) -> tuple[list[np.ndarray], np.ndarray]:
+    """Centre crops of every image compressed at every quality, with the quality labels."""
+    crops, labels = [], []
+    for im in images:
+        h, w = im.shape[:2]
+        y, x = (h - crop) // 2 // 8 * 8, (w - crop) // 2 // 8 * 8
+        for q in qualities:
+            crops.append(compress(im, q)[y:y + crop, x:x + crop])
+            labels.append(q)
+    return crops, np.array(labels)
 
 
 def project_2d(embeddings: np.ndarray, method: str = "auto", seed: int = 0) -> np.ndarray:

@@ -16,8 +16,8 @@ from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
 
+from ..registry import cache_folder, load_model
 from .openvino_import import import_openvino
-from .registry import cache_folder, load_model
 
 
 def openvino_cache(weights: Path) -> Path:
@@ -43,8 +43,8 @@ def converted(weights: Path) -> Path:
         return folder
     import torch
 
-    from .engines import TorchNet
-    from .models import QualityEncoder, QualityReadout
+    from ..models import QualityEncoder, QualityReadout
+    from .torch_net import TorchNet
 
     print(f"converting {Path(weights).name} for OpenVINO (once; cached in {folder})", file=sys.stderr)
     model = load_model(weights)

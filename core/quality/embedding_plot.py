@@ -7,11 +7,10 @@ import json
 
 import numpy as np
 
-from .embedding import embed, project_2d, quality_ordering, unseen_between
-from .registry import default_model_name, load_model
-from .sources import expand
-from .training.data import load_images
-from .training.validators import quality_crops
+from ..imageio.reading import load_images
+from ..imageio.sources import expand
+from ..registry import default_model_name, load_model
+from .embedding import embed, project_2d, quality_crops, quality_ordering, unseen_between
 
 
 def plot_embeddings(points: np.ndarray, qualities: np.ndarray, path: str, title: str,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .block_dct import BLOCK, blocks_dct
+from .codec import ijg_table
 from .consistency import JpegGrid, ycc_planes
-from .jpeg import ijg_table
 
 CROP = 512  # px of the image's centre examined (enough blocks; bounded time)
 SEARCH = 256  # px of it tried on each of the 64 grids

@@ -160,11 +160,3 @@ def estimate_quality(tables: dict[int, np.ndarray] | np.ndarray) -> QualityEstim
     best = int(np.argmin(distance))
     return QualityEstimate(quality=best + 1, distance=float(distance[best]),
                            exact=bool(distance[best] == 0))
-
-
-def jpeg_quality(source: bytes | str | os.PathLike) -> QualityEstimate | None:
-    """:func:`estimate_quality` of a JPEG file or bytes; None when it is not a JPEG."""
-    try:
-        return estimate_quality(read_quant_tables(source))
-    except ValueError:
-        return None

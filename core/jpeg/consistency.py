@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..pixels import RGB_TO_YCC
 from .block_dct import BLOCK, blocks_dct, blocks_idct
-from .jpeg import estimate_quality, ijg_table
-from .metrics import RGB_TO_YCC
+from .codec import estimate_quality, ijg_table
 
 # JFIF RGB -> YCbCr with the offsets removed (Y - 128, Cb - 128, Cr - 128), in float32
 _TO_YCC = RGB_TO_YCC.astype(np.float32)
@@ -118,12 +118,6 @@ def _padded(plane: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
     (as libjpeg pads)."""
     (h, w), (top, left) = plane.shape, pad
     return np.pad(plane, ((top, (-(top + h)) % BLOCK), (left, (-(left + w)) % BLOCK)), mode="edge")
-
-
-def block_coefficients(pixels: np.ndarray, pad: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """(C, H/8, W/8, 8, 8) DCT coefficients of the gray or Y/Cb/Cr planes of HxWxC pixels,
-    padded as :func:`_padded` does."""
-    return np.stack([blocks_dct(_padded(p, pad)) for p in ycc_planes(pixels)])
 
 
 def constrain(restored: np.ndarray, jpeg: np.ndarray, grid: JpegGrid, first_row: int = 0

@@ -8,16 +8,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .engines import open_net
-from .image_writing import write_image
-from .images import read_image
-from .inference import restore
-from .jpeg import compress
+from ..engines.selection import open_net
+from ..imageio.reading import read_image
+from ..imageio.writing import write_image
+from ..jpeg.codec import compress
+from ..pixels import to_channels
+from ..registry import default_model_name
+from ..restoration.image_restore import restore
 from .metrics import evaluate
-from .registry import default_model_name
-from .training.data import to_channels
 
-SAMPLE = Path(__file__).resolve().parent / "data" / "astronaut.png"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"
 ZOOM_BOX = (150, 40, 278, 168)  # x0, y0, x1, y1 of the zoomed region (the face)
 
 

@@ -14,20 +14,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from ..error_text import one_line
+from ..imageio.filesystem import resolve
+from ..imageio.output_paths import plan_outputs
+from ..imageio.reading import ImageReadError, LoadedImage, read_image
+from ..imageio.writing import ImageWriteError, write_image_bands
+from ..jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
+from ..jpeg.traces import find_jpeg_grid
+from ..pixels import split_alpha
 from .compression import Compression, assess
-from .error_text import one_line
-from .filesystem import resolve
-from .image_writing import ImageWriteError, write_image_bands
-from .images import ImageReadError, LoadedImage, read_image
-from .inference import TILE_OVERLAP, Band, Progress, restore_bands, split_alpha
-from .jpeg import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
-from .jpeg_traces import find_jpeg_grid
-from .output_paths import plan_outputs
+from .image_restore import TILE_OVERLAP, Band, Progress, restore_bands
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .engines import Net
+    from ..engines.net import Net
 
 PROGRESS_DELAY = 2.0  # seconds before a file's tile bar appears (quick files show none)
 

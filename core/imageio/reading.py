@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -18,10 +19,11 @@ import fsspec
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from .consistency import JpegGrid
-from .error_text import one_line
-from .image_writing import icc_matching
-from .jpeg import QualityEstimate, estimate_quality, read_quant_tables
+from ..error_text import one_line
+from ..jpeg.codec import QualityEstimate, estimate_quality, read_quant_tables
+from ..jpeg.consistency import JpegGrid
+from ..pixels import to_channels
+from .writing import icc_matching
 
 MAX_PIXELS = 100_000_000  # refuse larger images unless allow_large (--allow-large)
 
@@ -264,3 +266,9 @@ def read_image(source: str | os.PathLike | bytes, *, allow_large: bool = False,
         raise
     except Exception as err:  # never let a decoder traceback through
         raise ImageReadError(f"{name}: cannot read image ({one_line(err)})") from err
+
+
+def load_images(urls: Sequence[str], channels: int, storage_options: dict | None = None
+                ) -> list[np.ndarray]:
+    """The images at ``urls`` as uint8 gray (``channels`` 1) or RGB (3), e.g. a validation set."""
+    return [to_channels(read_image(u, storage_options=storage_options).array, channels) for u in urls]

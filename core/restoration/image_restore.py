@@ -8,14 +8,15 @@ the float working memory is one band of tile height across the image, whatever i
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..engines.net import Net, run_net
+from ..engines.selection import open_net
+from ..jpeg.consistency import JpegGrid, constrain
+from ..pixels import UnitScale, split_alpha
 from .compression import Compression, assess
-from .consistency import JpegGrid, constrain
-from .engines import Net, open_net, run_net
 
 if TYPE_CHECKING:
     from torch import nn
@@ -73,67 +74,6 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
         if not at_end:
             w[n - r:] = ramp[::-1]
     return w
-
-
-@dataclass(frozen=True)
-class UnitScale:
-    """Maps an image's values to floats where ``low`` -> 0 and ``low + span`` -> 1 (per tile)
-    and back to its dtype (per band), clipped to ``[floor, ceil]``."""
-
-    dtype: np.dtype
-    low: float
-    span: float
-    integer: bool
-    floor: float = 0.0
-    ceil: float = 1.0
-
-    @classmethod
-    def of(cls, image: np.ndarray, value_range: tuple[float, float] | None = None) -> UnitScale:
-        """``value_range`` (e.g. a napari layer's contrast limits) maps to [0, 1], values beyond
-        it pass through the network and are kept (clipped only to the dtype). Without it:
-        uint8 by 255; uint16 by the bit depth its values use (8 to 16 bits: 12-bit camera
-        data by 4095, so it is restored as its 8-bit version would be); floats by their range
-        (or [0, 1] when inside it)."""
-        integer = image.dtype in (np.uint8, np.uint16)
-        if not integer and not np.issubdtype(image.dtype, np.floating):
-            raise TypeError(f"unsupported dtype {image.dtype}; use uint8, uint16 or float")
-        if not integer and not np.isfinite(image).all():
-            raise ValueError("the image has NaN or infinite values; replace them (e.g. "
-                             "np.nan_to_num) before restoring")
-        if value_range is not None:
-            lo, hi = map(float, value_range)
-            span = hi - lo or 1.0
-            if integer:
-                top = float(np.iinfo(image.dtype).max)
-                return cls(image.dtype, lo, span, True, -lo / span, (top - lo) / span)
-            return cls(image.dtype, lo, span, False, -np.inf, np.inf)
-        if image.dtype == np.uint8:
-            return cls(image.dtype, 0.0, 255.0, True)
-        if image.dtype == np.uint16:
-            bits = max(8, int(image.max()).bit_length()) if image.size else 16
-            return cls(image.dtype, 0.0, float(2 ** bits - 1), True, 0.0, 65535.0 / (2 ** bits - 1))
-        lo, hi = float(image.min()), float(image.max())
-        if lo >= 0.0 and hi <= 1.0:
-            lo, hi = 0.0, 1.0
-        return cls(image.dtype, lo, hi - lo or 1.0, False)
-
-    def to_unit(self, a: np.ndarray) -> np.ndarray:
-        return ((a.astype(np.float32) - self.low) / self.span).astype(np.float32, copy=False)
-
-    def back(self, y: np.ndarray) -> np.ndarray:
-        y = y.clip(self.floor, self.ceil) * self.span + self.low
-        return np.round(y).astype(self.dtype) if self.integer else y.astype(self.dtype)
-
-
-def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(colour planes HxWxC with C in 1 or 3, alpha HxW or None) for HxW / HxWx{1,2,3,4}."""
-    if image.ndim == 2:
-        return image[..., None], None
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"expected a 2-D gray, RGB or RGBA image, got shape {image.shape}")
-    if image.shape[2] in (2, 4):
-        return image[..., :-1], image[..., -1]
-    return image, None
 
 
 def is_neutral(planes: np.ndarray, band_rows: int = 256) -> bool:

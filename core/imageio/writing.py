@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .error_text import one_line
+from ..error_text import one_line
 from .filesystem import write_atomically
 from .output_paths import extension
 

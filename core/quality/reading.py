@@ -1,5 +1,5 @@
 """A picture's JPEG quality read from its pixels by a quality encoder, on whichever engine runs
-the encoder (:func:`.engines.open_quality_net`): the re-saved check of ``restore`` and
+the encoder (:func:`.selection.open_quality_net`): the re-saved check of ``restore`` and
 ``jpeg-restore quality`` read pictures here, and the napari inspector tiles them with the same
 functions. Imports no PyTorch."""
 from __future__ import annotations
@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .inference import UnitScale, split_alpha
-from .jpeg_traces import find_jpeg_grid
-from .metrics import LUMA_WEIGHTS
+from ..jpeg.traces import find_jpeg_grid
+from ..pixels import LUMA_WEIGHTS, UnitScale, split_alpha
 
 if TYPE_CHECKING:
-    from .engines import QualityNet
+    from ..engines.net import QualityNet
 
 PROBE_CROP = 96  # the side of the training crops the quality read-out is fitted on
 BATCH = 32  # tiles per network run (OpenVINO: the last batch filled up, one shape compiled)
@@ -36,7 +35,7 @@ def tiles(image: np.ndarray, size: int, cover: bool = False
 
 def encoder_uint8(planes: np.ndarray) -> np.ndarray:
     """8-bit planes as the quality encoder reads them: uint8 as is, other integers holding 8-bit
-    values too; uint16 and floats mapped as the restorer maps them (:class:`.inference.UnitScale`:
+    values too; uint16 and floats mapped as the restorer maps them (:class:`.pixels.UnitScale`:
     16-bit data by the bits it uses, floats by their range); other integers by their range;
     NaN as the lowest value."""
     if planes.dtype == np.uint8:

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from .consistency import JpegGrid
-from .inference import restore
-from .jpeg import compress, double_compress
+from ..jpeg.codec import compress, double_compress
+from ..jpeg.consistency import JpegGrid
+from ..restoration.image_restore import restore
 from .metrics import evaluate as score
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .engines import Net
+    from ..engines.net import Net
 
 METRICS = ("psnr", "ssim", "psnr_b")
 

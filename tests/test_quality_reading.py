@@ -1,6 +1,6 @@
 """Tiles of the quality embeddings and heatmaps."""
 import numpy as np
-from napari_jpeg_restore.core.quality_reading import tiles
+from napari_jpeg_restore.core.quality.reading import tiles
 
 
 def test_heatmap_tiles_cover_the_whole_image():

@@ -1,4 +1,4 @@
-"""Full-reference metrics on uint8 images (PSNR, SSIM, PSNR-B) and BT.601 colour conversions.
+"""Full-reference metrics on uint8 images (PSNR, SSIM, PSNR-B).
 
 The conventions are those of the JPEG-artifact literature (ARCNN, QGAC, FBCNN): SSIM uses an
 11x11 Gaussian window (sigma 1.5) over the valid region only; colour SSIM and PSNR-B are means
@@ -100,28 +100,3 @@ def psnr_b(ref: np.ndarray, test: np.ndarray) -> float:
 def evaluate(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
     """{"psnr", "ssim", "psnr_b"} of ``test`` against ``ref``."""
     return {"psnr": psnr(ref, test), "ssim": ssim(ref, test), "psnr_b": psnr_b(ref, test)}
-
-
-# JPEG/JFIF YCbCr: BT.601 luma weights, full range (Y, Cb, Cr all 0..255, chroma centred on 128).
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # also what Pillow's RGB -> L uses
-RGB_TO_YCC = np.array([LUMA_WEIGHTS,
-                       [-0.168736, -0.331264, 0.5],
-                       [0.5, -0.418688, -0.081312]])  # offsets aside (ITU-T T.871)
-_YCC_TO_RGB = np.linalg.inv(RGB_TO_YCC)
-_CHROMA_OFFSET = np.array([0.0, 128.0, 128.0])
-
-
-def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    """Full-range BT.601 YCbCr as JPEG (JFIF) codes it; HxWx3 0..255 in, float64 out (unrounded)."""
-    return np.asarray(rgb, np.float64) @ RGB_TO_YCC.T + _CHROMA_OFFSET
-
-
-def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
-    """Exact inverse of :func:`rgb_to_ycbcr`; float64 out (round and clip for uint8)."""
-    return (np.asarray(ycc, np.float64) - _CHROMA_OFFSET) @ _YCC_TO_RGB.T
-
-
-def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
-    """Studio-swing BT.601 luma (16..235) as MATLAB's ``rgb2ycbcr``, the "Y channel" papers
-    evaluate on; HxWx3 0..255 in, HxW float64 out (unrounded; MATLAB rounds uint8 output)."""
-    return 16.0 + np.asarray(rgb, np.float64) @ np.array([65.481, 128.553, 24.966]) / 255.0

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .consistency import JpegGrid
-from .engines import open_quality_net
-from .jpeg import ijg_table
-from .registry import MODELS, QUALITY_MODELS
+from ..engines.selection import open_quality_net
+from ..jpeg.codec import ijg_table
+from ..jpeg.consistency import JpegGrid
+from ..quality.reading import pixel_quality
+from ..registry import MODELS, QUALITY_MODELS
 
 RESAVED_FROM = 75  # files whose tables say this quality or more are checked against their pixels
 RESAVED_GAP = 20  # pixels this much below the tables' quality: compressed harder before...
@@ -57,10 +58,8 @@ class Compression:
 def pixel_estimate(planes: np.ndarray, offset: tuple[int, int] | None = None,
                    device: str = "auto", engine: str = "auto") -> int:
     """The IJG quality the shipped quality encoder reads in HxWxC ``planes`` on the 8x8 grid at
-    ``offset`` (default: the one found in the pixels; :func:`.quality_reading.pixel_quality`),
-    run on ``engine`` (:func:`.engines.open_quality_net`)."""
-    from .quality_reading import pixel_quality  # imports .inference, which imports this module
-
+    ``offset`` (default: the one found in the pixels; :func:`..quality.reading.pixel_quality`),
+    run on ``engine`` (:func:`..engines.selection.open_quality_net`)."""
     net = open_quality_net(None, planes.shape[2], device=device, engine=engine)
     return int(round(np.clip(pixel_quality(net, planes, offset=offset), 1, 100)))
 
