@@ -26,6 +26,7 @@ from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
 from napari_jpeg_restore.core.pixels import to_channels
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.restoration.file_restore import restore_files
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 from napari_jpeg_restore.core.training.options import TrainOptions
 from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, run
 from napari_jpeg_restore.distributed.train import run_training
@@ -64,11 +65,13 @@ def main() -> None:
         mp = a.images * w * h / 1e6
 
         torch.set_num_threads(1)
-        restore_files(urls[:1], "s3://bench/warm", model=str(model), device="cpu",
-                      storage_options=so, log=lambda m: None)  # imports, model cache
+        restore_files(urls[:1], "s3://bench/warm", str(model),
+                      RestoreOptions(device="cpu", storage_options=so),
+                      log=lambda m: None)  # imports, model cache
         t = time.perf_counter()
-        rep = restore_files(urls, "s3://bench/plain", model=str(model), device="cpu",
-                            storage_options=so, log=lambda m: None, precision=a.precision)
+        rep = restore_files(urls, "s3://bench/plain", str(model),
+                            RestoreOptions(device="cpu", storage_options=so, precision=a.precision),
+                            log=lambda m: None)
         plain = time.perf_counter() - t
         assert len(rep.restored) == a.images, rep.summary()
         rows.append(("plain loop (core.file_restore.restore_files), 1 thread", a.images / plain,
@@ -81,7 +84,7 @@ def main() -> None:
             t = time.perf_counter()
             s = run(ArchiveConfig(src="s3://bench/in", dst=f"s3://bench/ray{workers}",
                                   model=str(model), workers=workers, batch_size=8,
-                                  precision=a.precision, storage_options=so,
+                                  restore=RestoreOptions(precision=a.precision, storage_options=so),
                                   progress_every=1e9), log=lambda m: None)
             wall = time.perf_counter() - t
             assert s.counts.get("restored") == a.images, s.counts

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 # Before torch loads: OpenMP threads that spin while they wait stall when another process keeps
 # a core busy (a 2.7-MP restore on 2 cores beside two busy processes: 30-42 s spinning, 6.5-8.4 s
@@ -18,8 +19,11 @@ from .engines.precision import PRECISIONS
 from .engines.selection import ENGINES
 from .imageio.filesystem import parse_storage_options
 from .jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
-from .restoration.image_restore import TILE_OVERLAP
+from .restoration.options import TILE_OVERLAP
 from .training.options import TrainOptions, add_train_args
+
+if TYPE_CHECKING:
+    from .imageio.reading import LoadedImage
 
 
 def _threads(text: str) -> int:
@@ -162,6 +166,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
     from .imageio.sources import expand
     from .registry import ModelNotAvailableError, resolve_weights
     from .restoration.file_restore import restore_files
+    from .restoration.options import RestoreOptions
 
     opts = parse_storage_options(a.storage_options)
     try:  # once, before any file: a model that cannot load is one line, not one per file
@@ -177,28 +182,74 @@ def cmd_restore(a: argparse.Namespace) -> int:
         except FileNotFoundError as err:
             print(f"error: {err}", file=sys.stderr)
             missing[item] = str(err)
-    report = restore_files(inputs, a.output, model=model, tile=a.tile, overlap=a.overlap,
-                           device=a.device, ensemble=a.ensemble, precision=a.precision,
-                           engine=a.engine, fmt=a.format,
-                           skip_existing=a.skip_existing,
-                           skip_above_quality=a.skip_above_quality, allow_large=a.allow_large,
-                           storage_options=opts, assume_quality=a.assume_quality)
+    options = RestoreOptions(tile=a.tile, overlap=a.overlap, device=a.device, engine=a.engine,
+                             precision=a.precision, ensemble=a.ensemble,
+                             assume_quality=a.assume_quality,
+                             skip_above_quality=a.skip_above_quality, fmt=a.format,
+                             skip_existing=a.skip_existing, allow_large=a.allow_large,
+                             storage_options=opts)
+    report = restore_files(inputs, a.output, model, options)
     report.failed.update(missing)
     print(report.summary(), file=sys.stderr)
     return 1 if report.failed else 0
 
 
-def cmd_quality(a: argparse.Namespace) -> int:
+def _quality_row(path: str, loaded: LoadedImage, model: str | None) -> dict[str, Any]:
+    """What ``jpeg-restore quality`` reports of one picture: the quality its tables say, else
+    the JPEG traces in its pixels; the quality encoder's reading; what a restore would assume."""
     import numpy as np
 
     from .engines.selection import open_quality_net
     from .error_text import one_line
-    from .imageio.reading import ImageReadError, read_image
     from .jpeg.traces import find_jpeg_grid
     from .pixels import split_alpha
     from .quality.reading import pixel_quality
     from .registry import ModelNotAvailableError
-    from .restoration.compression import assess
+    from .restoration.plan import plan_image
+
+    row: dict[str, Any] = {"path": path, "format": loaded.format, "table_quality": None,
+                           "exact": None, "encoder_quality": None}
+    found = loaded.jpeg_grid
+    if loaded.quality is not None:
+        row.update(table_quality=loaded.quality.quality, exact=loaded.quality.exact,
+                   table_distance=round(loaded.quality.distance, 3))
+    else:  # no tables: look for a JPEG's traces in the pixels
+        found = find_jpeg_grid(loaded.array)
+        row["pixel_quality"] = None if found is None else found.quality
+        row["pixel_grid"] = None if found is None else list(found.offset)
+    try:
+        planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
+        net = open_quality_net(model, min(planes, 3))
+        on_grid = found.offset if found is not None else None  # read where the blocks are
+        planes8 = split_alpha(loaded.array)[0]  # alpha is no part of the compression
+        reading = pixel_quality(net, planes8, offset=on_grid)
+        row["encoder_quality"] = round(reading, 1)
+        if planes8.dtype == np.uint8:  # what `restore` assumes (a re-saved file: the pixels)
+            shipped = None if model else int(round(np.clip(reading, 1, 100)))  # read once
+            plan = plan_image(loaded.array, found, seen=shipped)
+            row["restore_as"] = plan.compression.describe()
+    except (ModelNotAvailableError, ValueError) as err:
+        row["encoder_note"] = one_line(err)
+    return row
+
+
+def _quality_line(row: dict[str, Any]) -> str:
+    """One tab-separated line of :func:`_quality_row`'s report."""
+    table = ("-" if row["table_quality"] is None else
+             f"Q{row['table_quality']}" + (" (exact)" if row["exact"] else
+                                           f" (nearest IJG table, distance {row['table_distance']})"))
+    enc = ("-" if row["encoder_quality"] is None else
+           f"~Q{row['encoder_quality']:.0f} (estimated from pixels)")
+    traces = ""
+    if "pixel_quality" in row:
+        traces = ("\tpixels: no JPEG traces" if row["pixel_quality"] is None else
+                  f"\tpixels: JPEG ~Q{row['pixel_quality']}, 8x8 grid at {tuple(row['pixel_grid'])}")
+    also = f"\trestored as: {row['restore_as']}" if "restore_as" in row else ""
+    return f"{row['path']}\ttables: {table}{traces}\tencoder: {enc}{also}"
+
+
+def cmd_quality(a: argparse.Namespace) -> int:
+    from .imageio.reading import ImageReadError, read_image
 
     failed = 0
     for path in a.paths:
@@ -208,42 +259,8 @@ def cmd_quality(a: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        row = {"path": path, "format": loaded.format, "table_quality": None, "exact": None,
-               "encoder_quality": None}
-        found = loaded.jpeg_grid
-        if loaded.quality is not None:
-            row.update(table_quality=loaded.quality.quality, exact=loaded.quality.exact,
-                       table_distance=round(loaded.quality.distance, 3))
-        else:  # no tables: look for a JPEG's traces in the pixels
-            found = find_jpeg_grid(loaded.array)
-            row["pixel_quality"] = None if found is None else found.quality
-            row["pixel_grid"] = None if found is None else list(found.offset)
-        try:
-            planes = loaded.array.shape[2] if loaded.array.ndim == 3 else 1
-            net = open_quality_net(a.model, min(planes, 3))
-            on_grid = found.offset if found is not None else None  # read where the blocks are
-            planes8 = split_alpha(loaded.array)[0]  # alpha is no part of the compression
-            reading = pixel_quality(net, planes8, offset=on_grid)
-            row["encoder_quality"] = round(reading, 1)
-            if planes8.dtype == np.uint8:  # what `restore` assumes (a re-saved file: the pixels)
-                shipped = None if a.model else int(round(np.clip(reading, 1, 100)))  # read once
-                row["restore_as"] = assess(planes8, found, seen=shipped).describe()
-        except (ModelNotAvailableError, ValueError) as err:
-            row["encoder_note"] = one_line(err)
-        if a.json:
-            print(json.dumps(row))
-        else:
-            table = ("-" if row["table_quality"] is None else
-                     f"Q{row['table_quality']}" + (" (exact)" if row["exact"] else
-                                                   f" (nearest IJG table, distance {row['table_distance']})"))
-            enc = ("-" if row["encoder_quality"] is None else
-                   f"~Q{row['encoder_quality']:.0f} (estimated from pixels)")
-            traces = ""
-            if "pixel_quality" in row:
-                traces = ("\tpixels: no JPEG traces" if row["pixel_quality"] is None else
-                          f"\tpixels: JPEG ~Q{row['pixel_quality']}, 8x8 grid at {tuple(row['pixel_grid'])}")
-            also = f"\trestored as: {row['restore_as']}" if "restore_as" in row else ""
-            print(f"{path}\ttables: {table}{traces}\tencoder: {enc}{also}")
+        row = _quality_row(path, loaded, a.model)
+        print(json.dumps(row) if a.json else _quality_line(row))
     return 1 if failed else 0
 
 

@@ -3,7 +3,7 @@ payload seconds``: ``row`` is the finished manifest row (JSON) once a stage has 
 file's fate, ``payload`` the pickled work in between (the decoded input, then its restoration).
 
 * CPU actors run the whole file step (:func:`core.file_restore.restore_file`, streaming band by
-  band) in :class:`Restorer`.
+  band) in :class:`RestoreActor`.
 * GPU actors only run the model: :func:`read_stage` (exists? read, decode, skip above the
   quality) and :func:`write_stage` (encode, write atomically) are CPU tasks around them.
 
@@ -17,7 +17,7 @@ import os
 import pickle
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from napari_jpeg_restore.core.engines.selection import open_net
 from napari_jpeg_restore.core.error_text import one_line
 from napari_jpeg_restore.core.imageio.filesystem import secret_values
 from napari_jpeg_restore.core.imageio.writing import write_image
-from napari_jpeg_restore.core.jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY
 from napari_jpeg_restore.core.jpeg.consistency import calibration_path
 from napari_jpeg_restore.core.restoration.file_restore import (
     FileResult,
@@ -36,6 +35,7 @@ from napari_jpeg_restore.core.restoration.file_restore import (
     restore_file,
 )
 from napari_jpeg_restore.core.restoration.image_restore import restore
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 from ._common import scrub
 from .archive_manifest import ManifestPart
@@ -49,15 +49,12 @@ class Settings:
 
     dst: str  # the destination root (for the manifest)
     run_id: str
-    fmt: str = "png"
-    tile: int = 512
-    ensemble: bool = False
-    precision: str = "fp32"
-    engine: str = "auto"
-    skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY
-    assume_quality: int | None = None
-    storage_options: dict = field(default_factory=dict)
+    options: RestoreOptions = field(default_factory=RestoreOptions)  # with skip_existing
     env: dict[str, str] = field(default_factory=dict)  # the driver's cloud credentials
+
+    @property
+    def storage_options(self) -> dict:
+        return self.options.storage_options or {}
 
     def enter(self) -> list[str]:
         """Set the credentials in this process; returns the secret values to scrub."""
@@ -109,10 +106,7 @@ def read_stage(batch: Batch, settings: Settings) -> Batch:
     for it in items:
         t0 = time.perf_counter()
         try:
-            opened = open_file(it["src"], it["dst"], skip_existing=True,
-                               skip_above_quality=settings.skip_above_quality,
-                               assume_quality=settings.assume_quality,
-                               storage_options=settings.storage_options, engine=settings.engine)
+            opened = open_file(it["src"], it["dst"], settings.options)
         except Exception as err:  # noqa: BLE001 - a row, not a stopped job
             _finish(it, error_row(it["key"], err, secrets), t0)
             continue
@@ -134,7 +128,7 @@ def write_stage(batch: Batch, settings: Settings) -> Batch:
         if it["payload"]:
             opened, restored, placed = pickle.loads(it["payload"])
             try:
-                write_image(it["dst"], restored, format=settings.fmt,
+                write_image(it["dst"], restored, format=settings.options.fmt,
                             icc_profile=opened.loaded.icc_profile,
                             storage_options=settings.storage_options)
                 _finish(it, result_row(it["key"], opened.restored(), it["dst"], **placed), t0)
@@ -144,7 +138,7 @@ def write_stage(batch: Batch, settings: Settings) -> Batch:
     return batch_of(items, ("row",))
 
 
-class Restorer:
+class RestoreActor:
     """A Ray Data actor holding one model. ``whole_files``: the whole file step per input
     (CPU actors; writes the manifest rows), else only the model between the CPU stages."""
 
@@ -169,8 +163,9 @@ class Restorer:
             Path(model).write_bytes(weights)
             if calibration is not None:
                 calibration_path(model).write_bytes(calibration)
-        self.model = (open_net(model, device=str(self.device), precision=settings.precision,
-                               engine=settings.engine) if model else None)  # None: per image default
+        self.options = replace(settings.options, device=str(self.device))
+        self.model = (open_net(model, device=str(self.device), precision=self.options.precision,
+                               engine=self.options.engine) if model else None)  # None: per image default
         print(f"restoration actor {self.placed['actor']} started on {self.placement()}", flush=True)
 
     def placement(self) -> str:
@@ -186,20 +181,12 @@ class Restorer:
             t0 = time.perf_counter()
             try:
                 if part is not None:
-                    res = restore_file(it["src"], it["dst"], self.model, tile=s.tile,
-                                       device=self.device, ensemble=s.ensemble,
-                                       precision=s.precision, engine=s.engine, fmt=s.fmt,
-                                       skip_existing=True,
-                                       skip_above_quality=s.skip_above_quality,
-                                       assume_quality=s.assume_quality,
-                                       storage_options=s.storage_options)
+                    res = restore_file(it["src"], it["dst"], self.model, self.options)
                     _finish(it, result_row(it["key"], res, it["dst"], **self.placed), t0)
                 elif it["payload"]:
                     opened: OpenedFile = pickle.loads(it["payload"])
-                    restored = restore(opened.loaded.array, self.model, tile=s.tile,
-                                       device=self.device, ensemble=s.ensemble,
-                                       compression=opened.compression, precision=s.precision,
-                                       engine=s.engine)
+                    restored = restore(opened.loaded.array, self.model, self.options,
+                                       compression=opened.compression)
                     it["payload"] = pickle.dumps((opened, restored, self.placed), protocol=5)
                     it["seconds"] = float(it["seconds"]) + time.perf_counter() - t0
             except Exception as err:  # noqa: BLE001

@@ -10,7 +10,7 @@ How it works
   per key (1 million keys: about 200 MB). Keys that would write outside ``--dst`` (``..``,
   absolute keys) or onto another input's output are refused (status ``failed``, with the
   reason); a ``--dst`` that is ``--src`` or a folder above it is refused before anything starts.
-* A pool of ``Restorer`` actors (``ActorPoolStrategy``, one model load each, through
+* A pool of ``RestoreActor`` actors (``ActorPoolStrategy``, one model load each, through
   ``core.registry.load_model``) restores each file into ``<dst>/<same relative key>.png`` (or
   ``.tif``), written atomically: an output that exists is complete. On CPUs each actor runs
   the CLI's whole file step (``core.file_restore.restore_file``, streamed band by band). With
@@ -45,7 +45,8 @@ import signal
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from napari_jpeg_restore.core.engines.device import DEVICES
@@ -62,11 +63,12 @@ from napari_jpeg_restore.core.registry import (
     load_model,
     resolve_weights,
 )
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 from ._common import credential_env, init_ray, redact, scrub
 from .archive_listing import Item, check_roots, failed_row, iter_items
 from .archive_manifest import ManifestPart, final_state, read_manifest, run_folder, write_info
-from .archive_stages import ALL, Restorer, Settings, read_stage, write_stage
+from .archive_stages import ALL, RestoreActor, Settings, read_stage, write_stage
 
 STATUSES = ("restored", "exists", "skipped", "failed")
 TASK_RETRIES = 2  # a batch whose actor dies is retried this often on a restarted actor
@@ -79,26 +81,22 @@ DIED = ("its batch killed the worker process in every retry (killed, out of memo
 
 @dataclass
 class ArchiveConfig:
+    """The archive job: where from and to, with which model, on how many actors, and how each
+    file is restored (``restore``: its device is where actors run the model, auto = cuda when
+    they hold a GPU; its storage options reach the source, the destination and the model)."""
+
     src: str
     dst: str
     model: str | None = None
+    restore: RestoreOptions = field(default_factory=lambda: RestoreOptions(precision="auto"))
     workers: int | None = None
     gpus_per_worker: float = 1.0
     cpus_per_worker: float = 1.0
     batch_size: int = 8
-    skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY
-    assume_quality: int | None = None
-    format: str = "png"
-    tile: int = 512
-    ensemble: bool = False
-    precision: str = "auto"
-    engine: str = "auto"
-    storage_options: dict[str, Any] = field(default_factory=dict)
     address: str | None = None
     progress_every: float = 10.0
     strict: bool = False
     startup_timeout: float = 600.0
-    device: str = "auto"
 
 
 @dataclass
@@ -180,10 +178,64 @@ def _pipeline(items: list[dict], cfg: ArchiveConfig, settings: Settings, model: 
              # its actor every time would stop the job.
              "max_restarts": -1, "max_task_retries": TASK_RETRIES}
     if num_gpus == 0:
-        return ds.map_batches(Restorer, **actor)
+        return ds.map_batches(RestoreActor, **actor)
     ds = ds.map_batches(read_stage, fn_kwargs={"settings": settings}, batch_size=cfg.batch_size)
-    ds = ds.map_batches(Restorer, num_gpus=num_gpus, **actor)
+    ds = ds.map_batches(RestoreActor, num_gpus=num_gpus, **actor)
     return ds.map_batches(write_stage, fn_kwargs={"settings": settings}, batch_size=cfg.batch_size)
+
+
+def actor_device(wanted: str, gpus: float, gpus_per_worker: float, log: Callable[[str], None]
+                 ) -> tuple[str, float]:
+    """(device, GPUs per actor) for ``--device wanted`` on a cluster with ``gpus``: cuda where
+    each actor holds a share of a GPU, else the CPU (a cuda request that cannot be met raises)."""
+    if wanted not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {wanted!r}")
+    if gpus > 0 and gpus_per_worker > 0:  # each actor holds its share of a GPU
+        return ("cuda" if wanted == "auto" else wanted), gpus_per_worker
+    if wanted == "cuda":
+        raise ValueError("--device cuda: the cluster has no GPUs" if gpus == 0 else
+                         "--device cuda needs --gpus-per-worker above 0")
+    log("--gpus-per-worker 0: restoring on CPUs" if gpus_per_worker <= 0 and gpus > 0
+        else "no GPUs in the cluster: restoring on CPUs")
+    return "cpu", 0.0
+
+
+def configure_ray_data(startup_timeout: float) -> None:
+    """Ray Data's settings for the job: failed batches become rows, actors get
+    ``startup_timeout`` seconds to start, no progress bars (the job prints its own lines)."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = -1  # a batch that keeps killing its actor: rows, not a stop
+    context.wait_for_min_actors_s = startup_timeout
+    context.enable_progress_bars = False
+    # Ray 2.60 logs its DataContext at DEBUG with a format that fails ("--- Logging error ---"
+    # on stderr, an exception under pytest's log capture): keep that one logger at INFO.
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.INFO)
+
+
+class Tally:
+    """The job's running counts: every manifest row counted, failures logged as they come,
+    a progress line every ``progress_every`` seconds."""
+
+    def __init__(self, log: Callable[[str], None], progress_every: float) -> None:
+        self.log, self.progress_every = log, progress_every
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.megapixels = 0.0
+        self.start = self.last_print = time.perf_counter()
+
+    def add(self, rows: list[dict]) -> None:
+        for r in rows:
+            self.counts[r["status"]] += 1
+            self.megapixels += r.get("megapixels", 0.0)
+            if r["status"] == "failed":
+                self.log(f"failed: {r['key']}: {r['error']}")
+        now = time.perf_counter()
+        if now - self.last_print >= self.progress_every:
+            self.last_print = now
+            self.log(f"progress: {sum(self.counts.values())} files "
+                     f"({', '.join(f'{s} {self.counts[s]}' for s in STATUSES)}), "
+                     f"{self.counts['restored'] / (now - self.start):.2f} restored/s")
 
 
 def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
@@ -192,28 +244,18 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     import ray
 
     where = where or init_ray(cfg.address)
-    so = dict(cfg.storage_options)
-    fmt = cfg.format.lower()
+    so = dict(cfg.restore.storage_options or {})
+    fmt = cfg.restore.fmt.lower()
     extension(fmt)  # ValueError for an unknown format
     check_roots(cfg.src, cfg.dst, so)  # before any actor starts
     resources = ray.cluster_resources()
-    gpus = float(resources.get("GPU", 0))
-    if cfg.device not in DEVICES:
-        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {cfg.device!r}")
-    if gpus > 0 and cfg.gpus_per_worker > 0:  # each actor holds its share of a GPU
-        device, num_gpus = ("cuda" if cfg.device == "auto" else cfg.device), cfg.gpus_per_worker
-    elif cfg.device == "cuda":
-        raise ValueError("--device cuda: the cluster has no GPUs" if gpus == 0 else
-                         "--device cuda needs --gpus-per-worker above 0")
-    else:
-        device, num_gpus = "cpu", 0.0
-        log("--gpus-per-worker 0: restoring on CPUs" if cfg.gpus_per_worker <= 0 and gpus > 0
-            else "no GPUs in the cluster: restoring on CPUs")
+    device, num_gpus = actor_device(cfg.restore.device, float(resources.get("GPU", 0)),
+                                    cfg.gpus_per_worker, log)
     n = actors_that_fit(resources, cfg.workers, cfg.cpus_per_worker, num_gpus, log)
     model = _model_args(cfg.model, so)
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    settings = Settings(cfg.dst, run_id, fmt, cfg.tile, cfg.ensemble, cfg.precision, cfg.engine,
-                        cfg.skip_above_quality, cfg.assume_quality, so, credential_env())
+    options = replace(cfg.restore, fmt=fmt, storage_options=so, skip_existing=True)
+    settings = Settings(cfg.dst, run_id, options, credential_env())
     info: dict[str, Any] = {"run_id": run_id, "status": "running", "config": asdict(cfg),
                             "ray": where, "device": device, "workers": n,
                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -222,24 +264,7 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
     log(f"run {run_id}: {redact(cfg.src)} -> {cfg.dst} on {where}, {n} {device} actor(s), "
         f"manifest {manifest}")
 
-    counts: collections.Counter[str] = collections.Counter()
-    megapixels = 0.0
-    start = last_print = time.perf_counter()
-
-    def record(rows: list[dict]) -> None:
-        nonlocal megapixels, last_print
-        for r in rows:
-            counts[r["status"]] += 1
-            megapixels += r.get("megapixels", 0.0)
-            if r["status"] == "failed":
-                log(f"failed: {r['key']}: {r['error']}")
-        now = time.perf_counter()
-        if now - last_print >= cfg.progress_every:
-            last_print = now
-            log(f"progress: {sum(counts.values())} files "
-                f"({', '.join(f'{s} {counts[s]}' for s in STATUSES)}), "
-                f"{counts['restored'] / (now - start):.2f} restored/s")
-
+    tally = Tally(log, cfg.progress_every)
     driver_rows = ManifestPart(cfg.dst, run_id, so)  # refusals and batches lost with their actor
     items = []
     for it in iter_items(cfg.src, cfg.dst, fmt, so):
@@ -247,14 +272,8 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
             items.append(dict(zip(ALL, (it.key, it.src, it.dst, "", b"", 0.0))))
         else:
             driver_rows.add([it])
-            record([it])
-    context = ray.data.DataContext.get_current()
-    context.max_errored_blocks = -1  # a batch that keeps killing its actor: rows, not a stop
-    context.wait_for_min_actors_s = cfg.startup_timeout
-    context.enable_progress_bars = False  # the job prints its own progress lines
-    # Ray 2.60 logs its DataContext at DEBUG with a format that fails ("--- Logging error ---"
-    # on stderr, an exception under pytest's log capture): keep that one logger at INFO.
-    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.INFO)
+            tally.add([it])
+    configure_ray_data(cfg.startup_timeout)
     done: set[str] = set()
     try:
         if items:
@@ -262,15 +281,15 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
                     batch_size=None, batch_format="numpy"):
                 rows = [json.loads(r) for r in batch["row"]]
                 done.update(r["key"] for r in rows)
-                record(rows)
+                tally.add(rows)
         lost = [failed_row(it["key"], DIED) for it in items if it["key"] not in done]
         driver_rows.add(lost)
-        record(lost)
+        tally.add(lost)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from `ray job stop` (see main)
         info["status"] = "interrupted"
         # Rows are written where the outputs are: the run's manifest has every output so far.
-        counts = collections.Counter(r["status"] for r in
-                                     final_state(read_manifest(cfg.dst, so, run_id)).values())
+        tally.counts = collections.Counter(r["status"] for r in
+                                           final_state(read_manifest(cfg.dst, so, run_id)).values())
         raise
     except ray.exceptions.GetTimeoutError:  # Ray Data's wait_for_min_actors_s ran out
         info.update(status="failed", error="actors not scheduled")
@@ -280,8 +299,8 @@ def run(cfg: ArchiveConfig, log=print, where: str | None = None) -> Summary:
         info.update(status="failed", error=_cause(err))
         raise RuntimeError(f"the restoration actors could not start: {_cause(err)}") from None
     finally:
-        seconds = time.perf_counter() - start
-        summary = Summary(run_id, manifest, dict(counts), seconds, megapixels, n, device)
+        summary = Summary(run_id, manifest, dict(tally.counts), time.perf_counter() - tally.start,
+                          tally.megapixels, n, device)
         if info["status"] == "running":
             info["status"] = "finished"
         info.update(summary=asdict(summary),
@@ -339,15 +358,15 @@ def parse_args(argv: list[str] | None = None) -> ArchiveConfig:
     a = p.parse_args(argv)
     if a.batch_size < 1:
         p.error("--batch-size must be >= 1")
-    return ArchiveConfig(src=a.src, dst=a.dst, model=a.model, workers=a.workers,
+    restore = RestoreOptions(tile=a.tile, device=a.device, engine=a.engine, precision=a.precision,
+                             ensemble=a.ensemble, assume_quality=a.assume_quality,
+                             skip_above_quality=a.skip_above_quality, fmt=a.format,
+                             storage_options=parse_storage_options(a.storage_options))
+    return ArchiveConfig(src=a.src, dst=a.dst, model=a.model, restore=restore, workers=a.workers,
                          gpus_per_worker=a.gpus_per_worker, cpus_per_worker=a.cpus_per_worker,
-                         batch_size=a.batch_size, skip_above_quality=a.skip_above_quality,
-                         assume_quality=a.assume_quality,
-                         format=a.format, tile=a.tile, ensemble=a.ensemble, precision=a.precision,
-                         engine=a.engine,
-                         storage_options=parse_storage_options(a.storage_options),
-                         address=a.address, progress_every=a.progress_every,
-                         strict=a.strict, startup_timeout=a.startup_timeout, device=a.device)
+                         batch_size=a.batch_size, address=a.address,
+                         progress_every=a.progress_every, strict=a.strict,
+                         startup_timeout=a.startup_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
               "status 'interrupted'); rerun the same command to finish", file=sys.stderr)
         return 130
     except (ValueError, LookupError, OSError, RuntimeError) as err:
-        print(f"error: {scrub(one_line(err), secret_values(cfg.storage_options, credential_env()))}",
+        print(f"error: {scrub(one_line(err), secret_values(cfg.restore.storage_options or {}, credential_env()))}",
               file=sys.stderr)
         return 2
     # Per-file failures are in the manifest; they fail the process only with --strict.

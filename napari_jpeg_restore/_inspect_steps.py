@@ -65,10 +65,11 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
     follows the plane slider), yielding ``(item, items, tiles_done, tiles_total)`` after every
     few tiles (the worker may stop there); then project the shown planes' tiles to 2-D."""
     from napari_jpeg_restore.core.engines.device import resolve_device
+    from napari_jpeg_restore.core.generators import relay
     from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
     from napari_jpeg_restore.core.models.cqe import as_encoder
-    from napari_jpeg_restore.core.quality.embedding import embed, project_2d
-    from napari_jpeg_restore.core.quality.reading import encoder_uint8, tiles
+    from napari_jpeg_restore.core.quality.embedding import project_2d, tile_embedding_steps
+    from napari_jpeg_restore.core.quality.reading import encoder_uint8
     from napari_jpeg_restore.core.registry import load_model
 
     try:
@@ -89,17 +90,13 @@ def inspect_steps(items: Sequence[InspectItem], model_spec: str, tile: int, meth
             heat, e, q = [], None, None
             for p, idx in enumerate(indices):
                 plane = shown if idx == item.current else encoder_uint8(np.asarray(item.data[idx]))
-                parts, (rows, cols) = tiles(plane, side, cover=True)
-                chunks = []
-                for start in range(0, len(parts), EMBED_CHUNK):
-                    chunks.append(embed(encoder, parts[start:start + EMBED_CHUNK], dev))
-                    yield i, len(items), p * len(parts) + min(start + EMBED_CHUNK, len(parts)), \
-                        len(indices) * len(parts)
-                pe, pq = (np.concatenate(a) for a in zip(*chunks))
-                heat.append(pq.reshape(rows, cols).astype(np.float32))
+                steps = tile_embedding_steps(encoder, plane, side, dev, EMBED_CHUNK)
+                tiled = yield from relay(steps, lambda s, i=i, p=p, n=len(indices):
+                                         (i, len(items), p * s[1] + s[0], n * s[1]))
+                heat.append(tiled.heatmap)
                 if idx == item.current:
-                    e, q = pe, pq
-            res.heatmaps.append(np.stack(heat).reshape(*item.lead_shape, rows, cols))
+                    e, q = tiled.embeddings, tiled.qualities
+            res.heatmaps.append(np.stack(heat).reshape(*item.lead_shape, *tiled.grid))
             res.estimates.append(float(np.median(q)))
             found = None if item.table_q else find_jpeg_grid(item.plane)
             res.traces.append("" if item.table_q else

@@ -13,6 +13,7 @@ from ._restore_steps import LayerJob, RestoreResult, restore_layer_steps
 
 if TYPE_CHECKING:
     from napari_jpeg_restore.core.restoration.compression import Compression
+    from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 PREVIEW_SIDE = 512  # pixels per side at most: a preview takes well under a second on a laptop
 BLOCK = 8
@@ -80,17 +81,15 @@ def crop_compression(compression: Compression, region: PreviewRegion) -> Compres
     return replace(compression, grid=replace(grid, offset=_moved(grid.offset, region))) if grid else compression
 
 
-def preview_steps(job: LayerJob, region: PreviewRegion, tile: int, device: str,
-                  precision: str = "fp32", assume_quality: int | None = None
+def preview_steps(job: LayerJob, region: PreviewRegion, options: RestoreOptions
                   ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
-    """Restore ``region`` of ``job``'s layer as a run with these settings restores that part
+    """Restore ``region`` of ``job``'s layer as a run with these ``options`` restores that part
     (:func:`._restore_steps.restore_layer_steps` on the crop, assuming what the run assumes for
     the first plane when that is the one shown); yields its progress."""
     plane = job.data[region.index] if region.index else job.data
     crop = np.asarray(plane[region.slices])
     first = job.first if job.first is not None and not any(region.index) else None
-    return (yield from restore_layer_steps(crop, (), job.rgb, job.model_spec, tile, device, False,
+    return (yield from restore_layer_steps(crop, (), job.rgb, job.model_spec, options,
                                            metadata=crop_metadata(job.metadata, region),
-                                           value_range=job.value_range, precision=precision,
-                                           assume_quality=assume_quality,
+                                           value_range=job.value_range,
                                            first=first and crop_compression(first, region)))

@@ -12,6 +12,7 @@ from napari.layers import Image
 if TYPE_CHECKING:
     from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
     from napari_jpeg_restore.core.restoration.compression import Compression
+    from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 def _restorable(plane: np.ndarray) -> tuple[np.ndarray, Any]:
     """The plane in a dtype ``restore_steps`` accepts and a function back to the plane's dtype."""
@@ -35,18 +36,15 @@ class RestoreResult:
     engine: str = ""  # what ran the network (torch, openvino)
 
 
-def layer_jpeg(metadata: dict[str, Any], plane: np.ndarray) -> tuple[JpegGrid | None, str]:
-    """How a plane was compressed, and how that is known: from the JPEG tables in the
-    layer's metadata (this plugin's reader), else found in the pixels (``"pixels"``)."""
+def layer_tables(metadata: dict[str, Any]) -> JpegGrid | None:
+    """The JPEG grid of the tables in a layer's metadata (this plugin's reader), or None."""
     from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
-    from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
 
     tables, grid = metadata.get("quant_tables"), metadata.get("jpeg_grid") or {}
-    if tables:
-        return JpegGrid.from_tables({int(k): np.asarray(v) for k, v in tables.items()},
-                                    tuple(grid.get("offset", (0, 0))),
-                                    bool(grid.get("transposed", False))), "tables"
-    return find_jpeg_grid(np.asarray(plane)), "pixels"
+    if not tables:
+        return None
+    return JpegGrid.from_tables({int(k): np.asarray(v) for k, v in tables.items()},
+                                tuple(grid.get("offset", (0, 0))), bool(grid.get("transposed", False)))
 
 
 INTENSITY = ("auto", "contrast limits", "dtype range")
@@ -63,42 +61,39 @@ def intensity_range(layer: Image, mode: str) -> tuple[float, float] | None:
 
 
 def restore_layer_steps(data: Any, lead_shape: tuple[int, ...], rgb: bool, model_spec: str,
-                        tile: int, device: str, difference: bool, ensemble: bool = False,
+                        options: RestoreOptions, difference: bool = False,
                         metadata: dict[str, Any] | None = None,
-                        value_range: tuple[float, float] | None = None, precision: str = "fp32",
-                        assume_quality: int | None = None, first: Compression | None = None
+                        value_range: tuple[float, float] | None = None,
+                        first: Compression | None = None
                         ) -> Generator[tuple[int, int, int, int], None, RestoreResult]:
-    """Restore every 2-D (or RGB) plane of ``data`` one after the other, each kept consistent
-    with its JPEG compression (:func:`layer_jpeg` of the layer's ``metadata``), or restored as
-    if compressed at ``assume_quality`` (the strength control); ``first``: what was decided
-    for the first plane already (its pixels are not read again).
+    """Restore every 2-D (or RGB) plane of ``data`` one after the other with ``options``, each
+    kept consistent with its JPEG compression (:func:`layer_tables` of the layer's
+    ``metadata``, else the traces in its pixels), or restored as if compressed at
+    ``options.assume_quality`` (the strength control); ``first``: what was decided for the
+    first plane already (its pixels are not read again).
 
     Yields ``(plane, planes, tiles_done, tiles_total)`` after each tile (the worker may stop
     there), returns a :class:`RestoreResult`. Only one plane of ``data`` is in memory at a time
     (``data`` may be a dask array); expected failures come back as ``RestoreResult.error``.
     """
     from napari_jpeg_restore.core.engines.selection import open_net
+    from napari_jpeg_restore.core.generators import relay
+    from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
     from napari_jpeg_restore.core.restoration.image_restore import restore_steps
 
     try:
-        net = open_net(model_spec, device=device, precision=precision)
+        net = open_net(model_spec, device=options.device, precision=options.precision,
+                       engine=options.engine)
         n_planes = int(np.prod(lead_shape)) if lead_shape else 1
         out: np.ndarray | None = None
         diff: np.ndarray | None = None
         for p, idx in enumerate(np.ndindex(*lead_shape) if lead_shape else [()]):
             plane = np.asarray(data[idx] if idx else data)
             work, back = _restorable(plane)
-            jpeg, _ = layer_jpeg(metadata or {}, work)
-            steps = restore_steps(work, net, tile=tile, ensemble=ensemble, jpeg=jpeg,
-                                  value_range=value_range,
-                                  assume_quality=assume_quality, compression=first if p == 0 else None)
-            while True:
-                try:
-                    done, total = next(steps)
-                except StopIteration as stop:
-                    restored = back(stop.value)
-                    break
-                yield p, n_planes, done, total
+            jpeg = layer_tables(metadata or {}) or find_jpeg_grid(work)
+            steps = restore_steps(work, net, options, jpeg=jpeg, value_range=value_range,
+                                  compression=first if p == 0 else None)
+            restored = back((yield from relay(steps, lambda step, p=p: (p, n_planes, *step))))
             if out is None:
                 out = np.empty(tuple(lead_shape) + restored.shape, restored.dtype)
                 if difference:
@@ -125,25 +120,18 @@ class LayerJob:
     first: Compression | None = None  # what the plan decided for the first plane
 
 
-def restore_layers_steps(jobs: list[LayerJob], tile: int, device: str, difference: bool,
-                         ensemble: bool = False, precision: str = "fp32",
-                         assume_quality: int | None = None
+def restore_queue_steps(jobs: list[LayerJob], options: RestoreOptions, difference: bool = False
                          ) -> Generator[tuple[int, int, int, int, int, int], None, list[RestoreResult]]:
     """Restore several layers one after the other (a queue in one worker): yields
     ``(layer, layers, plane, planes, tiles_done, tiles_total)``, returns one
     :class:`RestoreResult` per layer (a failed layer's carries its error; the rest go on)."""
+    from napari_jpeg_restore.core.generators import relay
+
     results = []
     for k, job in enumerate(jobs):
-        steps = restore_layer_steps(job.data, job.lead_shape, job.rgb, job.model_spec, tile, device,
-                                    difference, ensemble, job.metadata, job.value_range, precision,
-                                    assume_quality, job.first)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                results.append(stop.value)
-                break
-            yield (k, len(jobs), *step)
+        steps = restore_layer_steps(job.data, job.lead_shape, job.rgb, job.model_spec, options,
+                                    difference, job.metadata, job.value_range, job.first)
+        results.append((yield from relay(steps, lambda step, k=k: (k, len(jobs), *step))))
     return results
 
 

@@ -6,6 +6,7 @@ a model without weights, no CUDA) is a notification, never a traceback.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from napari_jpeg_restore.core.engines.device import DEVICES
 from napari_jpeg_restore.core.engines.precision import PRECISIONS
 from napari_jpeg_restore.core.jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 from ._layers import (
     layer_channels,
@@ -43,9 +45,9 @@ from ._restore_steps import (
     LayerJob,
     RestoreResult,
     intensity_range,
-    layer_jpeg,
+    layer_tables,
     provenance,
-    restore_layers_steps,
+    restore_queue_steps,
 )
 from ._worker_controls import _WorkerControls
 
@@ -195,26 +197,30 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
                 return selected
         return [self.image.value] if self.image.value is not None else []
 
+    def options(self) -> RestoreOptions:
+        """How this widget's settings restore a run (its preview: the same without the x8)."""
+        return RestoreOptions(tile=int(self.tile.value), device=self.device.value,
+                              precision=self.precision.value, ensemble=bool(self.ensemble.value),
+                              assume_quality=int(self.assume.value) or None,
+                              skip_above_quality=int(self.skip_above.value))
+
     def _plan(self, layer: Image) -> tuple[LayerJob, str] | str:
         """The job for ``layer`` and how its compression is known, or why it is left alone
         (raises for an unsupported layer, a missing model or an unusable device)."""
         from napari_jpeg_restore.core.engines.device import resolve_device
-        from napari_jpeg_restore.core.pixels import split_alpha
-        from napari_jpeg_restore.core.restoration.compression import assess
-        from napari_jpeg_restore.core.restoration.file_restore import skip_reason
+        from napari_jpeg_restore.core.restoration.plan import plan_image
 
         lead_shape = plane_layout(layer)[0]
         spec = resolve_model_spec(self.model.value, self.weights.value, layer_channels(layer))
         resolve_device(self.device.value)
         first = layer.data[(0,) * len(lead_shape)] if lead_shape else layer.data
-        jpeg, known_by = layer_jpeg(layer.metadata, first)
-        planes = split_alpha(np.asarray(first))[0]
-        compression = assess(planes, jpeg if planes.dtype == np.uint8 else None,
-                             int(self.assume.value) or None)
-        why = skip_reason(compression, int(self.skip_above.value))
-        if why:
+        tables = layer_tables(layer.metadata)
+        known_by = "tables" if tables is not None else "pixels"
+        plan = plan_image(np.asarray(first), tables, self.options())
+        compression, jpeg = plan.compression, plan.grid
+        if plan.skip:
             how = f" (Q{jpeg.quality} by its {known_by})" if jpeg else ""
-            return f"'{layer.name}' left as is: {why}{how}"
+            return f"'{layer.name}' left as is: {plan.skip}{how}"
         job = LayerJob(layer.data, lead_shape, bool(layer.rgb), spec, dict(layer.metadata),
                        intensity_range(layer, self.intensity.value), compression)
         return job, compression.describe() + (f" by its {known_by}" if compression.source == "tables" else "")
@@ -244,14 +250,12 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
             show_info(self.status.value)
         if not todo:
             return None
-        assume = int(self.assume.value) or None
         self._job = {"layers": [layer for layer, _, _ in todo], "jpeg_by": [by for _, _, by in todo],
                      "difference": bool(self.difference.value), "tile": int(self.tile.value),
                      "ensemble": bool(self.ensemble.value), "precision": self.precision.value,
                      "left": left}
-        worker = thread_worker(restore_layers_steps, start_thread=False)(
-            [job for _, job, _ in todo], int(self.tile.value), self.device.value,
-            bool(self.difference.value), bool(self.ensemble.value), self.precision.value, assume)
+        worker = thread_worker(restore_queue_steps, start_thread=False)(
+            [job for _, job, _ in todo], self.options(), bool(self.difference.value))
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
@@ -346,8 +350,7 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         region = preview_region(shown_plane(layer, self.viewer.dims.point, lead_shape), hw,
                                 layer.corner_pixels[:, -2:], tuple((grid or {}).get("offset", (0, 0))))
         worker = thread_worker(preview_steps, start_thread=False)(
-            job, region, int(self.tile.value), self.device.value, self.precision.value,
-            int(self.assume.value) or None)
+            job, region, replace(self.options(), ensemble=False))  # a preview without the x8
         worker.returned.connect(lambda res: self._show_preview(layer, region, res, how))
         worker.finished.connect(self._on_preview_finished)
         self.preview_worker = worker

@@ -130,3 +130,23 @@ def test_the_quality_encoder_reads_every_dtype_as_the_restorer_maps_it(gray):
     encoder = open_quality_net("cqe-lite-gray")  # read by 65535, the 12-bit picture was ~Q78, not ~Q30
     eight = compress(gray, 30)
     assert abs(pixel_quality(encoder, eight.astype(np.uint16) * 16) - pixel_quality(encoder, eight)) < 1
+
+
+def test_one_plan_for_every_shell(gray):
+    """plan_image decides for the CLI, the widget and the Ray job: the JPEG's grid from the
+    tables or the pixels, what the restoration assumes, and what is left alone."""
+    from napari_jpeg_restore.core.restoration.options import RestoreOptions
+    from napari_jpeg_restore.core.restoration.plan import plan_image
+
+    found = plan_image(compress(gray, 30))  # a JPEG saved as PNG: its traces
+    assert found.grid is not None and abs(found.grid.quality - 30) <= 5 and found.skip is None
+    assert found.compression.quality == found.grid.quality
+    assert plan_image(gray).skip == "no JPEG compression found"
+    rgb = np.repeat(compress(gray, 30)[..., None], 3, axis=2)
+    rgba = np.dstack([rgb, np.full(gray.shape, 7, np.uint8)])
+    assert plan_image(rgba).grid is not None  # alpha is no part of the compression
+    fine = compress(gray, 95)
+    assert plan_image(fine, JpegGrid.ijg(95)).skip == "JPEG quality above 90"
+    assert plan_image(fine, JpegGrid.ijg(95), RestoreOptions(skip_above_quality=100)).skip is None
+    told = plan_image(fine, JpegGrid.ijg(95), RestoreOptions(assume_quality=20))
+    assert (told.compression.source, told.compression.quality, told.skip) == ("assumed", 20, None)

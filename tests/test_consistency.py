@@ -143,13 +143,15 @@ def test_shipped_models_do_no_harm_at_any_quality(name, tmp_path):
     a loss; where the model does not gain (Q95 up) the image comes back bit for bit."""
     from napari_jpeg_restore.core.evaluation.demo import SAMPLE
     from napari_jpeg_restore.core.restoration.file_restore import restore_file
+    from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
     clean = read_image(SAMPLE).array[96:288, 160:352]
     clean = clean if name.endswith("color") else clean[..., 1]
     for q in range(10, 101, 5):
         src, dest = tmp_path / f"q{q}.jpg", tmp_path / f"q{q}.png"
         src.write_bytes(encode_jpeg(clean, q))
-        res = restore_file(str(src), str(dest), name, device="cpu", skip_above_quality=100)
+        res = restore_file(str(src), str(dest), name,
+                           RestoreOptions(device="cpu", skip_above_quality=100))
         assert res.status == "restored"
         jpeg, out = read_image(src).array, read_image(dest).array
         gain = psnr(clean, out) - psnr(clean, jpeg)

@@ -27,9 +27,11 @@ from helpers import moto_s3, synthetic, train_tiny_restorer
 from napari_jpeg_restore.core.evaluation.metrics import psnr
 from napari_jpeg_restore.core.imageio.reading import read_image
 from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 from napari_jpeg_restore.distributed.archive_manifest import final_state, read_manifest
 from napari_jpeg_restore.distributed.restore_archive import (
     ArchiveConfig,
+    actor_device,
     actors_that_fit,
     parse_args,
     run,
@@ -75,10 +77,14 @@ def s3():
 
 
 def _cfg(src, dst, model, so=None, **kw):
+    """The job's config; keywords that are restore options (ensemble, assume_quality...) go
+    into its RestoreOptions, as the command line puts them."""
     kw.setdefault("workers", 2)
     kw.setdefault("batch_size", 2)
-    return ArchiveConfig(src=src, dst=dst, model=model, storage_options=so or {},
-                         progress_every=0.5, **kw)
+    restore = {k: kw.pop(k) for k in list(kw) if k in RestoreOptions.__dataclass_fields__}
+    return ArchiveConfig(src=src, dst=dst, model=model, progress_every=0.5,
+                         restore=RestoreOptions(precision="auto", storage_options=so or {}, **restore),
+                         **kw)
 
 
 def test_s3_archive_restore_manifest_and_rerun(cluster, tiny_model, s3, tmp_path, monkeypatch):
@@ -153,7 +159,7 @@ def test_assume_quality_reaches_the_actors_and_the_manifest(cluster, tiny_model,
     row = final_state(read_manifest(str(tmp_path / "out")))["high.jpg"]
     assert (row["quality"], row["restored_as"], row["restored_as_source"]) == (95, 20, "assumed")
     # The job's command line takes it, checked as the CLI checks it.
-    assert parse_args(["--src", "a", "--dst", "b", "--assume-quality", "20"]).assume_quality == 20
+    assert parse_args(["--src", "a", "--dst", "b", "--assume-quality", "20"]).restore.assume_quality == 20
     with pytest.raises(SystemExit):
         parse_args(["--src", "a", "--dst", "b", "--assume-quality", "101"])
 
@@ -241,7 +247,7 @@ def _actor_processes() -> set[int]:
     found = set()
     for p in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):  # gone, or a zombie, meanwhile
-            if "MapWorker(MapBatches(Restorer))" in " ".join(p.cmdline()):
+            if "MapWorker(MapBatches(RestoreActor))" in " ".join(p.cmdline()):
                 found.add(p.pid)
     return found
 
@@ -411,6 +417,21 @@ def test_actor_count_never_exceeds_what_the_cluster_can_hold():
     assert actors_that_fit({"CPU": 8}, 3, 2, 0.0) == 3
     with pytest.raises(RuntimeError, match="none can start"):
         actors_that_fit({"CPU": 2}, None, 4, 0.0)
+
+
+def test_actors_run_on_cuda_only_where_they_hold_a_gpu():
+    lines: list[str] = []
+    assert actor_device("auto", 2.0, 0.5, lines.append) == ("cuda", 0.5)
+    assert actor_device("auto", 0.0, 1.0, lines.append) == ("cpu", 0.0)
+    assert lines == ["no GPUs in the cluster: restoring on CPUs"]
+    assert actor_device("cpu", 2.0, 0.0, lines.append) == ("cpu", 0.0)
+    assert lines[-1] == "--gpus-per-worker 0: restoring on CPUs"
+    with pytest.raises(ValueError, match="the cluster has no GPUs"):
+        actor_device("cuda", 0.0, 1.0, lines.append)
+    with pytest.raises(ValueError, match="--gpus-per-worker above 0"):
+        actor_device("cuda", 2.0, 0.0, lines.append)
+    with pytest.raises(ValueError, match="--device must be one of auto, cpu, cuda"):
+        actor_device("tpu", 2.0, 1.0, lines.append)
 
 
 def test_redaction_of_secrets():

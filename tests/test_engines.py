@@ -23,6 +23,7 @@ from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg
 from napari_jpeg_restore.core.quality.reading import pixel_quality
 from napari_jpeg_restore.core.registry import save_weights
 from napari_jpeg_restore.core.restoration.file_restore import restore_file
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 pytestmark = pytest.mark.skipif(not have_openvino(), reason="OpenVINO is not installed here")
 
@@ -112,7 +113,7 @@ def test_engine_torch_reads_a_files_quality_in_pytorch_too(gray, tmp_path, monke
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing converted here
     src = tmp_path / "fine.jpg"  # Q75 and up: the quality encoder checks it was not re-saved
     src.write_bytes(encode_jpeg(gray, 85))
-    res = restore_file(str(src), str(tmp_path / "fine.png"), engine="torch", device="cpu")
+    res = restore_file(str(src), str(tmp_path / "fine.png"), None, RestoreOptions(engine="torch", device="cpu"))
     assert res.status == "restored" and res.compression.source == "tables"
     assert not (tmp_path / "cache" / "napari-jpeg-restore" / "openvino").exists()
 

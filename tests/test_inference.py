@@ -7,6 +7,7 @@ import torch
 from napari_jpeg_restore.core import restore
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.restoration.image_restore import _windows, restore_steps
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 
 def _randomised(model):
@@ -94,7 +95,7 @@ def test_deterministic(gray_model):
 
 
 def test_steps_report_progress_and_can_stop_early(gray_model):
-    steps = restore_steps(_smooth((256, 256)), gray_model, tile=64, overlap=16)
+    steps = restore_steps(_smooth((256, 256)), gray_model, RestoreOptions(tile=64, overlap=16))
     first = next(steps)
     assert first[0] == 1 and first[1] > 1
     steps.close()  # a cancelled worker: no exception, nothing left running
@@ -124,7 +125,7 @@ def test_bands_stream_top_to_bottom_and_match_restore(gray_model):
     from napari_jpeg_restore.core.restoration.image_restore import restore_bands
 
     img = _smooth((300, 200))
-    events = list(restore_bands(img, gray_model, tile=96, overlap=16, device="cpu"))
+    events = list(restore_bands(img, gray_model, RestoreOptions(tile=96, overlap=16, device="cpu")))
     bands = [b for _, _, b in events if b is not None]
     assert [d for d, _, _ in events] == list(range(1, events[-1][1] + 1))  # one event a tile
     first_band_at = next(i for i, (_, _, b) in enumerate(events) if b is not None)
@@ -167,15 +168,16 @@ def test_restoring_a_file_costs_little_beyond_its_decoded_pixels(tmp_path):
     # the forking parent's peak across exec.
     script = f"""
 from napari_jpeg_restore.core.restoration.file_restore import restore_file
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 from napari_jpeg_restore.core.registry import load_model
 def status(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) * 1024
 m = load_model({str(tmp_path / 'm.pt')!r})
-restore_file({str(tmp_path / 'small.jpg')!r}, {str(tmp_path / 'small.png')!r}, m, device="cpu")
+restore_file({str(tmp_path / 'small.jpg')!r}, {str(tmp_path / 'small.png')!r}, m, RestoreOptions(device="cpu"))
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets VmHWM to the current RSS
 base = status("VmRSS:")
-restore_file({str(tmp_path / 'big.jpg')!r}, {str(tmp_path / 'big.png')!r}, m, device="cpu")
+restore_file({str(tmp_path / 'big.jpg')!r}, {str(tmp_path / 'big.png')!r}, m, RestoreOptions(device="cpu"))
 print(status("VmHWM:") - base)
 """
     grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

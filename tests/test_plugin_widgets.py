@@ -18,6 +18,7 @@ from napari_jpeg_restore.core.engines.selection import choose_engine
 from napari_jpeg_restore.core.evaluation.metrics import psnr
 from napari_jpeg_restore.core.jpeg.codec import compress, encode_jpeg, read_quant_tables
 from napari_jpeg_restore.core.registry import MODELS, save_weights
+from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 from napari_jpeg_restore._inspector_widget import QualityInspectorWidget
 from napari_jpeg_restore._layers import AUTO, WEIGHTS_FILE
@@ -348,7 +349,8 @@ class _PlanesOnly:
 def test_restore_steps_reads_one_plane_at_a_time(restorer_weights):
     planes = np.stack([compress(synthetic(s, (32, 40)), 10) for s in range(4)]).reshape(2, 2, 32, 40)
     guard = _PlanesOnly(planes)
-    steps = restore_layer_steps(guard, (2, 2), False, str(restorer_weights), 64, "cpu", False)
+    steps = restore_layer_steps(guard, (2, 2), False, str(restorer_weights),
+                                RestoreOptions(tile=64, device="cpu"))
     progress = []
     while True:
         try:

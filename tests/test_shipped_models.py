@@ -134,12 +134,14 @@ def test_shipped_quality_encoder_estimates_quality_from_pixels(info):
 
 @pytest.mark.skipif(not QUALITY_ENCODERS, reason="no quality encoder is shipped in this checkout")
 def test_a_picture_of_two_qualities_gives_a_heatmap_of_two_levels():
-    """Left half written at Q10, right half at Q60: the per-tile heatmap shows both."""
-    from napari_jpeg_restore.core.quality.embedding import quality_heatmap
+    """Left half written at Q10, right half at Q60: the per-tile heatmap (the inspector's)
+    shows both."""
+    from napari_jpeg_restore.core.generators import finish
+    from napari_jpeg_restore.core.quality.embedding import tile_embedding_steps
 
     clean = _sample(1)[:256, :256]
     image = np.concatenate([compress(clean[:, :128], 10), compress(clean[:, 128:], 60)], axis=1)
-    heat = quality_heatmap(load_model("cqe-lite-gray"), image, tile=64, device="cpu")
+    heat = finish(tile_embedding_steps(load_model("cqe-lite-gray"), image, 64, "cpu")).heatmap
     left, right = heat[:, :2], heat[:, 2:]
     assert heat.shape == (4, 4) and abs(np.median(left) - 10) <= 10 and abs(np.median(right) - 60) <= 12
     assert left.max() < right.min()  # two clearly separate levels

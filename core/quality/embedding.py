@@ -3,7 +3,8 @@ order quality, and map image tiles to a quality heatmap."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -14,6 +15,18 @@ from ..engines.device import resolve_device
 from ..jpeg.codec import compress
 from ..models.cqe import as_encoder
 from .reading import encoder_input, tiles
+
+
+class TileEmbeddings(NamedTuple):
+    """The tiles of one image: embeddings (N x D), estimated qualities (N) and their grid."""
+
+    embeddings: np.ndarray
+    qualities: np.ndarray
+    grid: tuple[int, int]  # (rows, cols)
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        return self.qualities.reshape(self.grid)
 
 
 @torch.inference_mode()
@@ -40,11 +53,18 @@ def embed(model: nn.Module, images: Sequence[np.ndarray], device: str = "auto",
     return e.numpy(), enc.quality(e.to(dev)).cpu().numpy()
 
 
-def quality_heatmap(model: nn.Module, image: np.ndarray, tile: int = 64, device: str = "auto") -> np.ndarray:
-    """Per-tile estimated quality (rows x cols float32): low values mark degraded regions."""
-    parts, (rows, cols) = tiles(image, tile, cover=True)
-    _, q = embed(model, parts, device)
-    return q.reshape(rows, cols).astype(np.float32)
+def tile_embedding_steps(model: nn.Module, image: np.ndarray, tile: int, device: str = "auto",
+                         chunk: int = 16) -> Generator[tuple[int, int], None, TileEmbeddings]:
+    """Embed the tiles that cover ``image`` (:func:`.reading.tiles`) ``chunk`` at a time,
+    yielding ``(tiles_done, tiles_total)`` between chunks (a worker may stop there); returns
+    their embeddings, estimated qualities and grid."""
+    parts, grid = tiles(image, tile, cover=True)
+    chunks = []
+    for start in range(0, len(parts), chunk):
+        chunks.append(embed(model, parts[start:start + chunk], device))
+        yield min(start + chunk, len(parts)), len(parts)
+    embeddings, qualities = (np.concatenate(a) for a in zip(*chunks))
+    return TileEmbeddings(embeddings, qualities.astype(np.float32), grid)
 
 
 def quality_crops(images: list[np.ndarray], qualities, crop: int = 128) -> tuple[list[np.ndarray], np.ndarray]:

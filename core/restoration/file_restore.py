@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
 from ..error_text import one_line
@@ -19,11 +18,11 @@ from ..imageio.filesystem import resolve
 from ..imageio.output_paths import plan_outputs
 from ..imageio.reading import ImageReadError, LoadedImage, read_image
 from ..imageio.writing import ImageWriteError, write_image_bands
-from ..jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY, QualityEstimate
-from ..jpeg.traces import find_jpeg_grid
-from ..pixels import split_alpha
-from .compression import Compression, assess
-from .image_restore import TILE_OVERLAP, Band, Progress, restore_bands
+from ..jpeg.codec import QualityEstimate
+from .compression import Compression
+from .image_restore import Band, Progress, restore_bands
+from .options import RestoreOptions
+from .plan import plan_image
 
 if TYPE_CHECKING:
     from torch import nn
@@ -79,20 +78,6 @@ def check_writable(out_dir: str, storage_options: dict | None = None) -> None:
                               f"{getattr(err, 'strerror', None) or err})") from None
 
 
-def skip_reason(compression: Compression, skip_above_quality: int | None) -> str | None:
-    """Why an image is left alone, or None: the quality its restoration assumes (from the file's
-    tables, the traces in its pixels, the quality encoder's reading of a re-saved file, or the
-    user) is above ``skip_above_quality``, or it shows no JPEG compression at all. A limit of
-    None or 100 restores everything."""
-    if skip_above_quality is None or skip_above_quality >= 100:
-        return None
-    if compression.quality is None:
-        return "no JPEG compression found"
-    if compression.quality > skip_above_quality:
-        return f"JPEG quality above {skip_above_quality}"
-    return None
-
-
 @dataclass
 class OpenedFile:
     """An input that is to be restored: its decoded image, what its tables (or the traces in its
@@ -108,82 +93,65 @@ class OpenedFile:
         return FileResult("restored", self.quality, h * w / 1e6, compression=self.compression)
 
 
-def open_file(src: str, dest: str, *, skip_existing: bool = False,
-              skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
-              allow_large: bool = False, storage_options: dict | None = None,
-              assume_quality: int | None = None, device: str = "auto",
-              engine: str = "auto") -> FileResult | OpenedFile:
-    """The first half of :func:`restore_file`: ``exists`` when ``skip_existing`` finds ``dest``,
-    ``skipped`` when the quality its restoration assumes (:func:`.compression.assess` of its
-    tables, or for other formats the traces in its pixels; ``assume_quality`` overrides) is above
-    ``skip_above_quality`` or it shows no JPEG compression (:func:`skip_reason`), else the decoded
-    input with its compression. Bad files raise :class:`ImageReadError` with one line."""
-    if skip_existing:
-        fs, path = resolve(dest, storage_options)
+def open_file(src: str, dest: str, options: RestoreOptions | None = None
+              ) -> FileResult | OpenedFile:
+    """The first half of :func:`restore_file`: ``exists`` when ``options.skip_existing`` finds
+    ``dest``, ``skipped`` when the quality its restoration assumes (:func:`.compression.assess`
+    of its tables, or for other formats the traces in its pixels; ``options.assume_quality``
+    overrides) is above ``options.skip_above_quality`` or it shows no JPEG compression
+    (:func:`.plan.plan_image`), else the decoded input with its compression. Bad files raise
+    :class:`ImageReadError` with one line."""
+    o = options or RestoreOptions()
+    if o.skip_existing:
+        fs, path = resolve(dest, o.storage_options)
         if fs.exists(path):
             return FileResult("exists")
-    loaded = read_image(src, allow_large=allow_large, storage_options=storage_options)
-    jpeg = loaded.jpeg_grid or find_jpeg_grid(loaded.array)
-    quality = loaded.quality or (QualityEstimate(jpeg.quality, float("nan"), False) if jpeg else None)
-    planes = split_alpha(loaded.array)[0]
-    compression = assess(planes, jpeg if planes.dtype == np.uint8 else None, assume_quality,
-                         device=str(device), engine=engine)
-    why = skip_reason(compression, skip_above_quality)
-    if why:
-        return FileResult("skipped", quality, reason=why)
-    return OpenedFile(loaded, compression, quality)
+    loaded = read_image(src, allow_large=o.allow_large, storage_options=o.storage_options)
+    plan = plan_image(loaded.array, loaded.jpeg_grid, o)
+    grid = plan.grid
+    quality = loaded.quality or (QualityEstimate(grid.quality, float("nan"), False) if grid else None)
+    if plan.skip:
+        return FileResult("skipped", quality, reason=plan.skip)
+    return OpenedFile(loaded, plan.compression, quality)
 
 
-def restore_file(src: str, dest: str, model: str | nn.Module | Net | None = None, *, tile: int = 512,
-                 overlap: int = TILE_OVERLAP, device: str = "auto", ensemble: bool = False,
-                 fmt: str = "png", skip_existing: bool = False,
-                 skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
-                 allow_large: bool = False, storage_options: dict | None = None,
-                 progress: Progress | None = None, precision: str = "fp32",
-                 assume_quality: int | None = None, engine: str = "auto") -> FileResult:
+def restore_file(src: str, dest: str, model: str | nn.Module | Net | None = None,
+                 options: RestoreOptions | None = None, *, progress: Progress | None = None
+                 ) -> FileResult:
     """The one file-restore step of the CLI and the Ray archive job: :func:`open_file`, then
     restore band by band, consistent with its JPEG, and stream the bands into ``dest``
-    (atomically), so memory beyond the decoded input stays small. ``assume_quality``: restore
-    as if compressed at this quality (the strength control). ``dest`` must come from
+    (atomically), so memory beyond the decoded input stays small. ``dest`` must come from
     :mod:`.output_paths`. Bad files raise :class:`ImageReadError` / :class:`ImageWriteError` /
     ValueError with one line."""
-    opened = open_file(src, dest, skip_existing=skip_existing,
-                       skip_above_quality=skip_above_quality, allow_large=allow_large,
-                       storage_options=storage_options, assume_quality=assume_quality,
-                       device=device, engine=engine)
+    o = options or RestoreOptions()
+    opened = open_file(src, dest, o)
     if isinstance(opened, FileResult):
         return opened
     image = opened.loaded.array
 
     def bands() -> Iterator[Band]:
-        for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
-                                               device=device, ensemble=ensemble,
-                                               compression=opened.compression,
-                                               precision=precision, engine=engine):
+        for done, total, band in restore_bands(image, model, o, compression=opened.compression):
             if progress is not None:
                 progress(done, total)
             if band is not None:
                 yield band
 
-    write_image_bands(dest, image.shape, image.dtype, bands(), format=fmt,
-                      icc_profile=opened.loaded.icc_profile, storage_options=storage_options)
+    write_image_bands(dest, image.shape, image.dtype, bands(), format=o.fmt,
+                      icc_profile=opened.loaded.icc_profile, storage_options=o.storage_options)
     return opened.restored()
 
 
-def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module | Net | None = None,
-                  tile: int = 512, overlap: int = TILE_OVERLAP, device: str = "auto", ensemble: bool = False,
-                  fmt: str = "png", skip_existing: bool = False,
-                  skip_above_quality: int | None = DEFAULT_SKIP_ABOVE_QUALITY,
-                  allow_large: bool = False, storage_options: dict | None = None,
-                  log: Callable[[str], None] | None = None, precision: str = "fp32",
-                  assume_quality: int | None = None, engine: str = "auto") -> BatchReport:
+def restore_files(inputs: Iterable[str], out_dir: str, model: str | nn.Module | Net | None = None,
+                  options: RestoreOptions | None = None, *,
+                  log: Callable[[str], None] | None = None) -> BatchReport:
     """Restore every input into ``out_dir/<stem>.<fmt>``. Outputs are planned before anything
     is written (:func:`.output_paths.plan_outputs`): an input is never overwritten, nothing is
     written outside ``out_dir``, two inputs never share an output. Progress counts tiles."""
+    o = options or RestoreOptions()
     inputs = list(inputs)
     log = log or (lambda m: tqdm.write(m, file=sys.stderr))  # keeps lines clear of the bars
-    check_writable(out_dir, storage_options)
-    plan = plan_outputs(inputs, out_dir, fmt, storage_options)
+    check_writable(out_dir, o.storage_options)
+    plan = plan_outputs(inputs, out_dir, o.fmt, o.storage_options)
     report = BatchReport()
     for src in inputs:
         if src in plan.refused:
@@ -198,12 +166,7 @@ def restore_files(inputs: Iterable[str], out_dir: str, *, model: str | nn.Module
                 bar.total = total
                 bar.update(done - bar.n)
             try:
-                res = restore_file(src, dest, model, tile=tile, overlap=overlap, device=device,
-                                   ensemble=ensemble, fmt=fmt, skip_existing=skip_existing,
-                                   skip_above_quality=skip_above_quality, allow_large=allow_large,
-                                   storage_options=storage_options, progress=progress,
-                                   precision=precision, assume_quality=assume_quality,
-                                   engine=engine)
+                res = restore_file(src, dest, model, o, progress=progress)
             except (ImageReadError, ImageWriteError, ValueError, TypeError) as err:
                 # Read/write errors already name the file; others get it prefixed.
                 named = isinstance(err, (ImageReadError, ImageWriteError))

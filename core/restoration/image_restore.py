@@ -8,24 +8,23 @@ the float working memory is one band of tile height across the image, whatever i
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..engines.net import Net, run_net
 from ..engines.selection import open_net
+from ..generators import finish, relay
 from ..jpeg.consistency import JpegGrid, constrain
 from ..pixels import UnitScale, split_alpha
 from .compression import Compression, assess
+from .options import RestoreOptions
 
 if TYPE_CHECKING:
     from torch import nn
 
 Progress = Callable[[int, int], None]
-# Tiles overlap by this much: 16 and 32 px give the same PSNR on val-gray-bsd68 at Q10/Q40 with
-# 128-px tiles (±0.002 dB) and agree with the untiled result to 49-55 dB; 16 computes about 10%
-# fewer pixels with 512-px tiles (docs/speed.md).
-TILE_OVERLAP = 16
 # A band's rows are scaled back and kept consistent with the JPEG this many at a time: their
 # float planes stay in the CPU's cache (a 2000-px colour band: 40 -> 27 ms, docs/speed.md).
 FINISH_ROWS = 64
@@ -95,28 +94,55 @@ def passes_through(net: Net, compression: Compression) -> bool:
     return compression.quality is not None and cal is not None and not cal.restores(compression.quality)
 
 
-def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None, *, tile: int = 512,
-                  overlap: int = TILE_OVERLAP, device: str = "auto", ensemble: bool = False,
-                  jpeg: JpegGrid | None = None, calibrated: bool = True,
-                  value_range: tuple[float, float] | None = None, precision: str = "fp32",
-                  assume_quality: int | None = None, compression: Compression | None = None,
-                  engine: str = "auto") -> Generator[tuple[int, int, Band | None], None, None]:
+def _run_tile(net: Net, patch: np.ndarray, ensemble: bool, tables: np.ndarray | None
+              ) -> np.ndarray:
+    """The network's CxHxW output for one HxWxC tile in [0, 1] (a colour model on one plane:
+    the plane three times, the outputs averaged)."""
+    x = patch.transpose(2, 0, 1)[None]
+    if net.in_channels == 3 and x.shape[1] == 1:
+        return run_net(net, np.repeat(x, 3, axis=1), ensemble, tables).mean(1, keepdims=True)[0]
+    return run_net(net, x, ensemble, tables)[0]
+
+
+def _finished(image: np.ndarray, planes: np.ndarray, alpha: np.ndarray | None, acc: np.ndarray,
+              wsum: np.ndarray, scale: UnitScale, jpeg: JpegGrid | None, top: int) -> np.ndarray:
+    """Rows ``top..`` of the result from the weighted sum ``acc`` (CxNxW) of the tiles' outputs
+    and their weights ``wsum`` (NxW): blended, back in the image's dtype, consistent with
+    ``jpeg``, a neutral picture's one plane copied to all three, alpha passed through; finished
+    :data:`FINISH_ROWS` at a time (their float planes stay in the CPU's cache)."""
+    n, w = acc.shape[1:]
+    out = np.empty((n, *image.shape[1:]), image.dtype)
+    out_c = out.reshape(n, w, -1)  # HxW as HxWx1
+    for a, b in _finishing_spans(top, n, jpeg):
+        rows = scale.back((acc[:, a:b] / wsum[a:b]).transpose(1, 2, 0))
+        if jpeg is not None:
+            rows = constrain(rows, planes[top + a:top + b], jpeg, top + a)
+        out_c[a:b, :, :out_c.shape[2] - (alpha is not None)] = rows  # neutral: 1 -> 3 planes
+    if alpha is not None:
+        out_c[..., -1] = alpha[top:top + n]
+    return out
+
+
+def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None,
+                  options: RestoreOptions | None = None, *, jpeg: JpegGrid | None = None,
+                  value_range: tuple[float, float] | None = None,
+                  compression: Compression | None = None
+                  ) -> Generator[tuple[int, int, Band | None], None, None]:
     """Restore ``image`` one row of tiles at a time: yields ``(tiles_done, tiles_total, band)``
     after every tile, where ``band`` is None or ``(y, rows)``, rows of the result (in the
     input's dtype, alpha passed through) that no later tile touches, top to bottom. Working
     memory is a band of tile height across the image, never a full-size float copy.
 
+    ``options``: how (:class:`.options.RestoreOptions`; a module always runs in PyTorch).
     ``jpeg``: how a uint8 image was compressed (its file's tables); each band is then kept
     consistent with it (:func:`.consistency.constrain`), so the result never strays from
     what the file allows, and where the model's calibration shows no gain at the file's
-    quality (``calibrated``) the image passes through unchanged. None: the model's output.
-    ``value_range``: the values that map to the network's 0..1 (see :class:`UnitScale`).
-    ``precision``: fp32, bf16 (autocast) or auto (bf16 where the device runs it natively:
-    :mod:`.precision`; within 0.02 dB of fp32 for the shipped models, bench/speed.md).
-    ``engine``: auto, torch or openvino (:mod:`.engines`; a module always runs in PyTorch).
-    ``assume_quality``: restore as if compressed at this quality (the strength control);
-    ``compression``: what :func:`.compression.assess` decided already (e.g. for a file); by
-    default it is decided here from ``jpeg``, ``assume_quality`` and, where needed, the pixels."""
+    quality (``options.calibrated``) the image passes through unchanged. None: the model's
+    output. ``value_range``: the values that map to the network's 0..1 (see
+    :class:`.pixels.UnitScale`). ``compression``: what :func:`.compression.assess` decided
+    already (e.g. for a file); by default it is decided here from ``jpeg``,
+    ``options.assume_quality`` and, where needed, the pixels."""
+    o = options or RestoreOptions()
     image = np.asarray(image)
     if image.ndim < 2 or min(image.shape[:2]) < 1:
         raise ValueError(f"expected a non-empty 2-D gray, RGB or RGBA image, got shape {image.shape}")
@@ -124,23 +150,25 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None,
     neutral = is_neutral(planes)
     if neutral:  # R = G = B (a gray picture stored as RGB): restore one plane, no colour cast
         planes = planes[..., :1]
-    net = open_net(model, planes.shape[2], device=str(device), precision=precision, engine=engine)
+    net = open_net(model, planes.shape[2], device=str(o.device), precision=o.precision,
+                   engine=o.engine)
     scale = UnitScale.of(planes, value_range)
-    c_model, c_img = net.in_channels, planes.shape[2]
+    c_img = planes.shape[2]
     # Gray model on colour input: restore each plane; colour model on gray: replicate, average.
-    groups = [slice(i, i + 1) for i in range(c_img)] if c_model == 1 and c_img == 3 else [slice(None)]
+    groups = ([slice(i, i + 1) for i in range(c_img)] if net.in_channels == 1 and c_img == 3
+              else [slice(None)])
     h, w = planes.shape[:2]
     align = net.stride
-    tile = max(align, tile // align * align)
-    overlap = min(overlap, tile // 2)
+    tile = max(align, o.tile // align * align)
+    overlap = min(o.overlap, tile // 2)
     ys, xs = _windows(h, tile, overlap, align), _windows(w, tile, overlap, align)
     total = len(ys) * len(xs) * len(groups)
     eight_bit = planes.dtype == np.uint8  # JPEG's grid and tables apply to 8-bit pixels only
     if compression is None:
-        compression = assess(planes, jpeg if eight_bit else None, assume_quality,
-                             estimate=net.conditioned, device=str(device), engine=engine)
+        compression = assess(planes, jpeg if eight_bit else None, o.assume_quality,
+                             estimate=net.conditioned, device=str(o.device), engine=o.engine)
     jpeg = compression.grid if eight_bit else None
-    if calibrated and passes_through(net, compression):
+    if o.calibrated and passes_through(net, compression):
         yield total, total, (0, image)
         return
     tables = compression.steps.reshape(1, 64) if net.conditioned else None
@@ -156,15 +184,10 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None,
         wy = _ramp(y_end - y, overlap, y == 0, y_end == h)
         for g in groups:
             for x, x_end in xs:
-                patch = scale.to_unit(planes[y:y_end, x:x_end, g])
-                x_t = patch.transpose(2, 0, 1)[None]
-                if c_model == 3 and x_t.shape[1] == 1:
-                    res = run_net(net, np.repeat(x_t, 3, axis=1), ensemble, tables).mean(1, keepdims=True)
-                else:
-                    res = run_net(net, x_t, ensemble, tables)
+                res = _run_tile(net, scale.to_unit(planes[y:y_end, x:x_end, g]), o.ensemble, tables)
                 wx = _ramp(x_end - x, overlap, x == 0, x_end == w)
                 wt = wy[:, None] * wx[None, :]
-                acc[g, y - top:y_end - top, x:x_end] += res[0] * wt
+                acc[g, y - top:y_end - top, x:x_end] += res * wt
                 if g == groups[0]:
                     wsum[y - top:y_end - top, x:x_end] += wt
                 done += 1
@@ -177,71 +200,51 @@ def restore_bands(image: np.ndarray, model: str | nn.Module | Net | None = None,
         if n <= 0:
             yield done, total, None
             continue
-        out = np.empty((n, *image.shape[1:]), image.dtype)
-        out_c = out.reshape(n, w, -1)  # HxW as HxWx1
-        for a, b in _finishing_spans(top, n, jpeg):
-            rows = scale.back((acc[:, a:b] / wsum[a:b]).transpose(1, 2, 0))
-            if jpeg is not None:
-                rows = constrain(rows, planes[top + a:top + b], jpeg, top + a)
-            out_c[a:b, :, :out_c.shape[2] - (alpha is not None)] = rows  # neutral: 1 -> 3 planes
-        if alpha is not None:
-            out_c[..., -1] = alpha[top:final]
-        yield done, total, (top, out)
+        rows = _finished(image, planes, alpha, acc[:, :n], wsum[:n], scale, jpeg, top)
+        yield done, total, (top, rows)
         acc, wsum, top = acc[:, n:], wsum[n:], final
 
 
-def restore_steps(image: np.ndarray, model: str | nn.Module | Net | None = None, *, tile: int = 512,
-                  overlap: int = TILE_OVERLAP, device: str = "auto", ensemble: bool = False,
-                  jpeg: JpegGrid | None = None, calibrated: bool = True,
-                  value_range: tuple[float, float] | None = None, precision: str = "fp32",
-                  assume_quality: int | None = None, compression: Compression | None = None,
-                  engine: str = "auto") -> Generator[tuple[int, int], None, np.ndarray]:
+def restore_steps(image: np.ndarray, model: str | nn.Module | Net | None = None,
+                  options: RestoreOptions | None = None, *, jpeg: JpegGrid | None = None,
+                  value_range: tuple[float, float] | None = None,
+                  compression: Compression | None = None
+                  ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Generator form of :func:`restore`: yields ``(tiles_done, tiles_total)``, returns the image.
 
     Stopping the generator early (e.g. a napari worker's cancel) abandons the work cleanly.
     """
     image = np.asarray(image)
     out = np.empty_like(image)
-    for done, total, band in restore_bands(image, model, tile=tile, overlap=overlap,
-                                           device=device, ensemble=ensemble, jpeg=jpeg,
-                                           calibrated=calibrated, value_range=value_range,
-                                           precision=precision, assume_quality=assume_quality,
-                                           compression=compression, engine=engine):
+    for done, total, band in restore_bands(image, model, options, jpeg=jpeg,
+                                           value_range=value_range, compression=compression):
         if band is not None:
             out[band[0]:band[0] + len(band[1])] = band[1]
         yield done, total
     return out
 
 
-def restore(image: np.ndarray, model: str | nn.Module | Net | None = None, *, tile: int = 512,
-            overlap: int = TILE_OVERLAP, device: str = "auto", ensemble: bool = False,
-            progress: Progress | None = None, jpeg: JpegGrid | None = None,
-            calibrated: bool = True, value_range: tuple[float, float] | None = None,
-            precision: str = "fp32", assume_quality: int | None = None,
-            compression: Compression | None = None, engine: str = "auto") -> np.ndarray:
+def restore(image: np.ndarray, model: str | nn.Module | Net | None = None,
+            options: RestoreOptions | None = None, *, jpeg: JpegGrid | None = None,
+            value_range: tuple[float, float] | None = None,
+            compression: Compression | None = None, progress: Progress | None = None,
+            **settings: Any) -> np.ndarray:
     """Remove JPEG artifacts from ``image`` (HxW, HxWx3 or HxWx4; uint8, uint16 or float).
 
     Returns an array of the same shape, dtype and value range; alpha passes through.
     ``model`` is a registry name, a weights file or a module; None picks the shipped default
     for gray or colour input. Deterministic; uses CUDA when ``device='auto'`` finds one.
-    ``ensemble`` averages over the eight rotations and flips (slower by 8x, a little better).
-    ``jpeg`` keeps the result consistent with the JPEG the image was decoded from and
-    ``calibrated`` lets it pass unchanged where the model does not gain (:func:`restore_bands`).
-    ``precision``: fp32 (default), bf16 or auto (bf16 where the device runs it natively).
-    ``assume_quality``: restore as if the image were compressed at this quality, whatever its
-    tables say (lower: stronger; the strength control for re-saved pictures); ``compression``:
-    what :func:`.compression.assess` decided already (replaces ``jpeg`` and ``assume_quality``).
-    ``engine``: auto (OpenVINO on the CPU where installed, else PyTorch), torch or openvino.
+    How it runs: ``options`` (:class:`.options.RestoreOptions`), or any of its fields as
+    keywords (``restore(image, tile=256, precision="bf16")``; they override ``options``), e.g.
+    ``ensemble`` (the mean over the eight rotations and flips: 8x slower, a little better),
+    ``assume_quality`` (restore as if compressed at this quality: the strength control),
+    ``engine`` (auto: OpenVINO on the CPU where installed, else PyTorch). ``jpeg`` keeps the
+    result consistent with the JPEG the image was decoded from; where the model does not gain
+    it passes unchanged (:func:`restore_bands`). ``compression``: what
+    :func:`.compression.assess` decided already (replaces ``jpeg`` and ``assume_quality``).
+    ``progress(done, total)`` is called after every tile.
     """
-    steps = restore_steps(image, model, tile=tile, overlap=overlap, device=device,
-                          ensemble=ensemble, jpeg=jpeg, calibrated=calibrated,
-                          value_range=value_range, precision=precision,
-                          assume_quality=assume_quality, compression=compression,
-                          engine=engine)
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
+    o = replace(options or RestoreOptions(), **settings)
+    steps = restore_steps(image, model, o, jpeg=jpeg, value_range=value_range,
+                          compression=compression)
+    return finish(relay(steps, lambda step: progress and progress(*step)))
