@@ -35,7 +35,7 @@ system-deps:
 test: venv-dev system-deps
 	xvfb-run -a -s "-screen 0 1600x1200x24" $(PY) -m pytest -q
 
-bench: venv-dev  ## bench/results.md (needs ../shared/datasets; ffmpeg for the spp column)
+bench: venv-dev  ## bench/results/results.md (needs ../shared/datasets; ffmpeg for the spp column)
 	$(PY) bench/results.py
 
 clean:

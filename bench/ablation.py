@@ -1,7 +1,7 @@
 """Same-budget comparison of trained runs (the ablation and ARCNN vs CRL-lite): evaluate each
 run's ``model.pt`` on a shared validation set and write a Markdown table of PSNR gains.
 
-    python bench/ablation.py LABEL=RUN [LABEL=RUN ...] [--out bench/ablation.md] [--title T]
+    python bench/ablation.py LABEL=RUN [LABEL=RUN ...] [--out bench/results/ablation.md] [--title T]
 
 RUN is a run folder holding ``model.pt``, a weights file or a registry name.
 """
@@ -16,6 +16,7 @@ from napari_jpeg_restore.core.imageio.reading import load_images
 from napari_jpeg_restore.core.imageio.sources import expand
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.training.lineage import total_cpu_hours
+from sections import RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED / "val-gray-bsd68"))
     ap.add_argument("--quality", nargs="+", default=["10", "20", "30", "40", "10+30"])
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--out", default=str(Path(__file__).with_name("ablation.md")))
+    ap.add_argument("--out", default=str(RESULTS / "ablation.md"))
     ap.add_argument("--title", default="Same-budget runs", help="the table's heading")
     a = ap.parse_args()
     runs = [r.split("=", 1) for r in a.runs]

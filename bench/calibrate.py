@@ -6,7 +6,7 @@
 For each model, 48 crops of 128 px on their source's 8x8 grid and 48 off it (train-bsds-color
 and train-extra, never a validation image) are compressed at Q10...Q100 (steps of 5),
 restored, clipped to the quantization intervals and scored. Writes the calibration beside
-the weights (``<weights>.calibration.json``, read by ``load_model``) and bench/calibration.md.
+the weights (``<weights>.calibration.json``, read by ``load_model``) and bench/results/calibrate.md.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from napari_jpeg_restore.core.imageio.sources import expand
 from napari_jpeg_restore.core.jpeg.consistency import MIN_GAIN_DB
 from napari_jpeg_restore.core.registry import available_models
 from napari_jpeg_restore.core.restoration.calibration import QUALITIES, calibrate_weights
+from sections import RESULTS
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def main() -> None:
             md.append(f"| {q} | " + " | ".join(f"{g[i]:+.2f}" for g in cal.gains.values())
                       + f" | {'yes' if cal.restores(q) else 'no'} |")
         md.append("")
-    (ROOT / "bench" / "calibration.md").write_text("\n".join(md))
+    (RESULTS / "calibrate.md").write_text("\n".join(md))
     print("\n".join(md))
 
 

@@ -9,7 +9,7 @@ checkpoint bench/campaign/checkpoint.pt (the model in fp16, Adam's moments start
 stops at the step its minutes reach at the speed of the last slice (``--until``), so every slice
 ends with a checkpoint and an exported model. ``record`` writes that portable checkpoint, scores
 the model on val-gray-bsd68 at Q10 and Q40 (68 images, the network alone as `jpeg-restore eval`
-runs it) and appends the point to bench/campaign.json, bench/campaign.md and bench/campaign.png
+runs it) and appends the point to bench/results/campaign.json, .md and .png
 (gain against training gigapixels and CPU-hours).
 """
 from __future__ import annotations
@@ -26,10 +26,12 @@ DATA = ROOT.parent / "shared" / "datasets"
 RUN = ROOT / "runs" / "campaign"
 HERE = Path(__file__).resolve().parent
 PORTABLE = HERE / "campaign" / "checkpoint.pt"
-CURVE = HERE / "campaign.json"
 JR = str(Path(sys.executable).with_name("jpeg-restore"))
 sys.path.insert(0, str(HERE))
+from sections import RESULTS
 from shapes import gains, score  # the same eval and gain as the shape screen
+
+CURVE = RESULTS / "campaign.json"
 
 PRESET = "unet"
 TOTAL_STEPS = 60000  # about 8 sessions of 2.5 hours at 0.9-1.3 s per step on 2 cores
@@ -101,7 +103,7 @@ def record() -> None:
              "| step | GPx of patches | CPU-hours | Q10 gain dB | Q40 gain dB |", "|---|---|---|---|---|",
              *[f"| {p['step']} | {p['gigapixels']:.2f} | {p['cpu_hours']:.2f} | {p['q10']:+.3f} | {p['q40']:+.3f} |"
                for p in points], "", "![gain against training](campaign.png)", ""]
-    (HERE / "campaign.md").write_text("\n".join(lines))
+    (RESULTS / "campaign.md").write_text("\n".join(lines))
     plot(points)
     print("\n".join(lines))
 
@@ -123,7 +125,7 @@ def plot(points: list[dict]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(HERE / "campaign.png", dpi=100)
+    fig.savefig(RESULTS / "campaign.png", dpi=100)
 
 
 def main() -> None:

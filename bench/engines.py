@@ -6,7 +6,7 @@ runs the network alone on the 68 val-gray-bsd68 pictures (320x480, portrait ones
 Q10 and Q40; cells: megapixels/s over all 136 calls after a warm-up, mean PSNR of the network's
 output against the clean picture, and its difference to eager fp32. The FBCNN architecture
 (bench/fbcnn_arch.py) and the CRL paper preset (random weights) are timed in the same run.
-Engines whose package is missing are listed as such. Appends a section per run to bench/engines.md.
+Engines whose package is missing are listed as such. Writes this machine's section of bench/results/engines.md.
 
     python bench/engines.py [--model crl-lite-gray] [--threads 2] [--limit N]
 
@@ -38,6 +38,7 @@ from napari_jpeg_restore.core.registry import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fbcnn_arch import FBCNNArch  # noqa: E402
+from sections import RESULTS, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -142,7 +143,7 @@ def main() -> None:
     ap.add_argument("--model", default="crl-lite-gray")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="validation pictures (default: all 68)")
-    ap.add_argument("--out", default=str(Path(__file__).with_name("engines.md")))
+    ap.add_argument("--out", default=str(RESULTS / "engines.md"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     clean = pictures(SHARED / "val-gray-bsd68", a.limit)
@@ -219,12 +220,8 @@ def main() -> None:
         speeds = [measure(eager(net, bf16, True), inputs[:6], warmup=1) for bf16 in (False, True)]
         lines.append(f"| {name} | {count_parameters(net) / 1e6:.2f} M | {speeds[0]:.3f} | {speeds[1]:.3f} |")
         print(lines[-1], flush=True)
-    out = Path(a.out)
-    if not out.exists():
-        out.write_text("# Inference engines on one model\n")
-    with out.open("a") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"appended to {a.out}")
+    write_section(Path(a.out), "# Inference engines on one model", "\n".join(lines).strip())
+    print(f"wrote this machine's section of {a.out}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 autocast, tiled (512) and whole-image; PSNR of the device's output against the CPU's; peak GPU
 memory restoring a 24-MP image. Writes a Markdown table (issue 18, section 4).
 
-    python bench/gpu_inference.py --out bench/gpu-inference.md [--weights runs/x/model.pt ...]
+    python bench/gpu_inference.py --out bench/results/gpu_inference.md [--weights runs/x/model.pt ...]
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 Each size is a gray JPEG (Q30) tiled from the bundled astronaut sample, written once into
 runs/large/ by a separate process; the restore command runs in a fresh process whose peak
 resident memory (VmHWM, read from the kernel when it exits) and wall time are recorded.
-Rows are added to bench/large-images.md, with the machine.
+Rows are added to bench/results/large_images.md, with the machine.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sections import RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "large"
@@ -67,7 +69,7 @@ def main() -> None:
     a = ap.parse_args()
     from napari_jpeg_restore.core.engines.machine import describe
 
-    md = ROOT / "bench" / "large-images.md"
+    md = RESULTS / "large_images.md"
     if not md.is_file():
         md.write_text("# Large images: peak memory and time of `jpeg-restore restore --allow-large`\n\n"
                       "Gray JPEG (Q30) tiled from the bundled sample; fresh process each; peak = the "

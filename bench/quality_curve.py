@@ -10,8 +10,8 @@ consistent with its JPEG, passed through where its calibration shows no gain; ``
 scores the network's output alone. Never-compressed images go through the default path: left
 as they are when no JPEG traces are found in them (``@raw``: restored regardless).
 
-Writes bench/quality-curve.md and docs/quality_curve.png. Finished (label, set) results are
-kept in bench/quality-curve.json, so a rerun computes only what is missing.
+Writes bench/results/quality_curve.md and docs/quality_curve.png. Finished (label, set) results are
+kept in bench/results/quality_curve.json, so a rerun computes only what is missing.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from napari_jpeg_restore.core.jpeg.traces import find_jpeg_grid
 from napari_jpeg_restore.core.pixels import to_channels
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.restoration.image_restore import restore
+from sections import RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -98,7 +99,7 @@ def main() -> None:
     ap.add_argument("--gray", nargs="*", default=[], metavar="LABEL=MODEL")
     ap.add_argument("--color", nargs="*", default=[], metavar="LABEL=MODEL")
     ap.add_argument("--limit", type=int, default=None, help="validation images (default: all 68)")
-    ap.add_argument("--cache", default=str(ROOT / "bench" / "quality-curve.json"))
+    ap.add_argument("--cache", default=str(RESULTS / "quality_curve.json"))
     a = ap.parse_args()
     cache_path = Path(a.cache)
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
@@ -152,7 +153,7 @@ def main() -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / "quality_curve.png", dpi=110)
-    (ROOT / "bench" / "quality-curve.md").write_text("\n".join(md))
+    (RESULTS / "quality_curve.md").write_text("\n".join(md))
     print("\n".join(md))
 
 

@@ -1,7 +1,7 @@
 """Ray overhead benchmark: archive restoration on a local S3 (moto) with 1 and 2 Ray CPU actors
 against the plain single-process loop (``core.file_restore.restore_files``) over the same files, with the
 shipped model on photo-sized images and the same thread budget (1 torch thread per process); then
-DDP training patches/s with 1 and 2 Ray Train workers. Writes bench/ray_results.md with the
+DDP training patches/s with 1 and 2 Ray Train workers. Writes bench/results/ray_archive.md with the
 machine and its load average as measured before and after.
 
     python bench/ray_archive.py [--images 24] [--size 1024 768] [--model crl-lite-gray]
@@ -30,8 +30,9 @@ from napari_jpeg_restore.core.restoration.options import RestoreOptions
 from napari_jpeg_restore.core.training.options import TrainOptions
 from napari_jpeg_restore.distributed.restore_archive import ArchiveConfig, run
 from napari_jpeg_restore.distributed.train import run_training
+from sections import RESULTS
 
-OUT = Path(__file__).with_name("ray_results.md")
+OUT = RESULTS / "ray_archive.md"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import moto_s3, synthetic
 

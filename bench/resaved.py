@@ -9,7 +9,7 @@ sets, with the PSNR gain over the re-saved JPEG:
 
     python bench/resaved.py [--limit N] [--model NAME ...]
 
-Writes bench/resaved.md.
+Writes bench/results/resaved.md.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from napari_jpeg_restore.core.jpeg.consistency import JpegGrid
 from napari_jpeg_restore.core.registry import load_model
 from napari_jpeg_restore.core.restoration.compression import Compression, assess
 from napari_jpeg_restore.core.restoration.image_restore import restore
+from sections import RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -64,7 +65,7 @@ def main() -> None:
                          f"{np.mean(after):+.2f} | {np.median(read):.0f} | {overruled}/{len(images)} |")
             print(lines[-1], flush=True)
         lines.append("")
-    out = Path(__file__).with_name("resaved.md")
+    out = RESULTS / "resaved.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

@@ -1,7 +1,7 @@
 """The benchmark table: JPEG vs ffmpeg's ``spp`` deblocking filter (when ffmpeg is installed) vs
 ARCNN vs CRL-lite on both shared validation sets (PSNR / SSIM / PSNR-B per quality), plus speed
-and peak RSS restoring a 12-megapixel image with each shipped model. Writes bench/results.md
-and bench/results.json.
+and peak RSS restoring a 12-megapixel image with each shipped model. Writes bench/results/results.md
+and bench/results/results.json.
 
 spp has no notion of JPEG quality: its quantizer ``qp`` and ``mode`` are chosen per quality by a
 grid search on training images (never on the validation sets).
@@ -25,6 +25,7 @@ from napari_jpeg_restore.core.evaluation.protocol import degrade, evaluate_model
 from napari_jpeg_restore.core.imageio.reading import load_images
 from napari_jpeg_restore.core.imageio.sources import expand
 from napari_jpeg_restore.core.registry import MODELS
+from sections import RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -136,7 +137,7 @@ def main() -> None:
             lines.append(f"| `{name}` | {mps:.2f} | {rss:.0f} |")
             record.setdefault("speed", {})[name] = {"mp_per_s": mps, "peak_rss_mb": rss}
             print(lines[-1], flush=True)
-    out = Path(__file__).with_name("results.md")
+    out = RESULTS / "results.md"
     out.write_text("# Benchmark results\n\n" + "\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     print(f"wrote {out}")

@@ -1,4 +1,4 @@
-"""Screen the multi-scale restorer presets (issue 34) at equal compute and write bench/shapes.md.
+"""Screen the multi-scale restorer presets (issue 34) at equal compute and write bench/results/shapes.md.
 
 Each shape trains (gray, every training image of ../shared/datasets/train-*, the shipped recipe:
 Q10-90 step 1, inverse weighting, 20% double compression, batch 16 x 128 px, bf16) for the steps
@@ -16,6 +16,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from sections import RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
@@ -98,7 +100,7 @@ def main() -> None:
             "| preset | start | M params | kMAC/px | restore() MP/s (OpenVINO bf16) | steps | "
             "GPx of patches | wall min | Q10 gain dB | Q40 gain dB |",
             "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
-    (Path(__file__).parent / "shapes.md").write_text("\n".join(text))
+    (RESULTS / "shapes.md").write_text("\n".join(text))
     print("\n".join(text))
 
 

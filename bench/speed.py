@@ -1,7 +1,7 @@
 """Speed and memory of restore() per model and engine: megapixels/s of every shipped restorer and
 of the larger presets (random weights) in PyTorch and OpenVINO, fp32 and bf16, beside the FBCNN
 architecture's network measured in the same run; peak RSS restoring a large image in a fresh
-process. Appends a section per run to bench/speed.md.
+process. Writes this machine's section of bench/results/speed.md (bench/sections.py).
 
     python bench/speed.py [--large-mp 24] [--threads N] [--note "machine otherwise idle"]
 """
@@ -27,6 +27,7 @@ from napari_jpeg_restore.core.registry import MODELS, load_model, save_weights
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fbcnn_arch import fbcnn_mps  # noqa: E402
+from sections import RESULTS, write_section
 
 PRESETS = [("crl", "base", 1), ("crl", "paper", 1)]  # not shipped for the CPU: random weights
 ENGINES = ("torch", "openvino")
@@ -108,8 +109,7 @@ def main() -> None:
             lines.append(f"- {names[engine]}, {'gray' if ch == 1 else 'RGB'}: {float(out[-2]):.0f} MB "
                          f"peak RSS, {float(out[-1]):.1f} s")
             print(lines[-1], flush=True)
-    with Path(__file__).with_name("speed.md").open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    write_section(RESULTS / "speed.md", "# Speed per model", "\n".join(lines).strip())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training in fp32 and bf16 autocast on this machine: step time of the crl-lite restorer (batch 16,
 96-px patches, frozen encoder; contiguous and channels-last), then the same short run from scratch
-in both precisions, validated in fp32. Appends a section per run to bench/train-precision.md.
+in both precisions, validated in fp32. Writes this machine's section of bench/results/train_precision.md.
 
     python bench/train_precision.py [--steps 300] [--data ../shared/datasets/train-bsds-color]
 """
@@ -19,6 +19,7 @@ from napari_jpeg_restore.core.training.loop import fit
 from napari_jpeg_restore.core.training.losses import restoration_loss
 from napari_jpeg_restore.core.training.options import TrainOptions
 from napari_jpeg_restore.core.training.stages import prepare, validator
+from sections import RESULTS, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -79,8 +80,8 @@ def main() -> None:
         lines.append(f"| {prec} | {r['seconds']:.0f} | {r['val_psnr_q10']:.3f} | {r['val_psnr_q40']:.3f} |")
         print(lines[-1], flush=True)
     lines += ["", f"JPEG: {r['val_jpeg_q10']:.3f} dB at Q10, {r['val_jpeg_q40']:.3f} dB at Q40."]
-    with (ROOT / "bench" / "train-precision.md").open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    write_section(RESULTS / "train_precision.md", "# Training precision on the CPU",
+                  "\n".join(lines).strip())
     print("\n".join(lines))
 
 

@@ -5,7 +5,7 @@ alone measured in the same run (random weights, the same threads; PyTorch fp32 a
 engine here). Also the fixed cost (the same command on a 64x64 JPEG: start-up, imports, model
 load, write), the same picture saved at Q80 (tables at Q75 and up: the quality encoder reads the
 pixels first, in case it was re-saved), peak RSS and how busy the cores were (CPU seconds / wall /
-threads). Appends a section per run to bench/speed.md.
+threads). Writes this machine's section of bench/results/whole_command.md (bench/sections.py).
 
     python bench/whole_command.py [--threads 2] [--repeats 3] [--note "machine otherwise idle"]
 
@@ -31,6 +31,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fbcnn_arch import fbcnn_mps  # noqa: E402
+from sections import RESULTS, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each command; the median counts")
     ap.add_argument("--note", default="", help="a word on the machine's load, for the table")
-    ap.add_argument("--out", default=str(Path(__file__).with_name("speed.md")))
+    ap.add_argument("--out", default=str(RESULTS / "whole_command.md"))
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="whole-command-"))
     big = four_megapixels(SHARED / "train-extra")
@@ -128,9 +129,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines += ["", "FBCNN network MP/s: " + ", ".join(f"{e} {p} {v:.3f}" for (e, p), v in fbcnn.items())
               + f" (fastest: {best[0]} {best[1]})."]
-    with open(a.out, "a") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"appended to {a.out}")
+    write_section(Path(a.out), "# The whole command", "\n".join(lines).strip())
+    print(f"wrote this machine's section of {a.out}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 # Before torch loads: OpenMP threads that spin while they wait stall when another process keeps
 # a core busy (a 2.7-MP restore on 2 cores beside two busy processes: 30-42 s spinning, 6.5-8.4 s
-# passive; bench/speed.md). A user's own setting wins.
+# passive; bench/results/omp_wait_policy.md). A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .engines.device import DEVICES, set_threads

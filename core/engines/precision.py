@@ -42,7 +42,7 @@ def fast_bf16(device: str | torch.device) -> bool:
     """Whether ``device`` computes bf16 natively and faster than fp32: CUDA GPUs that say so; CPUs
     with AMX; CPUs with AVX512-BF16 alone unless their cores are of AMX's generation (AVX512-FP16:
     an Intel Xeon whose AMX is hidden or capped ran bf16 at 0.7x fp32, where AMD Zen 4 runs it at
-    1.6-2x; bench/speed.md). Kernels capped below these instructions (ATEN_CPU_CAPABILITY=avx2,
+    1.6-2x; bench/results/speed.md). Kernels capped below these instructions (ATEN_CPU_CAPABILITY=avx2,
     ONEDNN_MAX_CPU_ISA, as when such a machine is emulated) count as missing. Imports torch only
     for CUDA."""
     kind = str(device).split(":")[0]

@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 # JPEGs whose tables say they are above this quality are left alone by the CLI, the napari
 # widget and the archive job unless told otherwise: the shipped models gain at Q90 and lose PSNR
-# from Q95 up (bench/quality-curve.md).
+# from Q95 up (bench/results/quality_curve.md).
 DEFAULT_SKIP_ABOVE_QUALITY = 90
 
 

@@ -32,7 +32,7 @@ RESTORER_PRESETS: dict[str, dict[str, Any]] = {
     # that its weights ship packed in fp16 under 16 MiB (the paper preset has 12 M).
     "base": dict(widths=(48, 64, 96), unshuffle=1, top_blocks=2, mid_attention=2, bottom_attention=3),
     "lite": dict(widths=(32, 48, 64), unshuffle=2, top_blocks=5, mid_attention=1, bottom_attention=2),
-    # multi-scale CPU presets (screened in bench/shapes.md): most compute at 1/4 and 1/8 of the
+    # multi-scale CPU presets (screened in bench/results/shapes.md): most compute at 1/4 and 1/8 of the
     # input's resolution, on the U-Net's contracting and expanding paths
     "unet": dict(widths=(32, 64, 96), unshuffle=2, top_blocks=3, mid_attention=1, bottom_attention=2,
                  enc_blocks=(1, 4, 4), dec_blocks=(4, 4)),

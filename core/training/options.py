@@ -99,7 +99,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="clean training images: folder, glob or fsspec URL (never validation images)")
     p.add_argument("--preset", default="lite", choices=PRESETS,
                    help="lite (CPU speed), unet / unet-deep / unet-narrow (multi-scale CPU presets, "
-                        "bench/shapes.md), base (GPU-trained shipped size) or paper (default: lite)")
+                        "bench/results/shapes.md), base (GPU-trained shipped size) or paper (default: lite)")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3])
     p.add_argument("--steps", type=int, default=20000, help="total steps (default: 20000)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
@@ -162,7 +162,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (default: 200)")
     p.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
                    help="auto (default): bf16 autocast where the device runs it natively (CUDA with "
-                        "bf16, CPUs with AVX512-BF16/AMX), else fp32; bench/train-precision.md")
+                        "bf16, CPUs with AVX512-BF16/AMX), else fp32; bench/results/train_precision.md")
     p.add_argument("--loader-workers", type=int, default=0,
                    help="processes that crop and JPEG-compress batches beside the model "
                         "(default: 0, in the loop; use the spare CPU cores when training on a GPU)")
@@ -172,7 +172,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--grad-clip", type=float, default=0.0, metavar="NORM",
                    help="scale gradients down to at most this global L2 norm before each step "
-                        "(default: 0, off; long runs at a high lr, bench/campaign.md)")
+                        "(default: 0, off; long runs at a high lr, bench/results/campaign.md)")
     p.add_argument("--half-weights", action="store_true",
                    help="store the exported model.pt in fp16 (half the size; loads as fp32)")
     p.add_argument("--seed", type=int, default=0)
