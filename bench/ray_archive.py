@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import fsspec
@@ -33,8 +38,32 @@ from napari_jpeg_restore.distributed.train import run_training
 from sections import RESULTS
 
 OUT = RESULTS / "ray_archive.md"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import moto_s3, synthetic
+
+
+@contextmanager
+def local_s3() -> Iterator[str]:
+    """moto's standalone S3 server (the ``moto_server`` command) on a free port of 127.0.0.1, as
+    a user would run it beside the job; yields its endpoint once it answers (dummy credentials in
+    this process, which the job hands on to its actors)."""
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_DEFAULT_REGION="us-east-1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # up to a minute on a loaded machine
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def main() -> None:
@@ -55,7 +84,7 @@ def main() -> None:
     mosaic = np.tile(photo, [-(-(h + 256) // photo.shape[0]), -(-(w + 256) // photo.shape[1])]
                      + [1] * (photo.ndim - 2))
     rows, notes = [], []
-    with moto_s3() as endpoint:
+    with local_s3() as endpoint:
         so = {"endpoint_url": endpoint}
         fs = fsspec.filesystem("s3", **so)
         fs.mkdir("bench")
@@ -96,8 +125,8 @@ def main() -> None:
         data.mkdir()
         from PIL import Image
 
-        for i in range(4):
-            Image.fromarray(synthetic(i, (128, 160))).save(data / f"{i}.png")
+        for i in range(4):  # four views of the sample, as the archive's
+            Image.fromarray(mosaic[37 * i:37 * i + 128, 61 * i:61 * i + 160]).save(data / f"{i}.png")
         for workers in (1, 2):
             opts = TrainOptions(stage="restorer", data=str(data), out=str(tmp), encoder_mode="none",
                                 steps=a.train_steps, batch=8, patch=64, lr=1e-3,

@@ -1,4 +1,4 @@
-"""Test helpers (also used by ``bench/ray_archive.py``): free ports, a local S3 (moto's standalone
+"""Test helpers: free ports, a local S3 (moto's standalone
 server), the synthetic image family, the one tiny-restorer recipe of the tests and a restorer
 whose table conditioning matters."""
 from __future__ import annotations
