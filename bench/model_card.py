@@ -33,6 +33,16 @@ def describe_run(meta: dict) -> str:
     return text
 
 
+def crl_architecture(preset: str, cfg) -> str:
+    """The card's one line on a CRL restorer's shape: widths, blocks per path, attention."""
+    multi = any(cfg.enc_blocks) or any(cfg.dec_blocks)
+    paths = (f", residual blocks {'/'.join(map(str, cfg.enc_blocks))} on the contracting and "
+             f"{'/'.join(map(str, cfg.dec_blocks))} on the expanding path" if multi else "")
+    return (f"CRL {preset} preset, widths {'/'.join(map(str, cfg.widths))}, {cfg.top_blocks} top "
+            f"residual blocks{paths}, local-attention blocks {cfg.mid_attention} middle / "
+            f"{cfg.bottom_attention} bottom")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", choices=sorted(MODELS))
@@ -50,8 +60,7 @@ def main() -> None:
     opts = meta.get("options", {})
     chain = run_chain(meta)
     arch = ("ARCNN (9x9/64, 7x7/32, 1x1/16, 5x5 convolutions, global residual)" if info.family == "arcnn"
-            else f"CRL {opts.get('preset', '?')} preset, widths {'/'.join(map(str, model.cfg.widths))}, "
-                 f"{model.cfg.top_blocks} top residual blocks")
+            else crl_architecture(opts.get("preset", "?"), model.cfg))
     mp = sum(r.megapixels for r in rows)
     sec = sum(r.seconds for r in rows)
     card = [
