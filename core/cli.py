@@ -1,11 +1,14 @@
-"""The ``jpeg-restore`` command line: restore, quality, eval, demo, embed, train, models."""
+"""The ``jpeg-restore`` command line: restore, quality, eval, demo, embed, train, finetune, models."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +23,7 @@ from .engines.selection import ENGINES
 from .imageio.filesystem import parse_storage_options
 from .jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from .restoration.options import TILE_OVERLAP
-from .training.options import TrainOptions, add_train_args
+from .training.options import FinetuneOptions, TrainOptions, add_finetune_args, add_train_args
 
 if TYPE_CHECKING:
     from .imageio.reading import LoadedImage
@@ -130,7 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--device", default="auto", choices=DEVICES)
 
-    p = sub.add_parser("models", help="list the model registry and which models ship weights")
+    p = sub.add_parser("models", help="list the shipped models and your fine-tuned ones")
+
+    p = sub.add_parser(
+        "finetune", help="adapt a model to your own kind of images",
+        description="Fine-tune a restorer on your own images (microscopy, scans, screenshots...) "
+                    "and register it by name: `restore --model NAME`, the napari widget and the "
+                    "Ray archive job then use it. A share of the images is held out to measure "
+                    "the gain before and after; the weights that gain most there are kept (the "
+                    "source's own if training never beats it), and the model is calibrated on "
+                    "the training images so it passes through qualities where it does not gain. "
+                    "The images need not be pristine: if they carry an earlier JPEG compression "
+                    "(found in their tables or pixels), training compresses them harder than "
+                    "that, with the images as they are as targets. Ctrl-C stops training early "
+                    "and keeps the best weights; a second Ctrl-C aborts.",
+        epilog="example: jpeg-restore finetune slides/ --minutes 20 --name histology")
+    add_finetune_args(p)
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
 
     p = sub.add_parser("embed", help="plot quality embeddings of a folder of clean images",
                        description="Embed crops of each image compressed at each quality and plot a 2-D "
@@ -319,11 +338,53 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
-    from .registry import available_models
+    from .registry import available_models, user_models_folder
 
     for m in available_models():
-        state = "weights shipped" if m.has_weights else "no weights yet"
+        state = ("your model" if not m.shipped else
+                 "weights shipped" if m.has_weights else "no weights yet")
         print(f"{m.name:16s} {state:16s} {m.description}")
+    print(f"your models (jpeg-restore finetune) are kept in {user_models_folder()}")
+    return 0
+
+
+@contextmanager
+def _first_interrupt_stops() -> Iterator[threading.Event]:
+    """An event the first Ctrl-C sets (work ends cleanly); the second raises KeyboardInterrupt."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step, keeping the best weights (Ctrl-C again to abort)",
+              file=sys.stderr)
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_finetune(a: argparse.Namespace) -> int:
+    from .training.finetune import finetune, gain_line
+
+    options = FinetuneOptions.from_args(a)
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    try:
+        with _first_interrupt_stops() as stop:
+            result = finetune(options, stop=stop.is_set, log=log)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"held-out gain before: {gain_line(result.before)}")
+    print(f"held-out gain after:  {gain_line(result.after)}"
+          + ("" if result.improved else " (no check beat the source: its weights are kept)"))
+    if result.forgets:
+        print(f"on a photograph it gains {gain_line(result.photograph['model'])} (the source "
+              f"{gain_line(result.photograph['source'])}): use it for pictures like yours")
+    print(f"registered {result.name} ({result.path}); use it with "
+          f"`jpeg-restore restore IMAGES -o OUT --model {result.name}`")
     return 0
 
 
@@ -345,7 +406,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"restore": cmd_restore, "quality": cmd_quality, "eval": cmd_eval, "demo": cmd_demo,
-            "models": cmd_models, "calibrate": cmd_calibrate, "embed": cmd_embed, "train": cmd_train}
+            "models": cmd_models, "calibrate": cmd_calibrate, "embed": cmd_embed, "train": cmd_train,
+            "finetune": cmd_finetune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

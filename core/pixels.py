@@ -75,11 +75,15 @@ def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 HxW (gray) or HxWx3 from any 8-bit image; gray uses ITU-R 601 luma as Pillow."""
+    """uint8 HxW (gray) or HxWx3 from an 8- or 16-bit image (alpha dropped; 16-bit mapped by
+    the bit depth its values use, as a restore maps them, so 12-bit data fills 0..255); gray
+    uses ITU-R 601 luma as Pillow."""
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        image = image[..., :-1]
     if image.dtype != np.uint8:
-        image = (image >> 8).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
+        image = np.round(UnitScale.of(image).to_unit(image).clip(0, 1) * 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
     if channels == 1:
         if image.ndim == 3:
             image = np.round(image @ LUMA_WEIGHTS).clip(0, 255).astype(np.uint8)

@@ -1,4 +1,5 @@
-"""Named models whose weights ship inside the package (``core/weights/<name>.pt``).
+"""Named models: those whose weights ship inside the package (``core/weights/<name>.pt``) and
+the user's own, fine-tuned ones (``<user models folder>/<name>.pt``, see ``user_models_folder``).
 
 A weights file is a ``torch.save`` dict: ``config`` (see ``models.config_to_dict``),
 ``state_dict`` and ``meta`` (training data, steps, validation figures).
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -21,6 +23,8 @@ if TYPE_CHECKING:  # torch is imported only to load or save weights (the OpenVIN
     from torch import nn
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+USER_MODELS_ENV = "JPEG_RESTORE_MODELS"  # overrides the user models folder (tests, clusters)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ModelNotAvailableError(LookupError):
@@ -33,10 +37,15 @@ class ModelInfo:
     family: str
     channels: int
     description: str
+    folder: Path | None = None  # a user model's folder; None: shipped with the package
+
+    @property
+    def shipped(self) -> bool:
+        return self.folder is None
 
     @property
     def path(self) -> Path:
-        return WEIGHTS_DIR / f"{self.name}.pt"
+        return (self.folder or WEIGHTS_DIR) / f"{self.name}.pt"
 
     @property
     def has_weights(self) -> bool:
@@ -60,8 +69,49 @@ CUDA_MODELS = {1: "crl-base-gray", 3: "crl-base-color"}  # preferred on a GPU, w
 QUALITY_MODELS = {1: "cqe-lite-gray", 3: "cqe-lite-color"}
 
 
+def user_models_folder() -> Path:
+    """Where fine-tuned models are registered by name: ``$JPEG_RESTORE_MODELS``, else the
+    platform's user data folder (platformdirs; ``~/.local/share/napari-jpeg-restore/models``
+    on Linux)."""
+    if os.environ.get(USER_MODELS_ENV):
+        return Path(os.environ[USER_MODELS_ENV]).expanduser()
+    from platformdirs import user_data_path
+
+    return user_data_path("napari-jpeg-restore", appauthor=False) / "models"
+
+
+def user_model_path(name: str) -> Path:
+    """The weights file a new user model called ``name`` is written to; ValueError for a name
+    that is not a plain file name or that a shipped model has."""
+    if not _NAME.fullmatch(name) or name.endswith(".pt"):
+        raise ValueError(f"model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit, without .pt")
+    if name in MODELS:
+        raise ValueError(f"model name {name!r} is a shipped model's; choose another")
+    return user_models_folder() / f"{name}.pt"
+
+
+def user_models() -> list[ModelInfo]:
+    """The models in the user models folder (files that do not load as weights are skipped)."""
+    import torch
+
+    found = []
+    for path in sorted(user_models_folder().glob("*.pt")):
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            cfg = blob["config"]
+        except Exception:  # not a weights file (or half of one from another tool): not a model
+            continue
+        meta = blob.get("meta", {})
+        description = meta.get("description") or f"user model ({cfg['family']})"
+        found.append(ModelInfo(path.stem, cfg["family"], int(cfg["in_channels"]), description,
+                               path.parent))
+    return found
+
+
 def available_models() -> list[ModelInfo]:
-    return list(MODELS.values())
+    """The shipped models, then the user's (``user_models``)."""
+    return [*MODELS.values(), *user_models()]
 
 
 def default_model_name(channels: int, device: str | torch.device = "cpu") -> str:
@@ -140,8 +190,8 @@ def fetch_weights(url: str, storage_options: dict | None = None) -> Path:
 
 
 def resolve_weights(name_or_path: str | Path, storage_options: dict | None = None) -> Path:
-    """The weights file of a registry name, a path or an fsspec URL (fetched to a local
-    cache); ModelNotAvailableError if there is none."""
+    """The weights file of a registry name (shipped, then the user's), a path or an fsspec URL
+    (fetched to a local cache); ModelNotAvailableError if there is none."""
     spec = str(name_or_path)
     if "://" in spec and not spec.startswith("file://"):
         return fetch_weights(spec, storage_options)
@@ -153,11 +203,15 @@ def resolve_weights(name_or_path: str | Path, storage_options: dict | None = Non
                 f"model {info.name} has no shipped weights in this release; "
                 f"models with weights: {', '.join(m.name for m in MODELS.values() if m.has_weights) or 'none'}")
         return info.path
+    own = user_models_folder() / f"{name_or_path}.pt"
+    if _NAME.fullmatch(str(name_or_path)) and own.is_file():
+        return own
     path = Path(name_or_path)
     if path.is_file():
         return path
     raise ModelNotAvailableError(
-        f"unknown model {name_or_path!r}: not a registry name ({', '.join(MODELS)}) nor a weights file")
+        f"unknown model {name_or_path!r}: not a registry name ({', '.join(MODELS)}), a model in "
+        f"{user_models_folder()} nor a weights file")
 
 
 @lru_cache(maxsize=8)

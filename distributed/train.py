@@ -118,6 +118,7 @@ def train_func(config: dict[str, Any]) -> None:
         WEIGHTS,
         export,
         fit_kwargs,
+        kept,
         prepare,
         validator,
     )
@@ -158,11 +159,12 @@ def train_func(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(Path(tmp) / LAST, snapshot)
             if final:
-                export(model, snapshot, images, Path(tmp) / WEIGHTS, {"distributed": distributed},
-                       half=opts.half_weights)
+                export(model, snapshot, images, Path(tmp) / WEIGHTS,
+                       {"distributed": distributed, **kept(check, model)}, half=opts.half_weights)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    fit(task, device=device, validate=validator(opts, model) if rank == 0 else None,
+    check = validator(opts, model) if rank == 0 else None
+    fit(task, device=device, validate=check,
         meta={**meta, "ray": True},
         runtime=Runtime(rank=rank, world=world, forward=forward, mean=mean, gather=gather,
                         report=report, checkpoint=resume_from),
@@ -241,15 +243,9 @@ def run_training(opts: TrainOptions, *, storage: str, name: str | None = None, w
     return result, url
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m napari_jpeg_restore.distributed.train",
-        description="Data-parallel training with Ray Train (DDP): the options of `jpeg-restore train` "
-                    "and the same loop, on every worker of a Ray cluster.")
-    add_train_args(p)
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """Where and on what a Ray training job runs (this job's and the fine-tune job's flags)."""
     p.add_argument("--storage", required=True, help="where Ray Train keeps the run (local or s3://)")
-    p.add_argument("--name", help="run name under --storage (default: <stage>-<preset>-<gray|color>); "
-                   "reuse it with a larger --steps to continue a finished run")
     p.add_argument("--workers", type=int, default=2, help="training workers (default: 2)")
     p.add_argument("--use-gpu", type=float, default=0.0, metavar="GPUS",
                    help="GPUs per worker (default: 0, CPU workers with gloo)")
@@ -257,14 +253,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="CPUs per worker; its torch threads (default: 1)")
     p.add_argument("--max-failures", type=int, default=3,
                    help="restarts of the worker group from the last checkpoint (default: 3)")
-    p.add_argument("--out", help="also copy the final model.pt here")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+
+
+def ray_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    """``run_training``'s keywords from the flags of ``add_ray_args`` (less ``storage``)."""
+    return {"workers": a.workers, "gpus_per_worker": a.use_gpu, "cpus_per_worker": a.cpus_per_worker,
+            "max_failures": a.max_failures, "address": a.address}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m napari_jpeg_restore.distributed.train",
+        description="Data-parallel training with Ray Train (DDP): the options of `jpeg-restore train` "
+                    "and the same loop, on every worker of a Ray cluster.")
+    add_train_args(p)
+    p.add_argument("--name", help="run name under --storage (default: <stage>-<preset>-<gray|color>); "
+                   "reuse it with a larger --steps to continue a finished run")
+    add_ray_args(p)
+    p.add_argument("--out", help="also copy the final model.pt here")
     a = p.parse_args(argv)
     try:
         opts = TrainOptions.from_args(a, out=a.storage)
-        run_training(opts, storage=a.storage, name=a.name, workers=a.workers, gpus_per_worker=a.use_gpu,
-                     cpus_per_worker=a.cpus_per_worker, max_failures=a.max_failures, out=a.out,
-                     address=a.address, log=lambda m: print(m, flush=True))
+        run_training(opts, storage=a.storage, name=a.name, out=a.out, log=lambda m: print(m, flush=True),
+                     **ray_kwargs(a))
     except (ValueError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

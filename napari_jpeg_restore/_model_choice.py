@@ -1,4 +1,5 @@
-"""The model choice both dock widgets share: a combo box and a weights-file field."""
+"""The model choice the dock widgets share: a combo box and a weights-file field, whose list
+follows the registry (a fine-tuned model appears in every open widget)."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,19 @@ from typing import TypeVar
 
 from magicgui.widgets import ComboBox, FileEdit
 from napari.utils.notifications import show_error, show_warning
+from psygnal import Signal, SignalInstance
 
 from ._layers import AUTO, WEIGHTS_FILE, UnsupportedLayerError, model_choices
 
 T = TypeVar("T")
+
+
+class _Registry:
+    changed = Signal()  # a model was added to the user models folder
+
+
+REGISTRY_EVENTS = _Registry()
+models_changed: SignalInstance = REGISTRY_EVENTS.changed
 
 
 class _ModelChoice:
@@ -27,6 +37,9 @@ class _ModelChoice:
         self.weights = FileEdit(label="weights file", mode="r", filter="*.pt", visible=False,
                                 tooltip=weights_tooltip)
         self.model.changed.connect(self._on_model_changed)
+        refresh = self.model.reset_choices
+        models_changed.connect(refresh)
+        self.model.native.destroyed.connect(lambda *_: models_changed.disconnect(refresh))
 
     def _on_model_changed(self, value: str) -> None:
         self.weights.visible = value == WEIGHTS_FILE

@@ -14,7 +14,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     Label,
     ProgressBar,
     PushButton,
@@ -24,7 +23,7 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QWidget
 
 from napari_jpeg_restore.core.engines.device import DEVICES
 from napari_jpeg_restore.core.engines.precision import PRECISIONS
@@ -138,18 +137,9 @@ class RestoreWidget(_ModelChoice, _WorkerControls, QWidget):
         self.progress = ProgressBar(min=0, max=1000, value=0, label="progress")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long lines wrap, never clip
-        self.form = Container(widgets=[
-            self.image, self.every_selected, self.model, self.weights, self.tile, self.device, self.intensity,
-            self.difference, self.ensemble, self.precision,
-            self.skip_above, self.assume, self.live_preview, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-            self.progress, self.status])
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.form.native)
-        layout.addStretch(1)
-        self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.reset_choices)
+        self._lay_out([self.image, self.every_selected, self.model, self.weights, self.tile,
+                       self.device, self.intensity, self.difference, self.ensemble, self.precision,
+                       self.skip_above, self.assume, self.live_preview])
         # The list follows the viewer: a layer opened or clicked on becomes the choice.
         self.viewer.layers.selection.events.active.connect(self._select_active_layer)
         self.reset_choices()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import Label, ProgressBar, PushButton
+from magicgui.widgets import Container, Label, ProgressBar, PushButton, Widget
+from qtpy.QtWidgets import QVBoxLayout
 
 
 class _WorkerControls:
@@ -15,6 +16,21 @@ class _WorkerControls:
     cancel_button: PushButton
     progress: ProgressBar
     status: Label
+
+    def _lay_out(self, controls: list[Widget]) -> None:
+        """The dock's form: ``controls``, then Run / Cancel, the bar and the status line; the
+        buttons connected, and the choices following the viewer's layers."""
+        self.form = Container(widgets=[
+            *controls,
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.progress, self.status])
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addStretch(1)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.reset_choices)
 
     def _start(self, worker: Any, status: str) -> Any:
         """Hook ``worker`` to ``cancel``/``_on_finished``, start it, return it. The bar is busy

@@ -87,10 +87,15 @@ def encoder_weights(tmp_path_factory) -> Path:
 @pytest.fixture
 def notes(monkeypatch):
     """Warnings, errors and infos the plugin's widgets show, as (level, message)."""
-    from napari_jpeg_restore import _inspector_widget, _model_choice, _restore_widget
+    from napari_jpeg_restore import (
+        _finetune_widget,
+        _inspector_widget,
+        _model_choice,
+        _restore_widget,
+    )
 
     seen: list[tuple[str, str]] = []
-    for module in (_restore_widget, _inspector_widget, _model_choice):
+    for module in (_restore_widget, _inspector_widget, _model_choice, _finetune_widget):
         for level in ("warning", "error", "info"):
             if hasattr(module, f"show_{level}"):
                 monkeypatch.setattr(module, f"show_{level}",

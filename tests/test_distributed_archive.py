@@ -512,3 +512,24 @@ def test_archive_never_changes_an_input(cluster, tiny_model, files, dst_rel):
         except ValueError as err:
             assert dst_rel == "" and "among the inputs" in str(err)
         assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_user_model_is_chosen_by_name_and_shipped_to_the_actors(cluster, tiny_model, tmp_path,
+                                                                  monkeypatch):
+    """A model in the driver's user models folder (as `jpeg-restore finetune` registers one) is
+    found by name; the actors, which do not see that folder, get its weights."""
+    from napari_jpeg_restore.core import registry, restore
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copyfile(tiny_model, folder / "mine.pt")
+    monkeypatch.setenv(registry.USER_MODELS_ENV, str(folder))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(encode_jpeg(synthetic(3, (64, 80)), 10))
+    summary = run(_cfg(str(tmp_path / "in"), str(tmp_path / "out"), "mine", workers=1),
+                  log=lambda m: None)
+    assert summary.counts == {"restored": 1}
+    loaded = read_image(str(tmp_path / "in" / "a.jpg"))
+    np.testing.assert_array_equal(read_image(str(tmp_path / "out" / "a.png")).array,
+                                  restore(loaded.array, tiny_model, jpeg=loaded.jpeg_grid,
+                                          precision="auto"))

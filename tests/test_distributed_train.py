@@ -129,3 +129,27 @@ def test_ddp_moco_encoder_keeps_ranks_identical(cluster, data, tmp_path):
     assert ckpt["task"]["ptr"] == 2 * 4 * 2  # steps x batch x world keys entered the queue
     enc = load_model(tmp_path / "enc.pt")
     assert isinstance(enc, QualityEncoder) and "quality_probe_mae" in enc.meta
+
+
+def test_ray_finetune_registers_the_best_held_out_weights(cluster, tmp_path, monkeypatch):
+    """`jpeg-restore finetune` through Ray Train: two DDP workers train, rank 0 keeps the best
+    held-out weights, the driver calibrates and registers the model by name."""
+    from napari_jpeg_restore.core import registry
+    from napari_jpeg_restore.core.training.options import FinetuneOptions
+    from napari_jpeg_restore.distributed.finetune import run_finetune
+
+    if not registry.MODELS["crl-lite-gray"].has_weights:
+        pytest.skip("fine-tunes start from the shipped crl-lite-gray")
+    monkeypatch.setenv(registry.USER_MODELS_ENV, str(tmp_path / "models"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for i in range(5):
+        Image.fromarray(synthetic(i, (192, 208))).save(mine / f"{i}.png")
+    options = FinetuneOptions((str(mine),), "on-ray", source="crl-lite-gray", minutes=0.02,
+                              calibration_crops=1)
+    result = run_finetune(options, storage=str(tmp_path / "store"), workers=2, log=lambda m: None)
+    model = load_model("on-ray")
+    assert result.path == tmp_path / "models" / "on-ray.pt" and model.calibration is not None
+    assert model.meta["distributed"]["workers"] == 2
+    gains = model.meta["finetune"]["held_out_gain"]
+    assert sum(gains["model"].values()) >= sum(gains["source"].values())

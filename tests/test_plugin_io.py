@@ -40,7 +40,7 @@ def test_manifest_is_valid_and_discovered():
     pm.discover()
     found = pm.get_manifest(PLUGIN)  # through the installed entry point
     assert {w.display_name for w in found.contributions.widgets} == {
-        "Restore JPEG artifacts", "Compression quality inspector"}
+        "Restore JPEG artifacts", "Compression quality inspector", "Fine-tune on my images"}
     assert {s.key for s in found.contributions.sample_data} == {"ihc", "ihc_q10"}
     menus = {k: [i.command for i in v] for k, v in found.contributions.menus.items()}
     assert menus["napari/layers/filter"] == ["napari-jpeg-restore.make_restore_widget"]

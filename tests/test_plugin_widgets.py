@@ -544,3 +544,46 @@ def test_inspector_heatmaps_every_plane_of_a_float_stack_and_plots_the_shown_one
     np.testing.assert_array_equal(widget._items[0][1].plane, layer.data[1])  # the shown plane
     assert widget.plotted_points == 6 and widget.status.value.endswith("PCA")  # its tiles only
     widget.close()
+
+
+# ---------------------------------------------------------------------------------- fine-tune
+def test_finetune_widget_trains_cancels_cleanly_and_offers_the_model(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
+    """A 30-minute fine-tune on one large layer (cut into tiles), cancelled once training shows
+    progress: the best weights are still registered, and the open restore widget lists them."""
+    from napari_jpeg_restore.core import registry
+
+    from napari_jpeg_restore._finetune_widget import FinetuneWidget
+
+    if not MODELS["crl-lite-gray"].has_weights:
+        pytest.skip("fine-tunes start from the shipped crl-lite-gray")
+    monkeypatch.setenv(registry.USER_MODELS_ENV, str(tmp_path / "models"))
+    viewer = make_napari_viewer()
+    viewer.add_image(synthetic(4, (520, 540)), name="slide")
+    restore_dock = _restore_dock(viewer)
+    assert "napari-model" not in restore_dock.model.choices
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fine-tune on my images")
+    widget.layers.value = [viewer.layers["slide"]]
+    widget.set_model("crl-lite-gray")
+    widget.minutes.value = 30
+    widget.name.value = "napari-model"
+    widget.run_button.native.click()
+    try:
+        qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=300_000)
+        assert widget.status.value.startswith("Training") and "held-out gain" in widget.status.value
+    finally:
+        widget.cancel_button.native.click()
+    assert widget.status.value.startswith("Stopping")
+    _wait(qtbot, widget, timeout=300_000)
+    assert widget.status.value.startswith("Registered 'napari-model'"), widget.status.value
+    assert ("info", "Fine-tuned model 'napari-model' registered") in notes
+    assert "napari-model" in restore_dock.model.choices  # without touching the restore widget
+    meta = registry.load_model("napari-model").meta
+    assert len(meta["finetune"]["images"]) + len(meta["finetune"]["held_out"]) == 4  # 2x2 tiles
+    assert meta["history"][-1]["wall_h"] * 60 < 30  # stopped well before its 30 minutes
+
+    widget.name.value = "crl-lite-gray"  # a shipped model's name: one notification, no traceback
+    widget.run()
+    _wait(qtbot, widget, timeout=120_000)
+    assert notes[-1][0] == "error" and "shipped model" in notes[-1][1]

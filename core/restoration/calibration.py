@@ -67,7 +67,8 @@ def fit_calibration(model: nn.Module, crops: dict[str, list[np.ndarray]],
 
 def calibrate_weights(weights: str | Path, sources: Sequence[str], crops: int = 48,
                       qualities: Sequence[int] = QUALITIES, seed: int = 0, device: str = "cpu",
-                      progress: Callable[[int, int], None] | None = None) -> Calibration:
+                      progress: Callable[[int, int], None] | None = None,
+                      storage_options: dict | None = None) -> Calibration:
     """Fit the calibration of a weights file (a path or a registry name) on training images
     (paths or URLs; never validation images) and save it beside the weights, where
     :func:`.registry.load_model` finds it."""
@@ -76,7 +77,7 @@ def calibrate_weights(weights: str | Path, sources: Sequence[str], crops: int = 
 
     path = resolve_weights(weights)
     net = load_model(path)
-    images = load_images(list(sources), net.cfg.in_channels)
+    images = load_images(list(sources), net.cfg.in_channels, storage_options)
     cal = fit_calibration(net, calibration_crops(images, crops, 128, np.random.default_rng(seed)),
                           qualities, device=device, progress=progress)
     cal.save(calibration_path(path))

@@ -42,7 +42,9 @@ def _single_gather(obj: Any) -> list[Any]:
 class Runtime:
     """What ``fit`` needs from its surroundings; the defaults are one process. A data-parallel
     caller passes the wrapped model (``forward``), its rank, two collectives and ``report``,
-    which every rank calls with (record, checkpoint or None, final) at log and checkpoint steps."""
+    which every rank calls with (record, checkpoint or None, final) at log and checkpoint steps.
+    ``stop`` (one process) is asked after every step whether to end now, as at the last step:
+    validate, checkpoint and return (a Ctrl-C handler's or a Cancel button's flag)."""
 
     rank: int = 0
     world: int = 1
@@ -51,6 +53,8 @@ class Runtime:
     gather: Callable[[Any], list[Any]] = _single_gather  # every rank's object, in rank order
     report: Callable[[dict[str, Any], dict[str, Any] | None, bool], None] | None = None
     checkpoint: dict[str, Any] | None = None  # the state to resume from
+    stop: Callable[[], bool] | None = None
+    watch: Callable[[dict[str, Any]], None] | None = None  # every step's record (progress)
 
 
 class Logger:
@@ -78,13 +82,16 @@ def _to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[t
 
 def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Path | None = None,
         seed: int = 0, resume: bool = False, log_every: int = 50, val_every: int = 500,
-        ckpt_every: int = 200, validate: Callable[[], dict[str, float]] | None = None,
+        ckpt_every: int = 200, val_seconds: float | None = None,
+        validate: Callable[[], dict[str, float]] | None = None,
         meta: dict[str, Any] | None = None, until: int | None = None, time_budget: float | None = None,
         precision: str = "fp32", loader_workers: int = 0, compile: bool = False,
         grad_clip: float = 0.0, runtime: Runtime | None = None) -> dict[str, Any]:
     """Train ``task`` (see tasks.py) for ``steps`` steps, or until ``time_budget`` seconds of
     training have passed (the cosine schedule then follows the budget), or stop at step ``until``
-    (the schedule still spans ``steps``; ``resume`` continues later). ``grad_clip`` > 0 scales
+    (the schedule still spans ``steps``; ``resume`` continues later). Validation runs every
+    ``val_every`` steps, at the first log step ``val_seconds`` after the last one, and at the
+    end. ``grad_clip`` > 0 scales
     the gradients down to at most that global L2 norm before each step. Checkpoints go to
     ``out_dir/last.pt`` unless ``runtime.report`` stores them. Returns the last checkpoint."""
     rt = runtime or Runtime()
@@ -137,7 +144,7 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
 
     bar = tqdm(total=stop, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
                disable=not chief)
-    t_start = t_mark = time.perf_counter()
+    t_start = t_mark = t_validated = time.perf_counter()
     running: list[float] = []
     norms: list[torch.Tensor] = []
     waited = 0.0
@@ -168,6 +175,8 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
             planned = max(step, min(steps, round(rt.mean(step + left * rate))))
             stop = min(planned, until or planned)
             bar.total = stop
+        if rt.stop is not None and rt.stop():
+            stop = step
         final = step >= stop
         if step % log_every == 0 or final:  # collective
             record = {"step": step, "loss": rt.mean(float(torch.stack(running).float().mean())),
@@ -177,14 +186,18 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
             if norms:  # the norm before clipping: how often and how far the clip acts
                 record["grad_norm"] = rt.mean(float(torch.stack(norms).mean()))
             running, norms, waited, t_mark = [], [], 0.0, now
-            if validate is not None and chief and (step % val_every == 0 or final):
+            due = val_seconds is not None and now - t_validated >= val_seconds
+            if validate is not None and chief and (step % val_every == 0 or final or due):
                 model.eval()
                 record.update(validate())  # in fp32, as the shipped model runs by default
+                t_validated = time.perf_counter()
             state["history"].append(record)
             if log:
                 log(record)
         else:
             record = None
+        if rt.watch is not None:
+            rt.watch(record or {"step": step, "wall_h": state["wall_seconds"] / 3600})
         last = snapshot() if step % ckpt_every == 0 or final else None
         if last is not None and rt.report is None and chief and out:
             save_checkpoint(out / LAST, last)

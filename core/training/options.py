@@ -1,5 +1,6 @@
-"""Training options, defined once: the dataclass every training path takes and the command-line
-flags that fill it (``jpeg-restore train`` and the Ray DDP job add only their own flags)."""
+"""Training options, defined once: the dataclasses every training path takes and the command-line
+flags that fill them (``jpeg-restore train``/``finetune`` and the Ray jobs add only their own
+flags)."""
 from __future__ import annotations
 
 import argparse
@@ -7,18 +8,20 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..imageio.filesystem import parse_storage_options
+from ..jpeg.codec import quality_factor
 
 STAGES = ("encoder", "ranker", "restorer", "arcnn")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: the loop has no loss scaling
 POSITIVES = ("tables", "image")
 # models.RESTORER_PRESETS, named here without importing torch
 PRESETS = ("lite", "unet", "unet-narrow", "unet-deep", "base", "paper")
+VAL_QUALITIES = (10, 40)
 
 
 @dataclass
 class TrainOptions:
     stage: str
-    data: str
+    data: str | list[str]  # folders, globs, files or URLs
     out: str
     preset: str = "lite"
     channels: int = 1
@@ -43,9 +46,12 @@ class TrainOptions:
     ranker: str | None = None  # restorer: a trained ranker whose terms join the loss
     ranker_loss: float = 0.0  # restorer: the weight of those terms
     queue: int = 4096
-    val_data: str | None = None
+    val_data: str | list[str] | None = None
     val_images: int = 8
     val_every: int = 500
+    val_seconds: float | None = None  # also validate this long after the last validation
+    val_qualities: tuple[int, ...] = VAL_QUALITIES  # restorer/arcnn: qualities of the validation
+    keep_best: bool = False  # restorer/arcnn: export the weights that validated best
     log_every: int = 50
     ckpt_every: int = 200
     seed: int = 0
@@ -74,7 +80,10 @@ class TrainOptions:
             raise ValueError("--ranker-loss W and --ranker WEIGHTS go together, for the restorer stage")
         if self.patch % 8:
             raise ValueError(f"--patch must be a multiple of 8, got {self.patch}")
+        if self.keep_best and not (self.val_data and self.stage in ("restorer", "arcnn")):
+            raise ValueError("--keep-best needs --val-data, for the restorer or arcnn stage")
         self.qualities = tuple(self.qualities)
+        self.val_qualities = tuple(self.val_qualities)
 
     def public(self) -> dict[str, Any]:
         """The options without ``storage_options`` (which may hold secrets): for metadata and logs."""
@@ -158,6 +167,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-data", help="clean validation images (folder, glob or URL)")
     p.add_argument("--val-images", type=int, default=8, help="validation images used (default: 8)")
     p.add_argument("--val-every", type=int, default=500, help="steps between validations (default: 500)")
+    p.add_argument("--val-seconds", type=float, default=None, metavar="S",
+                   help="also validate at the first log step S seconds after the last "
+                        "validation (with --time-budget, where steps are not known ahead)")
+    p.add_argument("--val-qualities", type=int, nargs="+", default=list(VAL_QUALITIES), metavar="Q",
+                   help="restorer/arcnn: qualities the validation compresses at (default: "
+                        f"{' '.join(map(str, VAL_QUALITIES))})")
+    p.add_argument("--keep-best", action="store_true",
+                   help="restorer/arcnn: export the weights with the best mean validation gain, "
+                        "the starting weights included (validated before the first step), not "
+                        "the last ones: never worse on --val-data than where training started")
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines (default: 50)")
     p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (default: 200)")
     p.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
@@ -178,3 +197,54 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage-options", help="fsspec options: a JSON file (recommended for secrets) "
                                              "or an inline JSON object")
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """What a user chooses: images (files, folders, globs, URLs), the model to start from,
+    minutes of training, the new model's name."""
+
+    images: tuple[str, ...]
+    name: str
+    source: str = "auto"  # registry name, weights file or URL; auto: the default for the images
+    minutes: float = 20.0
+    qualities: tuple[int, int] | None = None  # low, high; default: the source's, below the images'
+    held_out: float = 0.2  # share of the images kept for the held-out check (at least one)
+    lr: float = 1e-4
+    device: str = "cpu"
+    replace: bool = False  # replace a user model of the same name
+    calibration_crops: int = 24  # 128-px crops of each kind (on and off the 8x8 grid)
+    seed: int = 0
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> FinetuneOptions:
+        """From flags added by ``add_finetune_args``."""
+        return cls(images=tuple(a.images), name=a.name, source=a.source, minutes=a.minutes,
+                   qualities=tuple(a.qualities) if a.qualities else None, held_out=a.held_out,
+                   lr=a.lr, device=a.device, replace=a.replace, seed=a.seed,
+                   storage_options=parse_storage_options(a.storage_options))
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    """The flags of a fine-tune, shared by ``jpeg-restore finetune`` and the Ray job."""
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="your images (at least 2, 160 px or more): files, folders, globs or URLs; "
+                        "8/16-bit, gray or RGB")
+    p.add_argument("--name", required=True, help="the new model's name (letters, digits, . _ -)")
+    p.add_argument("--from", dest="source", default="auto", metavar="MODEL",
+                   help="model to start from: registry name, weights file or URL (default: auto, "
+                        "the shipped model for gray or colour images)")
+    p.add_argument("--minutes", type=float, default=20.0,
+                   help="training time (default: 20; calibration adds about a minute)")
+    p.add_argument("--qualities", type=quality_factor, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="JPEG qualities to train at (default: the source model's, up to 10 below "
+                        "the images' own earlier compression)")
+    p.add_argument("--held-out", type=float, default=0.2, metavar="SHARE",
+                   help="share of the images held out to measure the gain (default: 0.2, at least one)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    p.add_argument("--replace", action="store_true", help="replace your model of the same name")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    p.add_argument("--storage-options", help="fsspec options for image URLs: a JSON file "
+                                             "(recommended for secrets) or an inline JSON object")

@@ -19,10 +19,10 @@ from ..models.growth import load_grown
 from ..registry import load_model, save_weights
 from .data import ContrastiveSampler, ImageShard, PairSampler
 from .lineage import encoder_lineage, lineage
-from .loop import fit
+from .loop import Runtime, fit
 from .options import TrainOptions
 from .tasks import ContrastiveTask, RankingTask, RestorationTask, trained_encoder
-from .validators import encoder_validator, fit_quality_probe, restoration_validator
+from .validators import BestWeights, encoder_validator, fit_quality_probe, restoration_validator
 
 WEIGHTS = "model.pt"
 
@@ -107,17 +107,30 @@ def prepare(opts: TrainOptions, rank: int = 0, world: int = 1,
 
 
 def validator(opts: TrainOptions, model: nn.Module) -> Callable[[], dict[str, float]] | None:
+    """The run's validation on ``--val-data``; with ``--keep-best`` a :class:`BestWeights` that
+    has already checked the starting weights."""
     if not opts.val_data:
         return None
     val = load_images(expand(opts.val_data, opts.storage_options)[: opts.val_images], opts.channels,
                       opts.storage_options)
-    quality = opts.stage in ("encoder", "ranker")
-    return (encoder_validator if quality else restoration_validator)(model, val)
+    if opts.stage in ("encoder", "ranker"):
+        return encoder_validator(model, val)
+    check = restoration_validator(model, val, opts.val_qualities)
+    if not opts.keep_best:
+        return check
+    best = BestWeights(model.eval(), check)
+    best()
+    return best
+
+
+def kept(check: Callable[[], dict[str, float]] | None, model: nn.Module) -> dict[str, Any]:
+    """With ``--keep-best``: the best weights back into ``model``, and their metadata."""
+    return check.keep(model) if isinstance(check, BestWeights) else {}
 
 
 def fit_kwargs(opts: TrainOptions) -> dict[str, Any]:
     """The options ``loop.fit`` takes."""
-    keys = ("steps", "lr", "seed", "resume", "log_every", "val_every", "ckpt_every", "until",
+    keys = ("steps", "lr", "seed", "resume", "log_every", "val_every", "val_seconds", "ckpt_every", "until",
             "time_budget", "precision", "loader_workers", "compile", "grad_clip")
     return {k: getattr(opts, k) for k in keys}
 
@@ -139,11 +152,17 @@ def export(model: nn.Module, state: dict[str, Any], images, dest: str | Path,
     return dest
 
 
-def train(opts: TrainOptions) -> Path:
-    """Run one stage in this process and export ``<out>/model.pt``; returns its path."""
+def train(opts: TrainOptions, *, stop: Callable[[], bool] | None = None,
+          watch: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Run one stage in this process and export ``<out>/model.pt``; returns its path. ``stop``
+    and ``watch``: see ``loop.Runtime`` (end early, cleanly; see every logged record)."""
     device = torch.device(opts.device)
     model, task, images, meta = prepare(opts)
-    state = fit(task, out_dir=opts.out, device=device, validate=validator(opts, model), meta=meta,
-                **fit_kwargs(opts))
-    return export(model, state, images, Path(opts.out) / WEIGHTS, half=opts.half_weights)
+    check = validator(opts, model)
+    if isinstance(check, BestWeights) and watch is not None:  # the starting weights' check
+        watch({"step": 0, **check.first_record})
+    state = fit(task, out_dir=opts.out, device=device, validate=check, meta=meta,
+                runtime=Runtime(stop=stop, watch=watch), **fit_kwargs(opts))
+    return export(model, state, images, Path(opts.out) / WEIGHTS, kept(check, model),
+                  half=opts.half_weights)
 

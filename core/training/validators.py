@@ -15,8 +15,7 @@ from ..jpeg.codec import compress, ijg_table
 from ..quality.embedding import embed, quality_crops, quality_ordering
 from ..quality.reading import PROBE_CROP
 from .data import to_tensor
-
-VAL_QUALITIES = (10, 40)
+from .options import VAL_QUALITIES
 
 
 def restoration_validator(model: nn.Module, images: list[np.ndarray],
@@ -37,6 +36,45 @@ def restoration_validator(model: nn.Module, images: list[np.ndarray],
             out.setdefault(f"val_psnr_q{q}", []).append(psnr(clean, y))
         return {k: float(np.mean(v)) for k, v in out.items()}
     return validate
+
+
+class BestWeights:
+    """A restoration validator that keeps the weights with the best mean gain over JPEG (across
+    its qualities), those of its first check included: :meth:`keep` puts them back, so a run's
+    result is never worse on the validation images than where it started."""
+
+    def __init__(self, model: nn.Module, check: Callable[[], dict[str, float]]) -> None:
+        self.model, self.check = model, check
+        self.first: dict[int, float] | None = None
+        self.best: dict[int, float] | None = None
+        self.best_check = self.checks = 0
+        self.first_record: dict[str, float] = {}
+        self._state: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def gains(record: dict[str, float]) -> dict[int, float]:
+        """Gain over JPEG per quality (dB) from a validation record."""
+        return {int(k[len("val_psnr_q"):]): v - record["val_jpeg_q" + k[len("val_psnr_q"):]]
+                for k, v in record.items() if k.startswith("val_psnr_q")}
+
+    def __call__(self) -> dict[str, float]:
+        record = self.check()
+        gains = self.gains(record)
+        self.first = self.first or gains
+        if self.best is None or np.mean(list(gains.values())) > np.mean(list(self.best.values())):
+            self.best, self.best_check = gains, self.checks
+            self._state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        out = {**record, **{f"val_gain_q{q}": g for q, g in gains.items()}}
+        self.first_record = self.first_record or out
+        self.checks += 1
+        return out
+
+    def keep(self, model: nn.Module) -> dict[str, object]:
+        """Load the best weights into ``model``; returns what its metadata records of them."""
+        if self._state is not None:
+            model.load_state_dict(self._state)
+        return {"kept": {"rule": "best mean validation gain", "first_gain": self.first,
+                         "gain": self.best, "check": self.best_check, "checks": self.checks}}
 
 
 def encoder_validator(model: nn.Module, images: list[np.ndarray]) -> Callable[[], dict[str, float]]:
