@@ -91,22 +91,27 @@ def user_model_path(name: str) -> Path:
     return user_models_folder() / f"{name}.pt"
 
 
-def user_models() -> list[ModelInfo]:
-    """The models in the user models folder (files that do not load as weights are skipped)."""
+@lru_cache(maxsize=64)
+def _user_model_info(path: str, mtime: float) -> ModelInfo | None:
+    """A user weights file's entry, read once per version of the file (the napari model lists
+    ask at every layer change); None for a file that is not weights."""
     import torch
 
-    found = []
-    for path in sorted(user_models_folder().glob("*.pt")):
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            cfg = blob["config"]
-        except Exception:  # not a weights file (or half of one from another tool): not a model
-            continue
-        meta = blob.get("meta", {})
-        description = meta.get("description") or f"user model ({cfg['family']})"
-        found.append(ModelInfo(path.stem, cfg["family"], int(cfg["in_channels"]), description,
-                               path.parent))
-    return found
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = blob["config"]
+    except Exception:  # not a weights file (or half of one from another tool): not a model
+        return None
+    description = blob.get("meta", {}).get("description") or f"user model ({cfg['family']})"
+    p = Path(path)
+    return ModelInfo(p.stem, cfg["family"], int(cfg["in_channels"]), description, p.parent)
+
+
+def user_models() -> list[ModelInfo]:
+    """The models in the user models folder (files that do not load as weights are skipped)."""
+    paths = sorted(user_models_folder().glob("*.pt"))
+    infos = (_user_model_info(str(p), p.stat().st_mtime) for p in paths)
+    return [info for info in infos if info is not None]
 
 
 def available_models() -> list[ModelInfo]:

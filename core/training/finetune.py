@@ -85,8 +85,8 @@ def _split(urls: list[str], share: float, seed: int) -> tuple[list[str], list[st
     if len(urls) < 2:
         raise ValueError(f"fine-tuning needs at least 2 usable images (one is held out to check "
                          f"the gain), got {len(urls)}")
-    held = set(np.random.default_rng(seed).permutation(len(urls))[: max(1, round(share * len(urls)))])
-    held = held if len(held) < len(urls) else set(list(held)[:-1])
+    count = min(max(1, round(share * len(urls))), len(urls) - 1)
+    held = set(np.random.default_rng(seed).permutation(len(urls))[:count])
     return ([u for i, u in enumerate(urls) if i not in held],
             [u for i, u in enumerate(urls) if i in held])
 

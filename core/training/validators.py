@@ -45,7 +45,6 @@ class BestWeights:
 
     def __init__(self, model: nn.Module, check: Callable[[], dict[str, float]]) -> None:
         self.model, self.check = model, check
-        self.first: dict[int, float] | None = None
         self.best: dict[int, float] | None = None
         self.best_check = self.checks = 0
         self.first_record: dict[str, float] = {}
@@ -60,7 +59,6 @@ class BestWeights:
     def __call__(self) -> dict[str, float]:
         record = self.check()
         gains = self.gains(record)
-        self.first = self.first or gains
         if self.best is None or np.mean(list(gains.values())) > np.mean(list(self.best.values())):
             self.best, self.best_check = gains, self.checks
             self._state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -73,7 +71,8 @@ class BestWeights:
         """Load the best weights into ``model``; returns what its metadata records of them."""
         if self._state is not None:
             model.load_state_dict(self._state)
-        return {"kept": {"rule": "best mean validation gain", "first_gain": self.first,
+        return {"kept": {"rule": "best mean validation gain",
+                         "first_gain": self.gains(self.first_record),
                          "gain": self.best, "check": self.best_check, "checks": self.checks}}
 
 
