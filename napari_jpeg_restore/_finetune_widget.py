@@ -77,6 +77,12 @@ class FinetuneWidget(_ModelChoice, _WorkerControls, QWidget):
                              tooltip="The name it is registered under (letters, digits, . _ -): "
                                      "choose it in 'Restore JPEG artifacts', or `jpeg-restore "
                                      "restore --model NAME`.")
+        self.recolour = CheckBox(text="keep other colours working", value=True,
+                                 tooltip="Colour images: train on crops with randomly turned hues, "
+                                         "so that the model does not learn your pictures' colours "
+                                         "and still restores pictures of other colours. Untick "
+                                         "to let it learn them too (it then suits only pictures "
+                                         "like yours).")
         self.replace_existing = CheckBox(text="replace a model of that name", value=False,
                                          tooltip="Overwrite your earlier model of the same name.")
         self.run_button = PushButton(text="Fine-tune")
@@ -85,7 +91,7 @@ class FinetuneWidget(_ModelChoice, _WorkerControls, QWidget):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self._lay_out([self.layers, self.folder, self.model, self.weights, self.minutes, self.name,
-                       self.replace_existing])
+                       self.recolour, self.replace_existing])
         self.destroyed.connect(self._stop.set)  # a closed window ends its training too
 
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
@@ -101,7 +107,7 @@ class FinetuneWidget(_ModelChoice, _WorkerControls, QWidget):
         folder = str(self.folder.value) if str(self.folder.value) not in ("", ".") else None
         return FinetuneOptions(images=(folder,) if folder else (), name=self.name.value.strip(),
                                source=source, minutes=float(self.minutes.value),
-                               replace=bool(self.replace_existing.value))
+                               recolour=bool(self.recolour.value), replace=bool(self.replace_existing.value))
 
     def run(self, *_args):
         """Start fine-tuning in a worker; returns it, or None after a notification."""

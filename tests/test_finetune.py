@@ -74,6 +74,17 @@ def test_plan_splits_skips_bad_files_and_trains_below_the_images_own_quality(tmp
     assert plan.own_quality == 60 and plan.train_options.qualities[:2] == (10, 50)
     assert plan.train_options.val_qualities == (10, 20, 30, 40, 50)
     assert "Q60" in lines[-1]
+    assert not plan.train_options.recolour  # gray: no hues to turn
+
+    colour = tmp_path / "colour"
+    for i in range(3):
+        write_image(colour / f"c{i}.png", np.stack([synthetic(i + k, (192, 208)) for k in range(3)], -1))
+    opts = {**TINY, "source": "auto"}
+    plan = plan_finetune(FinetuneOptions((str(colour),), "mine", **opts), tmp_path / "run", print)
+    assert plan.source == "crl-lite-color" and plan.train_options.recolour
+    plan = plan_finetune(FinetuneOptions((str(colour),), "mine", recolour=False, **opts),
+                         tmp_path / "run", print)
+    assert not plan.train_options.recolour
 
     with pytest.raises(ValueError, match="at least 2"):
         plan_finetune(FinetuneOptions((str(images / "im0.png"),), "x", **TINY), tmp_path, print)

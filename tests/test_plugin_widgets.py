@@ -568,6 +568,9 @@ def test_finetune_widget_trains_cancels_cleanly_and_offers_the_model(
     widget.set_model("crl-lite-gray")
     widget.minutes.value = 30
     widget.name.value = "napari-model"
+    assert widget.options().recolour
+    widget.recolour.value = False
+    assert not widget.options().recolour and widget.options().name == "napari-model"
     widget.run_button.native.click()
     try:
         qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=300_000)

@@ -207,6 +207,30 @@ def test_pair_sampler_weighting_and_double_compression():
         PairSampler([img], double=1.5)
 
 
+def test_recolour_turns_hues_and_keeps_gray():
+    """Turned crops keep each pixel's channel mean (gray stays gray) but not its colour; the
+    sampler turns colour crops only when asked, and leaves gray ones alone."""
+    from napari_jpeg_restore.core.training.data import rotate_hue
+
+    rng = np.random.default_rng(0)
+    pink = np.zeros((32, 32, 3), np.uint8) + np.array([200, 120, 170], np.uint8)
+    turned = [rotate_hue(pink, rng) for _ in range(8)]
+    assert all(np.abs(t.astype(float).mean(-1) - pink.mean(-1)).max() <= 1.0 for t in turned)
+    assert len({tuple(t[0, 0]) for t in turned}) == 8
+    gray = np.full((8, 8, 3), 90, np.uint8)
+    assert np.array_equal(rotate_hue(gray, rng), gray)
+    colour = np.stack([64 + synthetic(s, (96, 96)) // 2 for s in range(3)], axis=-1)  # no clipping
+    plain = PairSampler([colour], patch=32, qualities=(90, 90, 1))
+    recoloured = PairSampler([colour], patch=32, qualities=(90, 90, 1), recolour=True)
+    kept = plain.sample(1, np.random.default_rng(1))[1]  # the same crop, turned or not
+    moved = recoloured.sample(1, np.random.default_rng(1))[1]
+    assert not torch.allclose(kept, moved)
+    assert torch.allclose(kept.mean(1), moved.mean(1), atol=2 / 255)
+    one = PairSampler([synthetic(0, (96, 96))], patch=32, recolour=True)
+    assert torch.equal(one.sample(2, np.random.default_rng(2))[1],
+                       PairSampler([synthetic(0, (96, 96))], patch=32).sample(2, np.random.default_rng(2))[1])
+
+
 def test_pair_sampler_clean_identity_pairs():
     img = synthetic(0, (96, 96))
     rng = np.random.default_rng(0)

@@ -59,6 +59,16 @@ def _augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return patch[:, ::-1] if rng.random() < 0.5 else patch
 
 
+def rotate_hue(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An RGB uint8 patch with its colours turned by a random angle about the gray axis (gray
+    stays gray, the mean of the channels is kept): a picture of every hue from one of a few."""
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    k = np.full(3, 1.0 / np.sqrt(3.0))
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    turn = np.cos(theta) * np.eye(3) + np.sin(theta) * cross + (1.0 - np.cos(theta)) * np.outer(k, k)
+    return np.clip(np.rint(patch.astype(np.float32) @ turn.T.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, align: int = 1) -> np.ndarray:
     """A ``size`` square crop whose corner sits on a multiple of ``align`` (8: the JPEG grid)."""
     h, w = image.shape[:2]
@@ -77,7 +87,9 @@ class PairSampler:
     low-quality samples, whose errors dominate); ``double`` is the share of pairs compressed twice
     (second quality at least the first, on an 8x8 grid shifted by a random offset); ``clean`` is
     the share of identity pairs (the clean crop as input), which teaches the model to leave
-    never-compressed and near-lossless inputs as they are. With ``tables`` a batch also carries
+    never-compressed and near-lossless inputs as they are; ``recolour`` turns each RGB crop's
+    hues by a random angle (:func:`rotate_hue`), so that a model trained on pictures of a few
+    colours (stained tissue) does not learn those colours. With ``tables`` a batch also carries
     each input's luma table (N, 64), for a conditioned restorer: the table of the strongest
     compression it went through (what the pixel estimate finds in a re-saved file), all ones
     for an identity pair."""
@@ -89,6 +101,7 @@ class PairSampler:
     double: float = 0.0
     clean: float = 0.0
     tables: bool = False
+    recolour: bool = False
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -121,6 +134,8 @@ class PairSampler:
         for _ in range(batch):
             img = self.images[int(rng.integers(len(self.images)))]
             c = np.ascontiguousarray(_augment(random_crop(img, self.patch, rng, align=8), rng))
+            if self.recolour and c.ndim == 3:
+                c = rotate_hue(c, rng)
             clean.append(c)
             j, q = self.degrade(c, rng)
             jpeg.append(j)

@@ -137,7 +137,8 @@ def plan_finetune(options: FinetuneOptions, run_dir: str | Path,
         channels=channels, steps=10**7, batch=recipe.get("batch", 16), patch=recipe.get("patch", 96),
         lr=options.lr, init=str(resolve_weights(source, so)), qualities=(low, high, 1),
         weighting=recipe.get("weighting", "uniform"), double=recipe.get("double", 0.0),
-        clean=recipe.get("clean", 0.0), table_condition=bool(getattr(src.cfg, "condition", False)),
+        clean=recipe.get("clean", 0.0), recolour=options.recolour and channels == 3,
+        table_condition=bool(getattr(src.cfg, "condition", False)),
         val_data=held, val_images=len(held), val_qualities=val_q, keep_best=True,
         val_every=10**9, val_seconds=max(30.0, options.minutes * 60 / 8), log_every=100,
         ckpt_every=10**9, time_budget=options.minutes * 60, device=options.device,
@@ -193,6 +194,7 @@ def card_text(plan: FinetunePlan, result: FinetuneResult, meta: dict[str, Any]) 
             f"{'none found' if plan.own_quality is None else f'down to Q{plan.own_quality}'}\n"
             f"- training: {result.steps} steps in {result.minutes:.1f} minutes, compressed at "
             f"Q{lo}-{hi}, lr {plan.train_options.lr:g}, {meta.get('machine', '')}\n"
+            f"- colours: {'hues turned at random (--recolour), not learned' if plan.train_options.recolour else 'learned from the images (--no-recolour)' if plan.channels == 3 else 'gray'}\n"
             f"- weights kept: {'the best held-out check' if result.improved else 'the source (no check beat it)'}\n"
             f"- calibration: {result.name}.calibration.json (qualities without a gain pass through)\n\n"
             f"Held-out gain over JPEG (dB, whole images, libjpeg via Pillow):\n\n"
@@ -229,6 +231,7 @@ def finish(plan: FinetunePlan, weights: Path,
     meta["finetune"] = {"source": plan.source, "images": plan.train, "held_out": plan.held_out,
                         "skipped": plan.skipped, "minutes": plan.options.minutes,
                         "own_quality": plan.own_quality,
+                        "recolour": plan.train_options.recolour,
                         "held_out_gain": {"source": before, "model": after},
                         "photograph_gain": photograph}
     save_torch(weights, blob)  # the calibration beside it stays valid: the weights are the same

@@ -36,6 +36,7 @@ class TrainOptions:
     weighting: str = "uniform"  # uniform | inverse (restorer/arcnn quality sampling)
     double: float = 0.0  # share of double-compressed training pairs (restorer/arcnn)
     clean: float = 0.0  # share of identity (clean -> clean) training pairs (restorer/arcnn)
+    recolour: bool = False  # restorer/arcnn: turn each colour crop's hues by a random angle
     temperature: float = 0.2
     region: int | None = None  # encoder: side of the region both positive crops come from
     positives: str = "tables"
@@ -134,6 +135,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clean", type=float, default=0.0,
                    help="restorer/arcnn: share of identity pairs, clean image in and out, so that "
                         "uncompressed and near-lossless inputs are left alone (default: 0)")
+    p.add_argument("--recolour", action="store_true",
+                   help="restorer/arcnn: turn each colour crop's hues by a random angle, so that "
+                        "the model does not learn the colours of its training images")
     p.add_argument("--temperature", type=float, default=0.2, help="encoder: InfoNCE temperature (default: 0.2)")
     p.add_argument("--queue", type=int, default=4096, help="encoder: MoCo queue of negatives (default: 4096)")
     p.add_argument("--region", type=int, default=None,
@@ -210,6 +214,7 @@ class FinetuneOptions:
     minutes: float = 20.0
     qualities: tuple[int, int] | None = None  # low, high; default: the source's, below the images'
     held_out: float = 0.2  # share of the images kept for the held-out check (at least one)
+    recolour: bool = True  # turn the crops' hues: the model does not learn the images' colours
     lr: float = 1e-4
     device: str = "cpu"
     replace: bool = False  # replace a user model of the same name
@@ -222,7 +227,7 @@ class FinetuneOptions:
         """From flags added by ``add_finetune_args``."""
         return cls(images=tuple(a.images), name=a.name, source=a.source, minutes=a.minutes,
                    qualities=tuple(a.qualities) if a.qualities else None, held_out=a.held_out,
-                   lr=a.lr, device=a.device, replace=a.replace, seed=a.seed,
+                   recolour=a.recolour, lr=a.lr, device=a.device, replace=a.replace, seed=a.seed,
                    storage_options=parse_storage_options(a.storage_options))
 
 
@@ -242,6 +247,10 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
                         "the images' own earlier compression)")
     p.add_argument("--held-out", type=float, default=0.2, metavar="SHARE",
                    help="share of the images held out to measure the gain (default: 0.2, at least one)")
+    p.add_argument("--recolour", action=argparse.BooleanOptionalAction, default=True,
+                   help="colour images: train on crops with randomly turned hues, so that the "
+                        "model keeps working on pictures of other colours (default: on; "
+                        "--no-recolour learns your images' colours too)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     p.add_argument("--replace", action="store_true", help="replace your model of the same name")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")

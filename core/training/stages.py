@@ -77,7 +77,7 @@ def build_task(opts: TrainOptions, images, model: nn.Module,
                                quality_span=opts.quality_span)
     sampler = PairSampler(images, patch=opts.patch, qualities=tuple(opts.qualities),
                           weighting=opts.weighting, double=opts.double, clean=opts.clean,
-                          tables=opts.table_condition)
+                          tables=opts.table_condition, recolour=opts.recolour)
     ranker = load_model((fetched or {}).get(opts.ranker, opts.ranker)) if opts.ranker else None
     if ranker is not None and not isinstance(ranker, QualityEncoder):
         raise ValueError(f"--ranker {opts.ranker}: not a ranker (train one with the ranker stage)")
