@@ -46,14 +46,13 @@ def gains(model: str | Path, images: list, qualities: list[str]) -> dict[str, fl
     return {r.quality: round(r.restored["psnr"] - r.jpeg["psnr"], 3) for r in rows}
 
 
-def run_finetune(minutes: float, threads: int, recolour: bool) -> Path:
-    """`jpeg-restore finetune` as a user runs it; the registered weights file."""
-    name = f"bench-histology-{minutes:g}min{'-recolour' if recolour else ''}"
+def run_finetune(images: Path, name: str, minutes: float, threads: int, *flags: str) -> Path:
+    """`jpeg-restore finetune IMAGES` as a user runs it (into the bench's models folder); the
+    registered weights file."""
     env = {**os.environ, USER_MODELS_ENV: str(MODELS)}
-    subprocess.run([str(Path(sys.executable).with_name("jpeg-restore")), "finetune",
-                    str(DATA / "domain-histology"), "--name", name, "--minutes", str(minutes),
-                    "--threads", str(threads), "--replace",
-                    "--recolour" if recolour else "--no-recolour"], check=True, env=env)
+    subprocess.run([str(Path(sys.executable).with_name("jpeg-restore")), "finetune", str(images),
+                    "--name", name, "--minutes", str(minutes), "--threads", str(threads),
+                    "--replace", *flags], check=True, env=env)
     return MODELS / f"{name}.pt"
 
 
@@ -110,7 +109,9 @@ def main() -> None:
     cbsd = load_images(expand(str(DATA / "val-cbsd68"))[: a.cbsd_images], 3)
     held_out = None
     for minutes in a.minutes:
-        weights = run_finetune(minutes, a.threads, a.recolour)
+        weights = run_finetune(DATA / "domain-histology",
+                               f"bench-histology-{minutes:g}min{'-recolour' if a.recolour else ''}",
+                               minutes, a.threads, "--recolour" if a.recolour else "--no-recolour")
         meta = load_model(weights).meta
         held_out = meta["finetune"]["held_out"]
         held = load_images(held_out, 3)

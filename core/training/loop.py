@@ -142,7 +142,8 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
                 "task": task.state_dict(), "rngs": rngs, "total_steps": steps, "world_size": rt.world,
                 "threads": torch.get_num_threads(), "device": str(device), "precision": precision}
 
-    bar = tqdm(total=stop, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
+    bar = tqdm(total=stop if time_budget is None else None,  # budget: known after a few steps
+               initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
                disable=not chief)
     t_start = t_mark = t_validated = time.perf_counter()
     running: list[float] = []
