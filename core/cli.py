@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the encoder, the restorer or ARCNN",
                        description="Stage 1 'encoder' (MoCo contrastive CQE), stage 2 'restorer' (frozen "
                                    "encoder, L1 + 0.1 L1-FFT) or the 'arcnn' baseline. Checkpoints go "
-                                   "to OUT/last.pt atomically; --resume continues; OUT/model.pt at the end. "
+                                   "to OUT/last.pt atomically; --resume continues; OUT/model.pt at the end "
+                                   "(Ctrl-C: after the current step, with a checkpoint). "
                                    "The Ray job (python -m napari_jpeg_restore.distributed.train) takes "
                                    "the same options and runs the same loop on several workers.")
     add_train_args(p)
@@ -349,16 +350,16 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _first_interrupt_stops() -> Iterator[threading.Event]:
-    """An event the first Ctrl-C sets (work ends cleanly); the second raises KeyboardInterrupt."""
+def _first_interrupt_stops(message: str) -> Iterator[threading.Event]:
+    """An event the first Ctrl-C sets (work ends cleanly, ``message`` says how); the second
+    raises KeyboardInterrupt."""
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping after this step, keeping the best weights (Ctrl-C again to abort)",
-              file=sys.stderr)
+        print(f"\n{message}", file=sys.stderr)
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield stop
@@ -372,7 +373,8 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     options = FinetuneOptions.from_args(a)
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
-        with _first_interrupt_stops() as stop:
+        with _first_interrupt_stops("stopping after this step, keeping the best weights "
+                                    "(Ctrl-C again to abort)") as stop:
             result = finetune(options, stop=stop.is_set, log=log)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -401,7 +403,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"wrote {train(TrainOptions.from_args(a))}")
+    with _first_interrupt_stops("stopping after this step, with a checkpoint to --resume from "
+                                "(Ctrl-C again to abort)") as stop:
+        print(f"wrote {train(TrainOptions.from_args(a), stop=stop.is_set)}")
     return 0
 
 

@@ -9,7 +9,7 @@ import torch
 from helpers import synthetic
 from napari_jpeg_restore.core.imageio.writing import write_image
 from napari_jpeg_restore.core.models import create_model
-from napari_jpeg_restore.core.registry import load_model
+from napari_jpeg_restore.core.registry import float_tensors, load_model
 from napari_jpeg_restore.core.training.checkpoint import (
     load_checkpoint,
     portable_checkpoint,
@@ -88,7 +88,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_portable_checkpoint_resumes_on_schedule_with_fresh_moments(tmp_path):
-    """What a campaign commits between machines: fp16 weights, no optimizer; the run goes on at
+    """What a campaign commits between machines: int8 kernels, no optimizer; the run goes on at
     its step and learning rate, and ends near where an uninterrupted run ends."""
     img = synthetic(1, (128, 160))
     run = partial(_arcnn_run, img)
@@ -97,8 +97,17 @@ def test_portable_checkpoint_resumes_on_schedule_with_fresh_moments(tmp_path):
     full = load_checkpoint(tmp_path / "b" / "last.pt")
     small = portable_checkpoint(full)
     assert small["optimizer"] is None and small["step"] == 5
-    assert all(v.dtype == torch.float16 for v in small["model"].values() if v.is_floating_point())
+    for k, v in full["model"].items():
+        stored = small["model"][k]
+        if v.is_floating_point() and v.ndim >= 2:
+            assert stored["int8"].dtype == torch.int8
+            largest = v.abs().reshape(len(v), -1).amax(1).view(-1, *[1] * (v.ndim - 1))
+            assert ((float_tensors({k: stored})[k] - v).abs() <= largest / 254 + 1e-7).all()
+        else:
+            assert stored.dtype == (torch.float16 if v.is_floating_point() else v.dtype)
     save_checkpoint(tmp_path / "c" / "last.pt", small)
+    torch.testing.assert_close(load_model(tmp_path / "c" / "last.pt").state_dict(),
+                               float_tensors(small["model"]), check_dtype=False)
     assert (tmp_path / "c" / "last.pt").stat().st_size < (tmp_path / "b" / "last.pt").stat().st_size / 4
     resumed = run(tmp_path / "c", True)
     assert resumed["step"] == 10 and [r["step"] for r in resumed["history"]] == [5, 10]
@@ -393,3 +402,37 @@ def test_ranker_stage_learns_to_order_qualities_and_feeds_a_restorer_loss(tmp_pa
     assert run.meta["ranker"]["steps"] == 40
     with pytest.raises(ValueError, match="go together"):
         TrainOptions(stage="restorer", data="x", out="y", ranker_loss=0.1)
+
+
+def test_ctrl_c_ends_a_cli_run_with_a_checkpoint_that_resumes(tmp_path):
+    """The first Ctrl-C ends `jpeg-restore train` after the current step: checkpoint, model
+    exported, exit 0; `--resume` goes on from that step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_image(tmp_path / "data" / "im.png", synthetic(3, (128, 160)))
+    cmd = [sys.executable, "-m", "napari_jpeg_restore.core.cli", "train", "arcnn", "--threads", "1",
+           "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--steps", "1000000",
+           "--batch", "2", "--patch", "32", "--log-every", "1", "--ckpt-every", "1000000"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log lines as they come
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    deadline = time.monotonic() + 600  # start-up on a loaded machine, however slow
+    while not any(line.startswith("step=") for line in lines):
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, f"train ended before its first step: {''.join(lines)}"
+        lines.append(line)
+        assert time.monotonic() < deadline
+    proc.send_signal(signal.SIGINT)
+    out = "".join(lines) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    assert "stopping after this step" in out and (tmp_path / "run" / "model.pt").is_file()
+    stopped = load_checkpoint(tmp_path / "run" / "last.pt")["step"]
+    assert 1 <= stopped < 1000000
+    resumed = subprocess.run([*cmd[:-2], "--resume", "--until", str(stopped + 2)],
+                             capture_output=True, text=True, timeout=600, check=False)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == stopped + 2

