@@ -8,13 +8,14 @@ shipped colour model) and after, and what the fine-tuned model gives up on val-c
 Each run is the command a user types (its own held-out split: 6 of the 30 tiles); the models go
 to runs/finetune-bench/models, never the user's folder. Points accumulate in
 bench/results/finetune_own_images.json (a new run of the same minutes on the same machine
-replaces its point); the .md and .png are written from all of them.
+replaces its point); the .md's section and the .png of this machine are written from its points.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,8 +105,9 @@ def main() -> None:
                    help="fine-tune with turned hues, as the command does by default")
     a = p.parse_args()
     machine = describe()
-    points = [q for q in (json.loads(POINTS.read_text()) if POINTS.is_file() else [])
-              if q["machine"] == machine]
+    every = json.loads(POINTS.read_text()) if POINTS.is_file() else []
+    others = [q for q in every if q["machine"] != machine]  # kept in the file as they are
+    points = [q for q in every if q["machine"] == machine]
     cbsd = load_images(expand(str(DATA / "val-cbsd68"))[: a.cbsd_images], 3)
     held_out = None
     for minutes in a.minutes:
@@ -122,7 +124,7 @@ def main() -> None:
             "model": weights.stem, "minutes": minutes, "recolour": a.recolour, "steps": meta["steps"],
             "machine": machine,
             "held_out": gains(weights, held, HELD_OUT), "cbsd68": gains(weights, cbsd, CBSD)}]
-        POINTS.write_text(json.dumps(points, indent=1))  # after each run: a crash keeps the rest
+        POINTS.write_text(json.dumps(others + points, indent=1))  # after each run: a crash keeps the rest
     base = next(q for q in points if q["minutes"] == 0)["held_out"]
     twenty = next((q for q in points if q["minutes"] == 20 and q.get("recolour", False) == a.recolour),
                   None)
@@ -131,7 +133,9 @@ def main() -> None:
                    f"Q{q} {twenty['held_out'][q] - base[q]:+.2f} dB over the shipped model"
                    for q in ("20", "30")) + f" (target: +{TARGET} at both); the smallest held-out "
                f"gain at any quality {min(twenty['held_out'].values()):+.2f} dB (target: no loss).")
-    plot(points, RESULTS / "finetune_own_images.png")
+    slug = re.sub("[^a-z0-9]+", "-", machine.split(",")[0].lower()).strip("-")
+    picture = f"finetune_own_images-{slug}.png"
+    plot(points, RESULTS / picture)  # this machine's points, as its section
     section = "\n".join([
         "## Fine-tuning on 24 histology tiles, held-out gain and forgetting", "",
         f"Machine: {machine}", "",
@@ -140,7 +144,7 @@ def main() -> None:
         f"{', '.join(Path(u).name for u in held_out or [])}). The tiles carry an earlier Q80 "
         "compression, so training compresses them at Q10-70. Cells: PSNR gain over JPEG (dB), "
         "whole images as `jpeg-restore eval` runs the model.", "",
-        table(points), "", verdict, "", "![gain against minutes](finetune_own_images.png)", ""])
+        table(points), "", verdict, "", f"![gain against minutes]({picture})", ""])
     write_section(RESULTS / "finetune_own_images.md",
                   "# Fine-tuning on a user's own images\n\nWritten by "
                   "`python bench/finetune_own_images.py`; one section per machine.", section)
