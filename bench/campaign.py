@@ -37,7 +37,7 @@ CURVE = RESULTS / "campaign.json"
 PRESET = "unet"
 # Planned as 60000 (8 sessions at 0.9-1.3 s per step), re-planned at step 6400 to what the
 # sessions can carry: a new machine starts without runs/, so every slice commits its portable
-# checkpoint (int8, 4.7 MB), and the campaign may add about 60 MB to the repository in all
+# checkpoint (int8, 4.9 MB), and the campaign may add about 60 MB to the repository in all
 TOTAL_STEPS = 32000
 # lr 5e-4 held (the start of a 60000-step cosine) diverged between steps 400 and 500 (loss 0.22 ->
 # 3e9; the 980-step screen survived it because its cosine fell fast); lite's later runs used 2e-4.

@@ -350,16 +350,16 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _first_interrupt_stops(message: str) -> Iterator[threading.Event]:
-    """An event the first Ctrl-C sets (work ends cleanly, ``message`` says how); the second
-    raises KeyboardInterrupt."""
+def _first_interrupt_stops(keeping: str) -> Iterator[threading.Event]:
+    """An event the first Ctrl-C sets (work ends cleanly, ``keeping`` says what is kept); the
+    second raises KeyboardInterrupt."""
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print(f"\n{message}", file=sys.stderr)
+        print(f"\nstopping after this step, {keeping} (Ctrl-C again to abort)", file=sys.stderr)
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield stop
@@ -373,8 +373,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     options = FinetuneOptions.from_args(a)
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
-        with _first_interrupt_stops("stopping after this step, keeping the best weights "
-                                    "(Ctrl-C again to abort)") as stop:
+        with _first_interrupt_stops("keeping the best weights") as stop:
             result = finetune(options, stop=stop.is_set, log=log)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -403,8 +402,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    with _first_interrupt_stops("stopping after this step, with a checkpoint to --resume from "
-                                "(Ctrl-C again to abort)") as stop:
+    with _first_interrupt_stops("with a checkpoint to --resume from") as stop:
         print(f"wrote {train(TrainOptions.from_args(a), stop=stop.is_set)}")
     return 0
 
