@@ -156,16 +156,18 @@ class RestoreActor:
         gpus = [str(g) for g in ray.get_gpu_ids()]  # the GPU(s) Ray assigned to this actor
         if gpus:
             self.placed["gpus"] = gpus
-        if model_blob is not None:  # a weights file (and calibration) through the object store
-            weights, calibration = model_blob
-            folder = Path(tempfile.mkdtemp(prefix="jpeg-restore-model-"))
-            model = str(folder / "model.pt")
-            Path(model).write_bytes(weights)
-            if calibration is not None:
-                calibration_path(model).write_bytes(calibration)
         self.options = replace(settings.options, device=str(self.device))
-        self.model = (open_net(model, device=str(self.device), precision=self.options.precision,
-                               engine=self.options.engine) if model else None)  # None: per image default
+        # weights (and calibration) through the object store: a file only while the net is
+        # opened (the net then holds them in memory, or OpenVINO's conversion cache does)
+        with tempfile.TemporaryDirectory(prefix="jpeg-restore-model-") as folder:
+            if model_blob is not None:
+                weights, calibration = model_blob
+                model = str(Path(folder) / "model.pt")
+                Path(model).write_bytes(weights)
+                if calibration is not None:
+                    calibration_path(model).write_bytes(calibration)
+            self.model = (open_net(model, device=str(self.device), precision=self.options.precision,
+                                   engine=self.options.engine) if model else None)  # None: per image default
         print(f"restoration actor {self.placed['actor']} started on {self.placement()}", flush=True)
 
     def placement(self) -> str:

@@ -533,3 +533,21 @@ def test_a_user_model_is_chosen_by_name_and_shipped_to_the_actors(cluster, tiny_
     np.testing.assert_array_equal(read_image(str(tmp_path / "out" / "a.png")).array,
                                   restore(loaded.array, tiny_model, jpeg=loaded.jpeg_grid,
                                           precision="auto"))
+
+
+def test_weights_shipped_to_an_actor_leave_no_file_behind(cluster, tiny_model, tmp_path, monkeypatch):
+    """An actor writes shipped weights to a temporary file only while it opens its net: the
+    folder is gone afterwards (a long-lived cluster's disks do not fill), and it restores."""
+    from napari_jpeg_restore.core import restore
+    from napari_jpeg_restore.distributed.archive_stages import RestoreActor, Settings
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    actor = RestoreActor(Settings(str(tmp_path / "out"), "run"), None,
+                         (Path(tiny_model).read_bytes(), None), whole_files=False)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    (tmp_path / "a.jpg").write_bytes(encode_jpeg(synthetic(4, (64, 80)), 10))
+    loaded = read_image(str(tmp_path / "a.jpg"))
+    np.testing.assert_array_equal(
+        restore(loaded.array, actor.model, jpeg=loaded.jpeg_grid),
+        restore(loaded.array, tiny_model, jpeg=loaded.jpeg_grid, precision="fp32"))
