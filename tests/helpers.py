@@ -1,10 +1,13 @@
 """Test helpers: free ports, a local S3 (moto's standalone
-server), the synthetic image family, the one tiny-restorer recipe of the tests and a restorer
+server), a Ctrl-C at a given output line, the synthetic image family, the one tiny-restorer recipe of the tests and a restorer
 whose table conditioning matters."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +22,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def interrupt_at(proc: subprocess.Popen, stream, marker: str, timeout: float = 600) -> list[str]:
+    """Read ``stream`` (one of ``proc``'s pipes) until a line contains ``marker``, then send
+    ``proc`` a Ctrl-C; the lines read. Waits as long as start-up takes on a loaded machine, up to
+    ``timeout`` seconds; fails if the process ends first."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not any(marker in line for line in lines):
+        line = stream.readline()
+        assert line or proc.poll() is None, f"ended before {marker!r}: {''.join(lines)}"
+        lines.append(line)
+        assert time.monotonic() < deadline
+    proc.send_signal(signal.SIGINT)
+    return lines
 
 
 def synthetic(seed: int = 0, size: tuple[int, int] = (96, 128)) -> np.ndarray:

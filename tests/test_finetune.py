@@ -2,17 +2,15 @@
 compression, skipped files), tiny real fine-tunes from the shipped gray model registered by
 name (CLI, Ctrl-C, the generator the napari widget runs), the best-weights guarantee, 16-bit."""
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic
+from helpers import interrupt_at, synthetic
 from napari_jpeg_restore.core import registry
 from napari_jpeg_restore.core.cli import main
 from napari_jpeg_restore.core.imageio.reading import read_image
@@ -143,14 +141,7 @@ def test_ctrl_c_stops_training_early_and_keeps_the_model(tmp_path, models, image
     cmd = [sys.executable, "-m", "napari_jpeg_restore.core.cli", "finetune", str(images),
            "--name", "stopped", "--from", "crl-lite-gray", "--minutes", "30"]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    err: list[str] = []
-    deadline = time.monotonic() + 600  # the start-up and first held-out check, however slow
-    while not any("held-out gain of" in line for line in err):
-        line = proc.stderr.readline()
-        assert line or proc.poll() is None, f"finetune ended before training: {''.join(err)}"
-        err.append(line)
-        assert time.monotonic() < deadline
-    proc.send_signal(signal.SIGINT)
+    interrupt_at(proc, proc.stderr, "held-out gain of")  # after the first held-out check
     out, rest = proc.communicate(timeout=600)
     assert proc.returncode == 0, rest
     assert "stopping after this step" in rest and "registered stopped" in out

@@ -1,12 +1,15 @@
 """Training: a tiny run raises PSNR, checkpoints resume exactly, contrastive step works, time
 budget, bf16 and loader workers, streamed shards, one set of flags."""
 import argparse
+import os
+import subprocess
+import sys
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic
+from helpers import interrupt_at, synthetic
 from napari_jpeg_restore.core.imageio.writing import write_image
 from napari_jpeg_restore.core.models import create_model
 from napari_jpeg_restore.core.registry import float_tensors, load_model
@@ -407,26 +410,13 @@ def test_ranker_stage_learns_to_order_qualities_and_feeds_a_restorer_loss(tmp_pa
 def test_ctrl_c_ends_a_cli_run_with_a_checkpoint_that_resumes(tmp_path):
     """The first Ctrl-C ends `jpeg-restore train` after the current step: checkpoint, model
     exported, exit 0; `--resume` goes on from that step."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     write_image(tmp_path / "data" / "im.png", synthetic(3, (128, 160)))
     cmd = [sys.executable, "-m", "napari_jpeg_restore.core.cli", "train", "arcnn", "--threads", "1",
            "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--steps", "1000000",
            "--batch", "2", "--patch", "32", "--log-every", "1", "--ckpt-every", "1000000"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log lines as they come
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
-    deadline = time.monotonic() + 600  # start-up on a loaded machine, however slow
-    while not any(line.startswith("step=") for line in lines):
-        line = proc.stdout.readline()
-        assert line or proc.poll() is None, f"train ended before its first step: {''.join(lines)}"
-        lines.append(line)
-        assert time.monotonic() < deadline
-    proc.send_signal(signal.SIGINT)
+    lines = interrupt_at(proc, proc.stdout, "step=")  # after the first logged step
     out = "".join(lines) + proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out
     assert "stopping after this step" in out and (tmp_path / "run" / "model.pt").is_file()
