@@ -50,9 +50,11 @@ def train_and_score(preset: str) -> Path:
     return out
 
 
-def score(model: str | Path, dest: Path, log) -> None:
+def score(model: str | Path, dest: Path, log, data: str = "val-gray-bsd68",
+          qualities: tuple[str, ...] = ("10", "40")) -> None:
+    """``jpeg-restore eval`` of ``model`` on a validation set into ``dest`` (JSON), unless there."""
     if not dest.is_file():
-        subprocess.run([JR, "eval", "--data", str(DATA / "val-gray-bsd68"), "--quality", "10", "40",
+        subprocess.run([JR, "eval", "--data", str(DATA / data), "--quality", *qualities,
                         "--model", str(model), "--json", str(dest)],
                        check=True, stdout=log, stderr=subprocess.STDOUT)
 

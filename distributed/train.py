@@ -207,7 +207,7 @@ def run_training(opts: TrainOptions, *, storage: str, name: str | None = None, w
     name = name or f"{opts.stage}-{opts.preset}-{'gray' if opts.channels == 1 else 'color'}"
     storage_path, storage_fs = _storage(storage, so)
     options = opts.public()
-    blobs = {spec: _weights_blob(spec, so) for spec in (opts.encoder, opts.init, opts.ranker) if spec}
+    blobs = {spec: _weights_blob(spec, so) for spec in (opts.encoder, opts.init, opts.luma, opts.ranker) if spec}
     config = {"options": options, "blobs": blobs, "threads": max(1, int(cpus_per_worker)),
               "secrets": ray.put({"storage_options": so, "env": credential_env()})}
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}

@@ -187,3 +187,23 @@ def test_table_conditioning_starts_as_its_blind_parent_and_then_depends_on_the_t
         assert (model(x, q10) - model(x, q90)).abs().max() > 1e-3
     rebuilt = model_from_config(config_from_dict(config_to_dict(model.cfg)))
     assert rebuilt.cfg.condition and rebuilt.condition is not None
+
+
+def test_untrained_luma_chroma_is_its_gray_restorer_under_the_jpegs_chroma():
+    from napari_jpeg_restore.core.pixels import RGB_TO_YCC
+
+    torch.manual_seed(0)
+    model = create_model("luma-chroma", "lite", 3).eval()
+    for p in model.luma.tail.parameters():  # a gray restorer that does something
+        torch.nn.init.normal_(p, std=0.01)
+    x = torch.rand(1, 3, 64, 96)
+    to_ycc = torch.tensor(RGB_TO_YCC, dtype=torch.float32)
+    ycc = torch.einsum("pc,nchw->nphw", to_ycc, x)
+    with torch.no_grad():
+        expected = torch.cat([model.luma(ycc[:, :1]), ycc[:, 1:]], 1)
+        out = torch.einsum("pc,nchw->nphw", to_ycc, model(x))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(out[:, :1], ycc[:, :1], atol=1e-3)  # the luma was restored
+    assert model.frozen_part is model.luma
+    with pytest.raises(ValueError, match="channels must be 3"):
+        build_config("luma-chroma", "lite", 1)

@@ -426,3 +426,27 @@ def test_ctrl_c_ends_a_cli_run_with_a_checkpoint_that_resumes(tmp_path):
                              capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == stopped + 2
+
+
+def test_luma_option_trains_a_chroma_branch_under_the_frozen_gray_restorer(tmp_path):
+    from napari_jpeg_restore.core.registry import save_weights
+
+    rgb = np.dstack([synthetic(i, (128, 160)) for i in range(3)])
+    write_image(tmp_path / "data" / "im.png", rgb)
+    torch.manual_seed(0)
+    gray = create_model("crl", "lite", 1)
+    for p in gray.tail.parameters():
+        torch.nn.init.normal_(p, std=0.01)
+    save_weights(gray, tmp_path / "gray.pt", {"steps": 5})
+    opts = dict(stage="restorer", data=str(tmp_path / "data"), channels=3, steps=4, batch=2, patch=32,
+                lr=1e-3, luma=str(tmp_path / "gray.pt"))
+    model = load_model(train(TrainOptions(**opts, out=str(tmp_path / "run"))))
+    assert type(model).__name__ == "LumaChroma" and model.meta["luma"]["steps"] == 5
+    for name, p in gray.state_dict().items():  # the gray restorer stayed as it was
+        torch.testing.assert_close(model.luma.state_dict()[name], p, rtol=0, atol=0)
+    assert model.chroma.tail.weight.abs().sum() > 0  # the chroma branch learned
+    with pytest.raises(ValueError, match="colour restorer's option"):
+        TrainOptions(**{**opts, "channels": 1}, out="x")
+    save_weights(create_model("crl", "lite", 3), tmp_path / "colour.pt", {})
+    with pytest.raises(ValueError, match="not a gray restorer"):
+        train(TrainOptions(**{**opts, "luma": str(tmp_path / "colour.pt")}, out=str(tmp_path / "c")))

@@ -1,7 +1,8 @@
 """Networks built from configs: ``create_model(family, preset, channels)`` or from a saved dict.
 
 Families: ``crl`` (restorer with the compression quality encoder), ``cqe`` (the encoder
-alone, for contrastive training) and ``arcnn``. Presets: ``paper`` (the paper's widths),
+alone, for contrastive training), ``luma-chroma`` (a gray ``crl`` restorer on the luma of RGB
+input and a light chroma branch) and ``arcnn``. Presets: ``paper`` (the paper's widths),
 ``base`` (the GPU-trained shipped preset: the paper's encoder, a narrower decoder), ``lite``
 (CPU: works at half resolution after pixel-unshuffle) and the multi-scale CPU presets ``unet``,
 ``unet-deep`` and ``unet-narrow`` (lite's encoder; most compute at 1/4 and 1/8 resolution).
@@ -16,6 +17,7 @@ from torch import nn
 
 from .arcnn import ARCNN, ARCNNConfig
 from .cqe import EncoderConfig, EncoderOutput, QualityEncoder, QualityReadout
+from .luma_chroma import ChromaConfig, LumaChroma, LumaChromaConfig
 from .restorer import Restorer, RestorerConfig
 
 _LITE_ENCODER = dict(widths=(16, 24, 32, 64), blocks_per_scale=1, unshuffle=2)
@@ -65,14 +67,31 @@ class Family:
     from_dict: Callable[[dict[str, Any]], Any]
 
 
+def _restorer_config(preset: str, channels: int, overrides: dict[str, Any]) -> RestorerConfig:
+    return RestorerConfig(**{"in_channels": channels, "encoder": encoder_config(preset, channels),
+                             **RESTORER_PRESETS[preset], **overrides})
+
+
+def _restorer_from_dict(d: dict[str, Any]) -> RestorerConfig:
+    return RestorerConfig(encoder=EncoderConfig(**_tuples(d.pop("encoder"))), **_tuples(d))
+
+
+def _luma_chroma_config(preset: str, channels: int, overrides: dict[str, Any]) -> LumaChromaConfig:
+    """RGB only; ``preset`` names the luma restorer's shape (``luma=`` a trained one's config)."""
+    if channels != 3:
+        raise ValueError("a luma-chroma model restores RGB: channels must be 3")
+    return LumaChromaConfig(**{"luma": _restorer_config(preset, 1, {}), **overrides})
+
+
 FAMILIES: dict[str, Family] = {
-    "crl": Family(RestorerConfig, Restorer,
-                  lambda preset, ch, o: RestorerConfig(**{"in_channels": ch, "encoder": encoder_config(preset, ch),
-                                                          **RESTORER_PRESETS[preset], **o}),
-                  lambda d: RestorerConfig(encoder=EncoderConfig(**_tuples(d.pop("encoder"))), **_tuples(d))),
+    "crl": Family(RestorerConfig, Restorer, _restorer_config, _restorer_from_dict),
     "cqe": Family(EncoderConfig, QualityEncoder,
                   lambda preset, ch, o: dataclasses.replace(encoder_config(preset, ch), **o),
                   lambda d: EncoderConfig(**_tuples(d))),
+    "luma-chroma": Family(LumaChromaConfig, LumaChroma, _luma_chroma_config,
+                          lambda d: LumaChromaConfig(luma=_restorer_from_dict(dict(d["luma"])),
+                                                     chroma=ChromaConfig(**_tuples(d["chroma"])),
+                                                     in_channels=d["in_channels"])),
     "arcnn": Family(ARCNNConfig, ARCNN, lambda preset, ch, o: ARCNNConfig(in_channels=ch, **o),
                     lambda d: ARCNNConfig(**d)),
 }
@@ -119,9 +138,12 @@ __all__ = [
     "ARCNN",
     "FAMILIES",
     "ARCNNConfig",
+    "ChromaConfig",
     "EncoderConfig",
     "EncoderOutput",
     "Family",
+    "LumaChroma",
+    "LumaChromaConfig",
     "QualityEncoder",
     "QualityReadout",
     "Restorer",

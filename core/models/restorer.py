@@ -90,6 +90,11 @@ class Restorer(nn.Module):
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
         nn.init.zeros_(self.tail.bias)
 
+    @property
+    def frozen_part(self) -> nn.Module | None:
+        """What restorer training keeps frozen: the compression quality encoder."""
+        return self.encoder
+
     def forward(self, x: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
         """``tables``: (N, 64) luma steps of the JPEG each input came from, in the pixels'
         orientation; required by a conditioned model, ignored by a blind one."""

@@ -10,7 +10,7 @@ from ..registry import load_model
 
 def lineage(weights: str, meta: dict[str, Any]) -> dict[str, Any]:
     """What to record about a run this one builds on: source, steps, CPU-hours, options."""
-    keep = ("steps", "cpu_hours", "init", "encoder", "ranker", "options")
+    keep = ("steps", "cpu_hours", "init", "encoder", "luma", "ranker", "options")
     return {"weights": str(weights), **{k: meta[k] for k in keep if meta.get(k) is not None}}
 
 

@@ -32,6 +32,7 @@ class TrainOptions:
     encoder: str | None = None
     encoder_mode: str = "frozen"  # frozen | none (ablation model-1) | joint (trained too; model-2)
     init: str | None = None  # fine-tune: start from these weights (fresh optimizer and schedule)
+    luma: str | None = None  # restorer, RGB: this gray restorer on the luma (frozen), a chroma branch
     qualities: tuple[int, int, int] = (10, 90, 10)  # low, high, step
     weighting: str = "uniform"  # uniform | inverse (restorer/arcnn quality sampling)
     double: float = 0.0  # share of double-compressed training pairs (restorer/arcnn)
@@ -79,6 +80,11 @@ class TrainOptions:
             raise ValueError("--table-condition is a restorer option")
         if (self.ranker_loss > 0) != bool(self.ranker) or (self.ranker and self.stage != "restorer"):
             raise ValueError("--ranker-loss W and --ranker WEIGHTS go together, for the restorer stage")
+        if self.luma and (self.stage != "restorer" or self.channels != 3 or self.encoder
+                          or self.encoder_mode != "frozen" or self.table_condition):
+            raise ValueError("--luma is a colour restorer's option (--channels 3): the gray "
+                             "restorer brings its own frozen encoder, so no --encoder, "
+                             "--encoder-mode or --table-condition")
         if self.patch % 8:
             raise ValueError(f"--patch must be a multiple of 8, got {self.patch}")
         if self.keep_best and not (self.val_data and self.stage in ("restorer", "arcnn")):
@@ -126,6 +132,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "encoder trains with the restorer (from scratch: model-2; with --init: fine-tuned)")
     p.add_argument("--init", help="start from these weights (name, path or URL) with a fresh "
                                   "optimizer and schedule: fine-tuning")
+    p.add_argument("--luma", metavar="GRAY_MODEL",
+                   help="restorer, --channels 3: restore colour as this trained gray restorer "
+                        "(name, path or URL; frozen) on the JPEG's luma and a light chroma branch "
+                        "that trains under it (bench/results/luma_only.md)")
     p.add_argument("--qualities", type=int, nargs=3, default=[10, 90, 10], metavar=("LOW", "HIGH", "STEP"),
                    help="training qualities low..high in steps (default: 10 90 10)")
     p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],

@@ -14,7 +14,7 @@ from torch import nn
 from ..engines.machine import describe
 from ..imageio.reading import load_images
 from ..imageio.sources import expand
-from ..models import QualityEncoder, create_model
+from ..models import LumaChroma, QualityEncoder, Restorer, create_model
 from ..models.growth import load_grown
 from ..registry import load_model, save_weights
 from .data import ContrastiveSampler, ImageShard, PairSampler
@@ -33,9 +33,12 @@ def build_model(opts: TrainOptions, fetched: dict[str, str] | None = None) -> nn
         return create_model("cqe", opts.preset, opts.channels, dct_width=opts.dct_width)
     if opts.stage == "arcnn":
         return create_model("arcnn", channels=opts.channels)
+    if opts.luma:
+        return luma_chroma_model((fetched or {}).get(opts.luma, opts.luma), opts.luma)
     if opts.encoder_mode == "frozen" and not (opts.encoder or opts.init):
         raise ValueError("the restorer stage needs --encoder (weights of a trained encoder), "
-                         "--init (a restorer to fine-tune) or --encoder-mode none|joint")
+                         "--init (a restorer to fine-tune), --luma (a gray restorer, for colour) "
+                         "or --encoder-mode none|joint")
     encoder = None
     if opts.encoder_mode == "frozen" and opts.encoder:
         encoder = trained_encoder((fetched or {}).get(opts.encoder, opts.encoder))
@@ -44,6 +47,16 @@ def build_model(opts: TrainOptions, fetched: dict[str, str] | None = None) -> nn
                          condition=opts.table_condition, **({"encoder": encoder.cfg} if encoder else {}))
     if encoder is not None:
         model.encoder.load_state_dict(encoder.state_dict())
+    return model
+
+
+def luma_chroma_model(file: str, spec: str) -> LumaChroma:
+    """A colour model on the gray restorer in ``file`` (``--luma spec``), its chroma branch new."""
+    gray = load_model(file)
+    if not isinstance(gray, Restorer) or gray.cfg.in_channels != 1:
+        raise ValueError(f"--luma {spec}: not a gray restorer")
+    model = create_model("luma-chroma", channels=3, luma=gray.cfg)
+    model.luma.load_state_dict(gray.state_dict())
     return model
 
 
@@ -91,7 +104,7 @@ def prepare(opts: TrainOptions, rank: int = 0, world: int = 1,
             fetched: dict[str, str] | None = None) -> tuple[nn.Module, Any, ImageShard, dict[str, Any]]:
     """The model (seeded: identical on every rank), its task, this rank's share of the training
     images (every ``world``-th file, read as needed) and the run's metadata. ``fetched`` maps
-    ``--encoder``/``--init``/``--ranker`` specs to local copies (a Ray worker's)."""
+    ``--encoder``/``--init``/``--luma``/``--ranker`` specs to local copies (a Ray worker's)."""
     urls = expand(opts.data, opts.storage_options)
     images = ImageShard(urls[rank::world] or urls, opts.channels, opts.storage_options, opts.cache_mb)
     local = fetched or {}
@@ -102,6 +115,7 @@ def prepare(opts: TrainOptions, rank: int = 0, world: int = 1,
     meta = {"options": opts.public(), "train_images": len(urls),
             "machine": describe(), "init": init,
             "encoder": encoder_lineage(opts.encoder, local.get(opts.encoder)) if opts.encoder else None,
+            "luma": lineage(opts.luma, load_model(local.get(opts.luma, opts.luma)).meta) if opts.luma else None,
             "ranker": lineage(opts.ranker, task.ranker.meta) if opts.ranker else None}
     return model, task, images, meta
 

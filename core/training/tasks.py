@@ -21,8 +21,9 @@ class RestorationTask:
     """Stage 2 (and ARCNN): L1 + w·L1(FFT) on (JPEG, clean) patch pairs (and the JPEGs' tables
     for a restorer conditioned on them).
 
-    For the CRL restorer the encoder is frozen (no grad, BatchNorm in eval mode) unless
-    ``train_encoder`` is set (the paper's model-2 ablation). With a ``ranker`` (a trained,
+    A model's ``frozen_part`` (the CRL restorer's encoder, a luma-chroma model's gray restorer)
+    is frozen (no grad, BatchNorm in eval mode) unless ``train_encoder`` is set (the paper's
+    model-2 ablation). With a ``ranker`` (a trained,
     frozen quality ranker) its quality and feature terms join the loss with ``ranker_weight``.
     """
 
@@ -30,7 +31,7 @@ class RestorationTask:
                  fft_weight: float = 0.1, train_encoder: bool = False,
                  ranker: QualityEncoder | None = None, ranker_weight: float = 0.0) -> None:
         self.model, self.sampler, self.batch, self.fft_weight = model, sampler, batch, fft_weight
-        self.frozen = getattr(model, "encoder", None) if not train_encoder else None
+        self.frozen = None if train_encoder else getattr(model, "frozen_part", None)
         if self.frozen is not None:
             self.frozen.requires_grad_(False)
         self.ranker, self.ranker_weight = ranker, ranker_weight

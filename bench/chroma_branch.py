@@ -1,0 +1,95 @@
+"""Colour from the gray restorer (issue 34): train the light chroma branch of a luma-chroma model
+under a frozen gray restorer, then score it on val-cbsd68 against the colour model it would replace.
+
+    python bench/chroma_branch.py [--minutes 45] [--luma crl-lite-gray] [--swap WEIGHTS]
+
+The branch trains (``jpeg-restore train restorer --channels 3 --luma ...``, every image of
+../shared/datasets/train-*, the shipped recipe: Q10-90 step 1, inverse weighting, 20% double
+compression, batch 16 x 128 px) for ``--minutes`` of wall time, its lr's cosine ending with them.
+Rows, as ``jpeg-restore eval`` scores them at Q10-40: ``crl-lite-color``, the luma-chroma model,
+and with ``--swap`` the same chroma branch under another gray restorer (e.g. the campaign's
+network: does the branch need training again when the luma restorer changes?). The run is kept
+in runs/chroma/ and resumed; the section goes into bench/results/chroma_branch.md.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+from sections import RESULTS, write_section
+from shapes import DATA, JR, ROOT, gains, score
+
+QUALITIES = ("10", "20", "30", "40")
+RUN = ROOT / "runs" / "chroma"
+
+
+def train(minutes: float, luma: str, threads: int) -> None:
+    RUN.mkdir(parents=True, exist_ok=True)
+    if (RUN / "model.pt").is_file():
+        return
+    with (RUN / "stdout.log").open("a") as log:
+        subprocess.run([JR, "train", "restorer", "--threads", str(threads), "--channels", "3",
+                        "--luma", luma, "--data", str(DATA / "train-*" / "*.jpg"),
+                        "--steps", "1000000", "--time-budget", str(minutes * 60), "--batch", "16",
+                        "--patch", "128", "--lr", "3e-4", "--grad-clip", "1",
+                        "--qualities", "10", "90", "1", "--weighting", "inverse", "--double", "0.2",
+                        "--log-every", "100", "--ckpt-every", "200", "--resume", "--out", str(RUN)],
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def swapped(weights: Path, gray: str, dest: Path) -> Path:
+    """The trained model's chroma branch under the gray restorer ``gray``, saved to ``dest``."""
+    from napari_jpeg_restore.core.models import create_model
+    from napari_jpeg_restore.core.registry import load_model, save_weights
+    from napari_jpeg_restore.core.training.lineage import lineage
+
+    trained, luma = load_model(weights), load_model(gray)
+    model = create_model("luma-chroma", channels=3, luma=luma.cfg, chroma=trained.cfg.chroma)
+    model.luma.load_state_dict(luma.state_dict())
+    model.chroma.load_state_dict(trained.chroma.state_dict())
+    save_weights(model, dest, {**trained.meta, "luma": lineage(gray, luma.meta)})
+    return dest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=45.0, help="training wall time (default: 45)")
+    p.add_argument("--luma", default="crl-lite-gray", help="the frozen gray restorer (default: crl-lite-gray)")
+    p.add_argument("--swap", help="also score the chroma branch under this gray restorer")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    from napari_jpeg_restore.core.engines.machine import describe
+    from napari_jpeg_restore.core.registry import load_model
+
+    train(a.minutes, a.luma, a.threads)
+    meta = load_model(RUN / "model.pt").meta
+    models = {"crl-lite-color": "crl-lite-color", f"{a.luma} + chroma branch": RUN / "model.pt"}
+    if a.swap:
+        models[f"{Path(a.swap).name} + the same chroma branch"] = swapped(RUN / "model.pt", a.swap,
+                                                                           RUN / "swapped.pt")
+    rows = []
+    with (RUN / "eval.log").open("a") as log:
+        for i, (name, weights) in enumerate(models.items()):
+            dest = RUN / f"eval-{i}.json"
+            dest.unlink(missing_ok=True)
+            score(weights, dest, log, "val-cbsd68", QUALITIES)
+            g = gains(dest)
+            rows.append(f"| {name} | " + " | ".join(f"{g[q]:+.3f}" for q in QUALITIES) + " |")
+            print(rows[-1], flush=True)
+    steps = meta["steps"]
+    section = "\n".join([
+        "## Chroma branch under a frozen gray restorer, val-cbsd68", "",
+        f"Machine: {describe()}", "",
+        f"Trained {steps} steps ({16 * 128 * 128 * steps / 1e9:.2f} GPx of patches, "
+        f"{meta['cpu_hours']:.2f} CPU-hours) under `{a.luma}`; 68 images, gain over JPEG in dB.", "",
+        "| model | " + " | ".join(f"Q{q}" for q in QUALITIES) + " |",
+        "|---|" + "---|" * len(QUALITIES), *rows, ""])
+    write_section(RESULTS / "chroma_branch.md", "# Colour from the gray restorer: the chroma branch\n\n"
+                  "Written by `python bench/chroma_branch.py`; `bench/results/luma_only.md` has the "
+                  "luma alone and the perfect-chroma ceiling.", section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
