@@ -6,7 +6,8 @@ under a frozen gray restorer, then score it on val-cbsd68 against the colour mod
 The branch trains (``jpeg-restore train restorer --channels 3 --luma ...``, every image of
 ../shared/datasets/train-*, the shipped recipe: Q10-90 step 1, inverse weighting, 20% double
 compression, batch 16 x 128 px) for ``--minutes`` of wall time, its lr's cosine ending with them.
-Rows, as ``jpeg-restore eval`` scores them at Q10-40: ``crl-lite-color``, the luma-chroma model,
+Rows, as ``jpeg-restore eval`` scores them at Q10-90 and double compressed (Q10, then Q30 on a
+shifted grid): ``crl-lite-color``, the luma-chroma model,
 and with ``--swap`` the same chroma branch under another gray restorer (e.g. the campaign's
 network: does the branch need training again when the luma restorer changes?). The run is kept
 in runs/chroma/ and resumed; the section goes into bench/results/chroma_branch.md.
@@ -20,7 +21,7 @@ from pathlib import Path
 from sections import RESULTS, write_section
 from shapes import DATA, JR, ROOT, gains, score
 
-QUALITIES = ("10", "20", "30", "40")
+QUALITIES = ("10", "20", "30", "40", "60", "90", "10+30")
 RUN = ROOT / "runs" / "chroma"
 
 
@@ -28,6 +29,8 @@ def train(minutes: float, luma: str, threads: int) -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     if (RUN / "model.pt").is_file():
         return
+    for old in RUN.glob("eval-*.json"):  # scores of an earlier model
+        old.unlink()
     with (RUN / "stdout.log").open("a") as log:
         subprocess.run([JR, "train", "restorer", "--threads", str(threads), "--channels", "3",
                         "--luma", luma, "--data", str(DATA / "train-*" / "*.jpg"),
@@ -66,13 +69,15 @@ def main() -> None:
     meta = load_model(RUN / "model.pt").meta
     models = {"crl-lite-color": "crl-lite-color", f"{a.luma} + chroma branch": RUN / "model.pt"}
     if a.swap:
-        models[f"{Path(a.swap).name} + the same chroma branch"] = swapped(RUN / "model.pt", a.swap,
+        swap_steps = load_model(a.swap).meta.get("steps", "?")
+        models[f"`{a.swap}` ({swap_steps} steps) + the same chroma branch"] = swapped(RUN / "model.pt", a.swap,
                                                                            RUN / "swapped.pt")
     rows = []
     with (RUN / "eval.log").open("a") as log:
         for i, (name, weights) in enumerate(models.items()):
             dest = RUN / f"eval-{i}.json"
-            dest.unlink(missing_ok=True)
+            if i == 2 or (dest.is_file() and not set(QUALITIES) <= set(gains(dest))):
+                dest.unlink()  # a swap is built anew each time; an older table lacks qualities
             score(weights, dest, log, "val-cbsd68", QUALITIES)
             g = gains(dest)
             rows.append(f"| {name} | " + " | ".join(f"{g[q]:+.3f}" for q in QUALITIES) + " |")
