@@ -4,11 +4,11 @@ up front (``TOTAL_STEPS``, one cosine over all of them) and run in slices, one p
     python bench/campaign.py slice --minutes 130   # resume, train that long, stop cleanly, record
     python bench/campaign.py record                # commit-sized checkpoint, validation, curve
 
-``slice`` resumes runs/campaign/last.pt, or, on a machine without it, the committed portable
+``slice`` resumes runs/campaign-unet-narrow/last.pt, or, on a machine without it, the committed portable
 checkpoint bench/campaign/checkpoint.pt (int8 kernels, Adam's moments started afresh). After
 ``--minutes`` it gives the run a Ctrl-C, which ends it after the current step with a checkpoint
 and an exported model, on any machine at any speed, then records. ``record`` writes the portable
-checkpoint, scores it on val-gray-bsd68 at Q10 and Q40 (68 images, the network alone as
+checkpoint, scores it on val-gray-bsd68 at Q10, Q40 and Q90 (68 images, the network alone as
 `jpeg-restore eval` runs it) and appends the point to bench/results/campaign.json, .md and .png
 (gain against training gigapixels and CPU-hours).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
-RUN = ROOT / "runs" / "campaign"
+RUN = ROOT / "runs" / "campaign-unet-narrow"  # unet's run stays in runs/campaign
 HERE = Path(__file__).resolve().parent
 PORTABLE = HERE / "campaign" / "checkpoint.pt"
 JR = str(Path(sys.executable).with_name("jpeg-restore"))
@@ -34,20 +34,25 @@ from shapes import gains, score  # the same eval and gain as the shape screen
 
 CURVE = RESULTS / "campaign.json"
 
-PRESET = "unet"
-# Planned as 60000 (8 sessions at 0.9-1.3 s per step), re-planned at step 6400 to what the
-# sessions can carry: a new machine starts without runs/, so every slice commits its portable
-# checkpoint (int8, 4.9 MB), and the campaign may add about 60 MB to the repository in all
-TOTAL_STEPS = 32000
-# lr 5e-4 held (the start of a 60000-step cosine) diverged between steps 400 and 500 (loss 0.22 ->
-# 3e9; the 980-step screen survived it because its cosine fell fast); lite's later runs used 2e-4.
-# Gradients clipped at norm 1 against a spike (the log's grad_norm is the norm before clipping)
+# `unet` (scratch, lite's frozen encoder; runs/campaign) ran 9134 steps (2.4 GPx) of a 32000-step
+# plan and was stopped behind lite at every quality, most at the top (step 9134: -0.03 / -0.12 /
+# -0.31 dB at Q10 / Q40 / Q90; step 8646: -0.15 at Q10, -0.56 at Q90; the 1/q weighting rarely
+# draws the top qualities): the planned switch to `unet-narrow` grown from the shipped lite
+# restorer, which starts with lite's gains at every quality.
+PRESET = "unet-narrow"
+SOURCE = "crl-lite-gray"  # grown from it (models.growth); its 4.9 CPU-hours come first
+# about three sessions at 0.45 (AMD) to 0.3 s (Intel) a step; each slice commits the portable
+# checkpoint (int8, about 2.8 MB), the campaign may add about 60 MB to the repository in all
+TOTAL_STEPS = 48000
+# lr 2e-4 as the grown screen and lite's later runs; gradients clipped at norm 1 against a spike
+# (the log's grad_norm is the norm before clipping; unet diverged at a held 5e-4 without it)
 BATCH, PATCH = 16, 128
 RECIPE = ["--preset", PRESET, "--channels", "1", "--steps", str(TOTAL_STEPS), "--batch", str(BATCH),
-          "--patch", str(PATCH), "--encoder", "crl-lite-gray", "--lr", "2e-4", "--grad-clip", "1",
+          "--patch", str(PATCH), "--init", SOURCE, "--lr", "2e-4", "--grad-clip", "1",
           "--qualities", "10", "90", "1", "--weighting", "inverse", "--double", "0.2",
           "--val-data", str(DATA / "val-gray-bsd68"), "--val-every", "2000", "--log-every", "100",
           "--ckpt-every", "200"]
+QUALITIES = ("10", "40", "90")  # scored after every slice; 90: where unet fell furthest behind
 
 
 def run_slice(minutes: float, threads: int) -> None:
@@ -85,27 +90,32 @@ def record() -> None:
     save_checkpoint(PORTABLE, portable_checkpoint(state))
     scores = RUN / f"eval-{state['step']}.json"
     with (RUN / "stdout.log").open("a") as log:
-        score(PORTABLE, scores, log)
+        score(PORTABLE, scores, log, qualities=QUALITIES)
     gain = gains(scores)
     points = json.loads(CURVE.read_text()) if CURVE.is_file() else []
-    points = [p for p in points if p["step"] != state["step"]] + [{
-        "step": state["step"], "gigapixels": state["step"] * BATCH * PATCH**2 / 1e9,
+    points = [p for p in points if (p["preset"], p["step"]) != (PRESET, state["step"])] + [{
+        "preset": PRESET, "step": state["step"], "gigapixels": state["step"] * BATCH * PATCH**2 / 1e9,
         "cpu_hours": state["wall_seconds"] * state["threads"] / 3600,
-        "q10": gain["10"], "q40": gain["40"], "machine": state["meta"].get("machine", "")}]
+        **{f"q{q}": gain[q] for q in QUALITIES}, "machine": state["meta"].get("machine", "")}]
     CURVE.write_text(json.dumps(points, indent=1))
-    lines = [f"# CPU quality campaign: `{PRESET}` gray, {TOTAL_STEPS} steps planned", "",
+    cell = lambda p, q: f"{p[q]:+.3f}" if q in p else "-"  # noqa: E731
+    lines = [f"# CPU quality campaign: `{PRESET}` gray grown from `{SOURCE}`, {TOTAL_STEPS} steps planned", "",
              f"Batch {BATCH} x {PATCH} px, every image of `train-bsds-color` and `train-extra`, Q10-90 step 1, "
-             "inverse weighting, 20% double compression, one cosine from lr 2e-4 over all steps "
-             "(planned over 60000, re-planned at step 6400), gradients clipped at norm 1; frozen "
-             "encoder of `crl-lite-gray`. Gain over JPEG on val-gray-bsd68 (68 images), the network "
-             "alone, as committed (the portable checkpoint). CPU-hours count the steps the run kept: "
-             "slices that ended on a machine that then went away before they were committed are "
-             "not counted (the 7400 point is one such branch). Written by "
-             "`python bench/campaign.py record` after every slice; shipped `crl-lite-gray`: "
-             "+1.20 / +1.33 dB.", "",
-             "| step | GPx of patches | CPU-hours | Q10 gain dB | Q40 gain dB |", "|---|---|---|---|---|",
-             *[f"| {p['step']} | {p['gigapixels']:.2f} | {p['cpu_hours']:.2f} | {p['q10']:+.3f} | {p['q40']:+.3f} |"
-               for p in points], "", "![gain against training](campaign.png)", ""]
+             "inverse weighting, 20% double compression, one cosine from lr 2e-4 over all steps, "
+             f"gradients clipped at norm 1; `{PRESET}` starts as `{SOURCE}` (its new residual blocks "
+             "as identities) and its CPU-hours count from there (the source's 4.9 come on top). "
+             "Gain over JPEG on val-gray-bsd68 (68 images), the network alone, as committed (the "
+             "portable checkpoint). Written by `python bench/campaign.py record` after every "
+             f"slice; shipped `{SOURCE}`: +1.20 / +1.33 / +1.55 dB at Q10 / Q40 / Q90.", "",
+             "The first rows are the stopped `unet` run (from scratch, 32000 steps planned): behind "
+             "lite at every quality after 2.4 GPx, furthest at the top. CPU-hours count the steps "
+             "a run kept: slices that ended on a machine that went away before they were committed "
+             "are not counted (its 7400 point is one such branch).", "",
+             "| preset | step | GPx of patches | CPU-hours | Q10 gain dB | Q40 gain dB | Q90 gain dB |",
+             "|---|---|---|---|---|---|---|",
+             *[f"| {p['preset']} | {p['step']} | {p['gigapixels']:.2f} | {p['cpu_hours']:.2f} | "
+               f"{cell(p, 'q10')} | {cell(p, 'q40')} | {cell(p, 'q90')} |" for p in points],
+             "", "![gain against training](campaign.png)", ""]
     (RESULTS / "campaign.md").write_text("\n".join(lines))
     plot(points)
     print("\n".join(lines))
@@ -118,13 +128,17 @@ def plot(points: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, label in (("q10", "Q10"), ("q40", "Q40")):
-        ax.plot([p["gigapixels"] for p in points], [p[key] for p in points], "o-", label=label)
-    ax.axhline(1.20, color="C0", ls=":", lw=1, label="crl-lite-gray Q10")
+    for preset, style in (("unet", "x:"), (PRESET, "o-")):
+        run = [p for p in points if p["preset"] == preset]
+        for key, colour in (("q10", "C0"), ("q40", "C1"), ("q90", "C2")):
+            at = [p for p in run if key in p]
+            ax.plot([p["gigapixels"] for p in at], [p[key] for p in at], style, color=colour,
+                    label=f"{preset} Q{key[1:]}")
+    ax.axhline(1.20, color="C0", ls=":", lw=1, label=f"{SOURCE} Q10")
     ax.axhline(1.55, color="C0", ls="--", lw=1, label="target Q10")
     ax.set_xlabel("training gigapixels (patches)")
     ax.set_ylabel("gain over JPEG, dB")
-    ax.set_title(f"{PRESET}, val-gray-bsd68")
+    ax.set_title("CPU campaign, val-gray-bsd68")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
