@@ -450,3 +450,24 @@ def test_luma_option_trains_a_chroma_branch_under_the_frozen_gray_restorer(tmp_p
     save_weights(create_model("crl", "lite", 3), tmp_path / "colour.pt", {})
     with pytest.raises(ValueError, match="not a gray restorer"):
         train(TrainOptions(**{**opts, "luma": str(tmp_path / "colour.pt")}, out=str(tmp_path / "c")))
+
+
+def test_init_of_a_luma_chroma_model_brings_its_chroma_branch_under_the_new_luma(tmp_path):
+    from napari_jpeg_restore.core.registry import save_weights
+
+    write_image(tmp_path / "data" / "im.png", np.dstack([synthetic(i, (128, 160)) for i in range(3)]))
+    torch.manual_seed(0)
+    old = create_model("luma-chroma", "lite", 3)
+    for p in old.chroma.tail.parameters():
+        torch.nn.init.normal_(p, std=0.01)
+    save_weights(old, tmp_path / "old.pt", {"steps": 9})
+    gray = create_model("crl", "lite", 1)
+    torch.nn.init.normal_(gray.tail.weight, std=0.01)
+    save_weights(gray, tmp_path / "gray.pt", {"steps": 5})
+    model = load_model(train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), channels=3,
+                                          steps=1, batch=2, patch=32, lr=0.0, luma=str(tmp_path / "gray.pt"),
+                                          init=str(tmp_path / "old.pt"), out=str(tmp_path / "run"))))
+    for mine, theirs in ((model.luma, gray), (model.chroma, old.chroma)):  # lr 0: as loaded
+        for name, p in theirs.state_dict().items():
+            torch.testing.assert_close(mine.state_dict()[name], p, rtol=0, atol=0)
+    assert model.meta["init"]["steps"] == 9 and model.meta["luma"]["steps"] == 5

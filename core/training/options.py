@@ -135,7 +135,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--luma", metavar="GRAY_MODEL",
                    help="restorer, --channels 3: restore colour as this trained gray restorer "
                         "(name, path or URL; frozen) on the JPEG's luma and a light chroma branch "
-                        "that trains under it (bench/results/luma_only.md)")
+                        "that trains under it; with --init of such a model, its chroma branch goes on "
+                        "training under this gray restorer (bench/results/chroma_branch.md)")
     p.add_argument("--qualities", type=int, nargs=3, default=[10, 90, 10], metavar=("LOW", "HIGH", "STEP"),
                    help="training qualities low..high in steps (default: 10 90 10)")
     p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],

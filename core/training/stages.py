@@ -63,11 +63,16 @@ def luma_chroma_model(file: str, spec: str) -> LumaChroma:
 def load_init(model: nn.Module, weights: str, file: str | None = None) -> dict[str, Any]:
     """Start from trained weights (``--init``; read from ``file`` when it was fetched): a registry
     name, weights or checkpoint file of the same architecture, or of one with fewer residual
-    blocks (they are added as identities, see ``models.growth``). Returns its lineage, with the
-    names of any added blocks."""
+    blocks (they are added as identities, see ``models.growth``). A luma-chroma model takes only
+    the chroma branch of a luma-chroma ``--init``: its gray restorer is ``--luma``'s (a branch
+    trained under one gray restorer goes on training under another). Returns its lineage, with
+    the names of any added blocks."""
     src = load_model(file or weights)
+    target, state = model, src.state_dict()
+    if isinstance(model, LumaChroma) and isinstance(src, LumaChroma):
+        target, state = model.chroma, src.chroma.state_dict()
     try:
-        grown = load_grown(model, src.state_dict())
+        grown = load_grown(target, state)
     except ValueError as err:
         raise ValueError(f"--init {weights}: its architecture does not match this stage's model "
                          f"({err})") from None
