@@ -43,6 +43,16 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.leaky_relu(self.conv1(x), self.slope))
 
 
+def res_blocks(ch: int, n: int) -> nn.Sequential:
+    """``n`` residual blocks of ``ch`` channels (none: the identity)."""
+    return nn.Sequential(*[ResBlock(ch) for _ in range(n)])
+
+
+def upsample(cin: int, cout: int) -> nn.Module:
+    """x2 upsampling: a 1x1 convolution to 4x ``cout`` channels, then pixel-shuffle."""
+    return nn.Sequential(nn.Conv2d(cin, 4 * cout, 1), nn.PixelShuffle(2))
+
+
 class LocalAttentionBlock(nn.Module):
     """RNAN-style local attention: trunk * sigmoid(mask) + input.
 

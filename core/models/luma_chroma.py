@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..pixels import RGB_TO_YCC
-from .blocks import conv3x3
-from .restorer import Restorer, RestorerConfig, _blocks, _upsample
+from .blocks import conv3x3, res_blocks, upsample
+from .restorer import Restorer, RestorerConfig
+
 
 @dataclass(frozen=True)
 class ChromaConfig:
@@ -54,11 +55,11 @@ class ChromaBranch(nn.Module):
         super().__init__()
         c0, c1, c2 = cfg.widths
         self.head = conv3x3(4 * 4, c0)  # Y', Y, Cb, Cr unshuffled by 2
-        self.enc0, self.enc1, self.enc2 = (_blocks(c, n) for c, n in zip(cfg.widths, cfg.enc_blocks))
+        self.enc0, self.enc1, self.enc2 = (res_blocks(c, n) for c, n in zip(cfg.widths, cfg.enc_blocks))
         self.down1 = nn.Sequential(conv3x3(c0, c1, stride=2), nn.LeakyReLU(0.2, inplace=True))
         self.down2 = nn.Sequential(conv3x3(c1, c2, stride=2), nn.LeakyReLU(0.2, inplace=True))
-        self.up2, self.up1 = _upsample(c2, c1), _upsample(c1, c0)
-        self.dec1, self.dec0 = _blocks(c1, cfg.dec_blocks[0]), _blocks(c0, cfg.dec_blocks[1])
+        self.up2, self.up1 = upsample(c2, c1), upsample(c1, c0)
+        self.dec1, self.dec0 = res_blocks(c1, cfg.dec_blocks[0]), res_blocks(c0, cfg.dec_blocks[1])
         self.tail = nn.Conv2d(c0, 2 * 4, 1)
         nn.init.zeros_(self.tail.weight)  # start with the JPEG's chroma
         nn.init.zeros_(self.tail.bias)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import FeatureFusion, InvertibleFusion, LocalAttentionBlock, ResBlock, conv3x3
+from .blocks import FeatureFusion, InvertibleFusion, LocalAttentionBlock, conv3x3, res_blocks, upsample
 from .cqe import EncoderConfig, QualityEncoder
 from .table_condition import TableCondition, modulate
 
@@ -50,14 +50,6 @@ class RestorerConfig:
         return max(self.encoder.stride, self.unshuffle * 4)
 
 
-def _upsample(cin: int, cout: int) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(cin, 4 * cout, 1), nn.PixelShuffle(2))
-
-
-def _blocks(ch: int, n: int) -> nn.Sequential:
-    return nn.Sequential(*[ResBlock(ch) for _ in range(n)])
-
-
 class Restorer(nn.Module):
     """Blind JPEG restorer; ``encoder`` is the (frozen) compression quality encoder."""
 
@@ -71,8 +63,8 @@ class Restorer(nn.Module):
         s2 = cfg.in_channels * cfg.unshuffle**2
         self.encoder = QualityEncoder(cfg.encoder) if cfg.use_encoder else None
         self.head = conv3x3(s2, c0)
-        self.enc0, self.enc1, self.enc2 = (_blocks(c, n) for c, n in zip(cfg.widths, cfg.enc_blocks))
-        self.dec2, self.dec1 = _blocks(c2, cfg.dec_blocks[0]), _blocks(c1, cfg.dec_blocks[1])
+        self.enc0, self.enc1, self.enc2 = (res_blocks(c, n) for c, n in zip(cfg.widths, cfg.enc_blocks))
+        self.dec2, self.dec1 = res_blocks(c2, cfg.dec_blocks[0]), res_blocks(c1, cfg.dec_blocks[1])
         self.down1 = nn.Sequential(conv3x3(c0, c1, stride=2), nn.LeakyReLU(0.2, inplace=True))
         self.down2 = nn.Sequential(conv3x3(c1, c2, stride=2), nn.LeakyReLU(0.2, inplace=True))
         if cfg.use_encoder:
@@ -81,10 +73,10 @@ class Restorer(nn.Module):
             self.effm2 = FeatureFusion(e[1], e[2], e[3], c2)
             self.ifm0, self.ifm1, self.ifm2 = InvertibleFusion(c0), InvertibleFusion(c1), InvertibleFusion(c2)
         self.bottom = nn.Sequential(*[LocalAttentionBlock(c2) for _ in range(cfg.bottom_attention)])
-        self.up2 = _upsample(c2, c1)
+        self.up2 = upsample(c2, c1)
         self.mid = nn.Sequential(*[LocalAttentionBlock(c1) for _ in range(cfg.mid_attention)])
-        self.up1 = _upsample(c1, c0)
-        self.top = _blocks(c0, cfg.top_blocks)
+        self.up1 = upsample(c1, c0)
+        self.top = res_blocks(c0, cfg.top_blocks)
         self.tail = nn.Conv2d(c0, s2, 1)
         self.condition = TableCondition((c2, c1, c0)) if cfg.condition else None
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
