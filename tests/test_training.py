@@ -460,10 +460,10 @@ def test_init_of_a_luma_chroma_model_brings_its_chroma_branch_under_the_new_luma
     old = create_model("luma-chroma", "lite", 3)
     for p in old.chroma.tail.parameters():
         torch.nn.init.normal_(p, std=0.01)
-    save_weights(old, tmp_path / "old.pt", {"steps": 9})
+    save_weights(old, tmp_path / "old.pt", {"steps": 9, "cpu_hours": 1.0})
     gray = create_model("crl", "lite", 1)
     torch.nn.init.normal_(gray.tail.weight, std=0.01)
-    save_weights(gray, tmp_path / "gray.pt", {"steps": 5})
+    save_weights(gray, tmp_path / "gray.pt", {"steps": 5, "cpu_hours": 2.0})
     model = load_model(train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), channels=3,
                                           steps=1, batch=2, patch=32, lr=0.0, luma=str(tmp_path / "gray.pt"),
                                           init=str(tmp_path / "old.pt"), out=str(tmp_path / "run"))))
@@ -471,3 +471,4 @@ def test_init_of_a_luma_chroma_model_brings_its_chroma_branch_under_the_new_luma
         for name, p in theirs.state_dict().items():
             torch.testing.assert_close(mine.state_dict()[name], p, rtol=0, atol=0)
     assert model.meta["init"]["steps"] == 9 and model.meta["luma"]["steps"] == 5
+    assert total_cpu_hours(model.meta) == pytest.approx(model.meta["cpu_hours"] + 3.0)  # branch + gray

@@ -39,6 +39,6 @@ def run_chain(meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 def total_cpu_hours(meta: dict[str, Any]) -> float:
     """CPU-hours of a run plus those of the runs it stands on (``--init``, ``--encoder``,
-    ``--ranker``)."""
+    ``--luma``, ``--ranker``)."""
     return (meta.get("cpu_hours", 0.0)
-            + sum(total_cpu_hours(meta[k]) for k in ("init", "encoder", "ranker") if meta.get(k)))
+            + sum(total_cpu_hours(meta[k]) for k in ("init", "encoder", "luma", "ranker") if meta.get(k)))
