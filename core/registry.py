@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from .engines.precision import fast_bf16
 from .error_text import one_line
 from .imageio.filesystem import resolve, write_atomically
 from .jpeg.consistency import Calibration, calibration_path
@@ -55,6 +56,10 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {m.name: m for m in [
     ModelInfo("crl-lite-gray", "crl", 1, "contrastive-encoder restorer, CPU preset, grayscale"),
     ModelInfo("crl-lite-color", "crl", 3, "contrastive-encoder restorer, CPU preset, RGB"),
+    ModelInfo("crl-gray", "crl", 1, "contrastive-encoder restorer, multi-scale CPU preset "
+              "(unet-narrow), grayscale"),
+    ModelInfo("crl-color", "luma-chroma", 3, "crl-gray on the luma and a light chroma branch, "
+              "multi-scale CPU preset, RGB"),
     ModelInfo("crl-base-gray", "crl", 1, "contrastive-encoder restorer, GPU-trained base preset, grayscale"),
     ModelInfo("crl-base-color", "crl", 3, "contrastive-encoder restorer, GPU-trained base preset, RGB"),
     ModelInfo("arcnn-gray", "arcnn", 1, "ARCNN baseline, grayscale"),
@@ -66,6 +71,9 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
 ]}
 DEFAULT_MODELS = {1: "crl-lite-gray", 3: "crl-lite-color"}
 CUDA_MODELS = {1: "crl-base-gray", 3: "crl-base-color"}  # preferred on a GPU, when shipped
+# preferred, when shipped, on a CPU that computes bf16 natively (precision.fast_bf16) and on
+# CUDA after crl-base-*; lite elsewhere (speeds: bench/results/whole_command.md)
+FAST_CPU_MODELS = {1: "crl-gray", 3: "crl-color"}
 QUALITY_MODELS = {1: "cqe-lite-gray", 3: "cqe-lite-color"}
 
 
@@ -120,19 +128,20 @@ def available_models() -> list[ModelInfo]:
 
 
 def default_model_name(channels: int, device: str | torch.device = "cpu") -> str:
-    """The default for gray (1) or colour (3) input: ``crl-base-*`` on CUDA where shipped, else
-    ``crl-lite-*``; falls back to the other colour type if one is not shipped."""
+    """The default for gray (1) or colour (3) input, the first of these that is shipped:
+    ``crl-base-*`` on CUDA, ``crl-*`` (multi-scale) on CUDA and on a CPU that computes bf16
+    natively, ``crl-lite-*``; falls back to the other colour type's lite model."""
     kind = 3 if channels >= 3 else 1
-    if str(device).startswith("cuda") and MODELS[CUDA_MODELS[kind]].has_weights:
-        return CUDA_MODELS[kind]
-    first = DEFAULT_MODELS[kind]
-    if MODELS[first].has_weights:
-        return first
-    other = DEFAULT_MODELS[1 if channels >= 3 else 3]
-    if MODELS[other].has_weights:
-        return other
+    on_cuda = str(device).startswith("cuda")
+    preferred = [CUDA_MODELS[kind]] if on_cuda else []
+    if on_cuda or fast_bf16("cpu"):
+        preferred.append(FAST_CPU_MODELS[kind])
+    candidates = [*preferred, DEFAULT_MODELS[kind], DEFAULT_MODELS[4 - kind]]
+    for name in candidates:
+        if MODELS[name].has_weights:
+            return name
     raise ModelNotAvailableError(
-        f"no shipped weights for {first} or {other} yet; train one with "
+        f"no shipped weights for {candidates[-2]} or {candidates[-1]} yet; train one with "
         "`jpeg-restore train` and pass --model PATH")
 
 

@@ -26,7 +26,7 @@ def model_names(require_encoder: bool = False) -> list[str]:
     the models with a quality encoder (quality encoders, CRL restorers)."""
     from napari_jpeg_restore.core.registry import available_models
 
-    families = ("cqe", "crl") if require_encoder else ("crl", "arcnn")
+    families = ("cqe", "crl") if require_encoder else ("crl", "luma-chroma", "arcnn")
     return [m.name for m in available_models() if m.has_weights and m.family in families]
 
 

@@ -266,6 +266,33 @@ def test_restore_rgb_layer_keeps_rgb(make_napari_viewer, qtbot, restorer_weights
     assert psnr(clean, out.data) > psnr(clean, jpeg)
 
 
+def test_a_luma_chroma_model_is_offered_and_restores_rgb(make_napari_viewer, qtbot, restorer_weights,
+                                                         notes, tmp_path, monkeypatch):
+    """Colour models built on a gray restorer (family luma-chroma, as crl-color) are restorers
+    in the widget's list, and not quality encoders for the inspector."""
+    from napari_jpeg_restore.core import registry
+    from napari_jpeg_restore.core.models import create_model
+
+    monkeypatch.setenv(registry.USER_MODELS_ENV, str(tmp_path))
+    gray = registry.load_model(restorer_weights)
+    model = create_model("luma-chroma", channels=3, luma=gray.cfg)
+    model.luma.load_state_dict(gray.state_dict())  # its chroma branch starts as the JPEG's chroma
+    save_weights(model, tmp_path / "my-colour.pt")
+    viewer = make_napari_viewer()
+    clean = np.stack([synthetic(s, (64, 72)) for s in (4, 5, 6)], axis=-1)
+    jpeg = compress(clean, 10)
+    viewer.add_image(jpeg, name="rgb", rgb=True)
+    widget = _restore_dock(viewer)
+    assert "my-colour" in widget.model.choices
+    inspector = QualityInspectorWidget(viewer)
+    assert "my-colour" not in inspector.model.choices
+    inspector.close()
+    widget.set_model("my-colour")
+    widget.run()
+    _wait(qtbot, widget)
+    assert psnr(clean, viewer.layers["rgb (restored)"].data) > psnr(clean, jpeg)
+
+
 @pytest.mark.parametrize("mode, value_range", [("contrast limits", (0.0, 4095.0)),
                                                ("dtype range", (0.0, 65535.0)), ("auto", None)])
 def test_intensity_choice_sets_the_value_range(make_napari_viewer, qtbot, restorer_weights, notes,

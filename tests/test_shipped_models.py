@@ -52,6 +52,27 @@ def test_gpu_default_is_base_where_shipped_and_half_weights_load_as_fp32(monkeyp
         assert (packed(x) - lite(x)).abs().max() < 1e-2
 
 
+def test_multi_scale_models_are_the_default_where_bf16_is_native_and_shipped(monkeypatch, tmp_path):
+    from napari_jpeg_restore.core.engines.precision import ONEDNN_CAP, fast_bf16
+    from napari_jpeg_restore.core.models import create_model
+    from napari_jpeg_restore.core.registry import save_weights
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.delenv(ONEDNN_CAP, raising=False)
+    save_weights(create_model("crl", "lite", 1), tmp_path / "crl-lite-gray.pt")
+    save_weights(create_model("crl", "lite", 3), tmp_path / "crl-lite-color.pt")
+    assert [default_model_name(c) for c in (1, 3)] == ["crl-lite-gray", "crl-lite-color"]  # none shipped
+    save_weights(create_model("crl", "unet-narrow", 1), tmp_path / "crl-gray.pt")
+    save_weights(create_model("luma-chroma", "unet-narrow", 3), tmp_path / "crl-color.pt")
+    native = fast_bf16("cpu")
+    assert [default_model_name(c) for c in (1, 3)] == (["crl-gray", "crl-color"] if native
+                                                      else ["crl-lite-gray", "crl-lite-color"])
+    assert default_model_name(3, "cuda") == "crl-color"  # no crl-base-color shipped
+    monkeypatch.setenv(ONEDNN_CAP, "AVX2")  # bf16 kernels capped: a CPU without them
+    assert [default_model_name(c) for c in (1, 3)] == ["crl-lite-gray", "crl-lite-color"]
+    assert load_model(default_model_name(3, "cuda")).cfg.luma.enc_blocks == (0, 4, 6)
+
+
 @pytest.mark.skipif(not SHIPPED, reason="no model weights are shipped in this checkout")
 @pytest.mark.parametrize("info", SHIPPED, ids=lambda m: m.name)
 def test_shipped_model_restores_the_sample(info):
