@@ -3,6 +3,7 @@ up front (``TOTAL_STEPS``, one cosine over all of them) and run in slices, one p
 
     python bench/campaign.py slice --minutes 130   # resume, train that long, stop cleanly, record
     python bench/campaign.py record                # commit-sized checkpoint, validation, curve
+    python bench/campaign.py ship gray|color       # crl-gray / crl-color into the package
 
 ``slice`` resumes runs/campaign-unet-narrow/last.pt, or, on a machine without it, the committed portable
 checkpoint bench/campaign/checkpoint.pt (int8 kernels, Adam's moments started afresh). After
@@ -11,6 +12,15 @@ and an exported model, on any machine at any speed, then records. ``record`` wri
 checkpoint, scores it on val-gray-bsd68 at Q10, Q40 and Q90 (68 images, the network alone as
 `jpeg-restore eval` runs it) and appends the point to bench/results/campaign.json, .md and .png
 (gain against training gigapixels and CPU-hours).
+
+``ship gray`` makes ``crl-gray`` of the run's exported model (runs/.../model.pt, written when a
+slice ends): fp16 weights and their calibration (``jpeg-restore calibrate`` on training crops) are
+staged in runs/ship/, scored as the command line runs them (calibration and pass-through
+included) on val-gray-bsd68 at Q10-Q100 and double compressed, and move into core/weights only
+if they gain at least as much as ``crl-lite-gray`` at every quality (``--force``: anyway); then
+``bench/model_card.py`` writes the card. ``ship color`` does the same for ``crl-color``, the
+chroma branch that ``bench/chroma_branch.py --luma crl-gray`` trained (runs/chroma/model.pt),
+against ``crl-lite-color`` on val-cbsd68.
 """
 from __future__ import annotations
 
@@ -121,6 +131,44 @@ def record() -> None:
     print("\n".join(lines))
 
 
+SHIP_QUALITIES = ("10", "20", "30", "40", "50", "60", "70", "80", "90", "100", "10+30")
+# what each shipped name is made of, the model it must beat at every quality, and where
+SHIPS = {"gray": ("crl-gray", RUN / "model.pt", SOURCE, "val-gray-bsd68"),
+         "color": ("crl-color", ROOT / "runs" / "chroma" / "model.pt", "crl-lite-color", "val-cbsd68")}
+
+
+def ship(kind: str, force: bool) -> None:
+    from napari_jpeg_restore.core.jpeg.consistency import calibration_path
+    from napari_jpeg_restore.core.registry import MODELS, load_model, save_weights
+
+    name, trained, reference, data = SHIPS[kind]
+    info = MODELS[name]
+    model = load_model(trained)
+    if kind == "color" and model.cfg.luma != load_model("crl-gray").cfg:
+        sys.exit(f"{trained} was not trained under crl-gray: bench/chroma_branch.py --luma crl-gray")
+    staged = ROOT / "runs" / "ship" / f"{name}.pt"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(model, staged, {**model.meta, "description": info.description}, half=True)
+    train = [str(DATA / "train-bsds-color"), str(DATA / "train-extra")]
+    with (staged.parent / f"{name}.log").open("a") as log:
+        subprocess.run([JR, "calibrate", str(staged), "--data", *train], check=True, stdout=log,
+                       stderr=subprocess.STDOUT)
+        for weights, dest in ((staged, staged.with_suffix(".eval.json")),
+                              (reference, staged.with_name(f"{reference}.eval.json"))):
+            dest.unlink(missing_ok=True)
+            score(weights, dest, log, data, SHIP_QUALITIES)
+    new, old = gains(staged.with_suffix(".eval.json")), gains(staged.with_name(f"{reference}.eval.json"))
+    print(f"gain over JPEG on {data}, dB, as the command line runs each model:")
+    for q in SHIP_QUALITIES:
+        print(f"  Q{q:>6}  {name} {new[q]:+.3f}  {reference} {old[q]:+.3f}  ({new[q] - old[q]:+.3f})")
+    behind = [q for q in SHIP_QUALITIES if new[q] < old[q]]
+    if behind and not force:
+        sys.exit(f"not shipped: behind {reference} at Q{', Q'.join(behind)} (--force ships anyway)")
+    for src, dst in ((staged, info.path), (calibration_path(staged), calibration_path(info.path))):
+        shutil.copyfile(src, dst)
+    subprocess.run([sys.executable, str(HERE / "model_card.py"), name], check=True)
+
+
 def plot(points: list[dict]) -> None:
     import matplotlib
 
@@ -152,8 +200,16 @@ def main() -> None:
     s.add_argument("--minutes", type=float, required=True)
     s.add_argument("--threads", type=int, default=2)
     sub.add_parser("record", help="portable checkpoint, validation and curve after a slice")
+    s = sub.add_parser("ship", help="crl-gray (or crl-color) into the package if it beats lite everywhere")
+    s.add_argument("kind", choices=sorted(SHIPS))
+    s.add_argument("--force", action="store_true", help="ship even where it is behind lite")
     a = p.parse_args()
-    run_slice(a.minutes, a.threads) if a.command == "slice" else record()
+    if a.command == "slice":
+        run_slice(a.minutes, a.threads)
+    elif a.command == "record":
+        record()
+    else:
+        ship(a.kind, a.force)
 
 
 if __name__ == "__main__":

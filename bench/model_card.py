@@ -18,7 +18,7 @@ from napari_jpeg_restore.core.training.lineage import run_chain, total_cpu_hours
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
-QUALITIES = ["10", "20", "30", "40", "15", "25", "35", "45", "10+30"]
+QUALITIES = [str(q) for q in range(10, 101, 10)] + ["10+30"]
 
 
 def describe_run(meta: dict) -> str:
@@ -43,6 +43,32 @@ def crl_architecture(preset: str, cfg) -> str:
             f"{cfg.bottom_attention} bottom")
 
 
+def architecture(family: str, meta: dict, cfg) -> str:
+    """The card's architecture line for an ARCNN, a CRL restorer or a luma-chroma model."""
+    if family == "arcnn":
+        return "ARCNN (9x9/64, 7x7/32, 1x1/16, 5x5 convolutions, global residual)"
+    if family == "luma-chroma":
+        c = cfg.chroma
+        luma_preset = meta.get("luma", {}).get("options", {}).get("preset", "?")
+        return (f"{crl_architecture(luma_preset, cfg.luma)} on the JFIF luma; chroma branch: a U-Net "
+                f"at 1/2-1/8 resolution, widths {'/'.join(map(str, c.widths))}, residual blocks "
+                f"{'/'.join(map(str, c.enc_blocks))} down and {'/'.join(map(str, c.dec_blocks))} up")
+    return crl_architecture(meta.get("options", {}).get("preset", "?"), cfg)
+
+
+def training_data(meta: dict) -> str:
+    """Which images a run trained on: the folders its ``--data`` named or matched (older runs
+    name no data: BSDS)."""
+    data = meta.get("options", {}).get("data")
+    folders = []
+    for spec in [data] if isinstance(data, str) else data or []:
+        p = Path(spec)
+        folder = p.parent if "*" in p.name or p.suffix else p
+        folders += sorted(f.name for f in folder.parent.glob(folder.name) if f.is_dir()) or [folder.name]
+    where = ", ".join(f"`{f}`" for f in folders) or "BSDS train+val (`train-bsds-color`)"
+    return f"{meta.get('train_images', '?')} images of {where}, no validation images"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", choices=sorted(MODELS))
@@ -57,10 +83,10 @@ def main() -> None:
     folder = "val-gray-bsd68" if info.channels == 1 else "val-cbsd68"
     images = load_images(expand(str(SHARED / folder))[: a.limit], info.channels)
     rows = evaluate_model(images, a.quality, model, device="cpu")
-    opts = meta.get("options", {})
-    chain = run_chain(meta)
-    arch = ("ARCNN (9x9/64, 7x7/32, 1x1/16, 5x5 convolutions, global residual)" if info.family == "arcnn"
-            else crl_architecture(opts.get("preset", "?"), model.cfg))
+    gray = run_chain(meta.get("luma") or {})  # a colour model's gray restorer, trained first
+    chain = [(" (gray restorer)", m) for m in gray] + [(" (chroma branch)" if gray else "", m)
+                                                       for m in run_chain(meta)]
+    arch = architecture(info.family, meta, model.cfg)
     mp = sum(r.megapixels for r in rows)
     sec = sum(r.seconds for r in rows)
     card = [
@@ -68,16 +94,18 @@ def main() -> None:
         "| fact | value |", "|---|---|",
         f"| architecture | {arch}, {info.channels} channel(s), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters |",
-        f"| training data | {meta.get('train_images', '?')} images of BSDS train+val (`train-bsds-color`, no validation images) |",
-        *[f"| training run {i + 1} | {describe_run(m)} |" for i, m in enumerate(chain)],
+        f"| training data | {training_data(meta)} |",
+        *[f"| training run {i + 1}{part} | {describe_run(m)} |" for i, (part, m) in enumerate(chain)],
         *[f"| encoder | frozen; MoCo pre-training {m['encoder'].get('steps', '?')} steps, "
-          f"{m['encoder'].get('cpu_hours', 0):.2f} CPU-hours |" for m in chain if m.get("encoder")][:1],
+          f"{m['encoder'].get('cpu_hours', 0):.2f} CPU-hours |" for _, m in chain if m.get("encoder")][:1],
         f"| compute | {total_cpu_hours(meta):.2f} CPU-hours in all (wall hours x threads) on "
         f"{meta.get('machine', '?')} |",
         f"| validation | {folder}, {len(images)} images, JPEG by libjpeg (Pillow), 4:2:0 for colour |",
         f"| speed in this evaluation | {mp / sec:.2f} MP/s |" if sec else "",
-        "", "`10+30` is double compression, the second pass on a grid shifted by (4, 4). Qualities "
-        "15/25/35/45 are unseen for runs that train in steps of 10.", "",
+        "", "`10+30` is double compression, the second pass on a grid shifted by (4, 4). Restored as "
+        "the command line does: where the calibration finds no gain (often Q90 and up) the JPEG "
+        "passes through unchanged. Qualities between a run's training steps (15, 25, ... for "
+        "steps of 10) are unseen.", "",
         format_table(rows, a.name), "",
     ]
     if a.ensemble_quality:

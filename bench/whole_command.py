@@ -8,6 +8,7 @@ pixels first, in case it was re-saved), peak RSS and how busy the cores were (CP
 threads). Writes this machine's section of bench/results/whole_command.md (bench/sections.py).
 
     python bench/whole_command.py [--threads 2] [--repeats 3] [--note "machine otherwise idle"]
+    python bench/whole_command.py --model crl-gray --color-model crl-color   # candidate models
 
 An AVX2 machine is emulated on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 (the kernels such a machine runs; its clock and caches are not).
@@ -74,12 +75,19 @@ def timed(cmd: list[str]) -> dict:
     return res
 
 
+def model_args(model: str | None) -> list[str]:
+    return ["--model", model] if model else []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each command; the median counts")
     ap.add_argument("--note", default="", help="a word on the machine's load, for the table")
     ap.add_argument("--out", default=str(RESULTS / "whole_command.md"))
+    ap.add_argument("--model", help="restore the gray inputs with this model (a name or weights file) "
+                    "instead of the default; the section names it and is its own")
+    ap.add_argument("--color-model", help="the same for the colour input")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="whole-command-"))
     big = four_megapixels(SHARED / "train-extra")
@@ -88,7 +96,8 @@ def main() -> None:
     (tmp / "small.jpg").write_bytes(encode_jpeg(big[:64, :64], QUALITY))
     (tmp / "colour.jpg").write_bytes(encode_jpeg(four_megapixels(SHARED / "train-extra", "RGB"), QUALITY))
     exe = str(Path(sys.executable).with_name("jpeg-restore"))
-    lines = ["", f"## Whole command, {time.strftime('%Y-%m-%d')}", "",
+    named = [m for m in (a.model, a.color_model) if m]
+    lines = ["", f"## Whole command{''.join(f', `{m}`' for m in named)}, {time.strftime('%Y-%m-%d')}", "",
              f"Machine: {describe()}; ISA: {isa()}; `--threads {a.threads}`; {a.note or 'load not noted'}.",
              f"Input: a {SIDE}x{SIDE} gray JPEG (Q{QUALITY}, four training photos; the same in colour "
              "for the RGB column); each command in a "
@@ -108,7 +117,8 @@ def main() -> None:
             for name, store in zip(("big", "small", "checked", "colour"), runs[engine, precision]):
                 out = tmp / f"out-{engine}-{precision}-{name}-{r}"
                 res = timed([exe, "restore", str(tmp / f"{name}.jpg"), "-o", str(out), "--device", "cpu",
-                             "--engine", engine, "--precision", precision, "--threads", str(a.threads)])
+                             "--engine", engine, "--precision", precision, "--threads", str(a.threads),
+                             *model_args(a.color_model if name == "colour" else a.model)])
                 if r:
                     store.append(res)
     numeric = resolve_precision("auto", "cpu")
