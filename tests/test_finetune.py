@@ -127,6 +127,26 @@ def test_finetune_from_the_cli_registers_a_model_by_name(tmp_path, models, image
     assert "exists" in capsys.readouterr().err
 
 
+def test_a_colour_model_on_a_gray_restorer_fine_tunes_as_one(tmp_path, models):
+    """A luma-chroma source (as crl-color) fine-tunes into a luma-chroma model that restores."""
+    from napari_jpeg_restore.core.models import create_model
+
+    gray = load_model("crl-lite-gray")
+    source = create_model("luma-chroma", channels=3, luma=gray.cfg)
+    source.luma.load_state_dict(gray.state_dict())
+    registry.save_weights(source, tmp_path / "colour.pt", {"options": {"patch": 64}})
+    for i in range(3):
+        write_image(tmp_path / "rgb" / f"im{i}.png", np.dstack([synthetic(i + c, (192, 208)) for c in range(3)]))
+    result = finetune(FinetuneOptions((str(tmp_path / "rgb"),), "colour-mine",
+                                      **{**TINY, "source": str(tmp_path / "colour.pt")}), log=lambda _l: None)
+    model = load_model("colour-mine")
+    assert type(model).__name__ == "LumaChroma" and result.steps > 0
+    clean = np.dstack([synthetic(9 + c, (96, 96)) for c in range(3)])
+    from napari_jpeg_restore.core.jpeg.codec import compress
+
+    assert restore(compress(clean, 10), "colour-mine").shape == clean.shape
+
+
 def test_best_weights_are_kept_when_training_only_harms(tmp_path, models, images):
     """At an absurd learning rate every step ruins the model: the source's weights are kept."""
     result = finetune(FinetuneOptions((str(images),), "ruined", lr=1.0, **TINY), log=lambda _l: None)

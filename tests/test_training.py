@@ -452,6 +452,28 @@ def test_luma_option_trains_a_chroma_branch_under_the_frozen_gray_restorer(tmp_p
         train(TrainOptions(**{**opts, "luma": str(tmp_path / "colour.pt")}, out=str(tmp_path / "c")))
 
 
+def test_init_of_a_luma_chroma_model_alone_fine_tunes_all_of_it_but_the_encoder(tmp_path):
+    """crl-color fine-tuned (``--init`` without ``--luma``): the gray restorer learns with the
+    chroma branch; only its quality encoder stays as it was."""
+    from napari_jpeg_restore.core.registry import save_weights
+
+    write_image(tmp_path / "data" / "im.png", np.dstack([synthetic(i, (128, 160)) for i in range(3)]))
+    torch.manual_seed(0)
+    old = create_model("luma-chroma", "lite", 3)
+    for p in (*old.chroma.tail.parameters(), *old.luma.tail.parameters()):
+        torch.nn.init.normal_(p, std=0.01)
+    save_weights(old, tmp_path / "old.pt", {"steps": 9, "cpu_hours": 1.0})
+    model = load_model(train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), channels=3,
+                                          steps=3, batch=2, patch=32, lr=1e-3, init=str(tmp_path / "old.pt"),
+                                          out=str(tmp_path / "run"))))
+    assert type(model).__name__ == "LumaChroma" and model.meta["init"]["steps"] == 9
+    for name, p in old.luma.encoder.state_dict().items():
+        torch.testing.assert_close(model.luma.encoder.state_dict()[name], p, rtol=0, atol=0)
+    for part in ("luma", "chroma"):
+        assert not torch.equal(getattr(model, part).tail.weight, getattr(old, part).tail.weight), part
+    assert total_cpu_hours(model.meta) == pytest.approx(model.meta["cpu_hours"] + 1.0)
+
+
 def test_init_of_a_luma_chroma_model_brings_its_chroma_branch_under_the_new_luma(tmp_path):
     from napari_jpeg_restore.core.registry import save_weights
 

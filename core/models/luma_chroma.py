@@ -81,7 +81,9 @@ def _colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
 
 class LumaChroma(nn.Module):
     """RGB restorer built on a gray one: ``luma`` restores Y, ``chroma`` restores Cb and Cr
-    under it. ``frozen_part`` is what restorer training leaves as it is: the luma restorer."""
+    under it. ``frozen_part`` is what restorer training leaves as it is: the luma restorer
+    (a chroma branch trains under it), or with ``luma_frozen`` off only the luma restorer's
+    quality encoder (the whole colour model is fine-tuned)."""
 
     def __init__(self, cfg: LumaChromaConfig) -> None:
         super().__init__()
@@ -93,10 +95,11 @@ class LumaChroma(nn.Module):
         to_ycc, to_rgb = _colour_matrices()
         self.register_buffer("to_ycc", to_ycc, persistent=False)
         self.register_buffer("to_rgb", to_rgb, persistent=False)
+        self.luma_frozen = True
 
     @property
-    def frozen_part(self) -> nn.Module:
-        return self.luma
+    def frozen_part(self) -> nn.Module | None:
+        return self.luma if self.luma_frozen else self.luma.frozen_part
 
     def forward(self, x: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
         ycc = torch.einsum("pc,nchw->nphw", self.to_ycc.to(x.dtype), x)

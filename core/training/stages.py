@@ -14,7 +14,7 @@ from torch import nn
 from ..engines.machine import describe
 from ..imageio.reading import load_images
 from ..imageio.sources import expand
-from ..models import LumaChroma, QualityEncoder, Restorer, create_model
+from ..models import LumaChroma, QualityEncoder, Restorer, create_model, model_from_config
 from ..models.growth import load_grown
 from ..registry import load_model, save_weights
 from .data import ContrastiveSampler, ImageShard, PairSampler
@@ -35,6 +35,9 @@ def build_model(opts: TrainOptions, fetched: dict[str, str] | None = None) -> nn
         return create_model("arcnn", channels=opts.channels)
     if opts.luma:
         return luma_chroma_model((fetched or {}).get(opts.luma, opts.luma), opts.luma)
+    colour = whole_colour_model(opts, fetched)
+    if colour is not None:
+        return colour
     if opts.encoder_mode == "frozen" and not (opts.encoder or opts.init):
         raise ValueError("the restorer stage needs --encoder (weights of a trained encoder), "
                          "--init (a restorer to fine-tune), --luma (a gray restorer, for colour) "
@@ -60,16 +63,30 @@ def luma_chroma_model(file: str, spec: str) -> LumaChroma:
     return model
 
 
+def whole_colour_model(opts: TrainOptions, fetched: dict[str, str] | None = None) -> LumaChroma | None:
+    """For a luma-chroma ``--init`` without ``--luma`` (a fine-tune of a colour model such as
+    crl-color): a model of its architecture whose gray restorer trains with the chroma branch (its
+    quality encoder stays frozen); None for any other run."""
+    if opts.channels != 3 or not opts.init:
+        return None
+    src = load_model((fetched or {}).get(opts.init, opts.init))
+    if not isinstance(src, LumaChroma):
+        return None
+    model = model_from_config(src.cfg)
+    model.luma_frozen = False
+    return model
+
+
 def load_init(model: nn.Module, weights: str, file: str | None = None) -> dict[str, Any]:
     """Start from trained weights (``--init``; read from ``file`` when it was fetched): a registry
     name, weights or checkpoint file of the same architecture, or of one with fewer residual
-    blocks (they are added as identities, see ``models.growth``). A luma-chroma model takes only
-    the chroma branch of a luma-chroma ``--init``: its gray restorer is ``--luma``'s (a branch
-    trained under one gray restorer goes on training under another). Returns its lineage, with
-    the names of any added blocks."""
+    blocks (they are added as identities, see ``models.growth``). A luma-chroma model under a
+    frozen ``--luma`` takes only the chroma branch of a luma-chroma ``--init``: its gray restorer
+    is ``--luma``'s (a branch trained under one gray restorer goes on training under another).
+    Returns its lineage, with the names of any added blocks."""
     src = load_model(file or weights)
     target, state = model, src.state_dict()
-    if isinstance(model, LumaChroma) and isinstance(src, LumaChroma):
+    if isinstance(model, LumaChroma) and isinstance(src, LumaChroma) and model.luma_frozen:
         target, state = model.chroma, src.chroma.state_dict()
     try:
         grown = load_grown(target, state)
