@@ -52,6 +52,18 @@ def test_tiny_restorer_overfit_raises_psnr(tmp_path):
     assert after["val_psnr_q10"] > before["val_psnr_q10"] + 0.3
 
 
+def test_a_compiled_forward_trains_as_the_module_does():
+    """``--compile`` hands the task a torch.compile'd module (which has no truth value): its loss
+    is the plain module's (dynamo's eager backend here; the loop compiles with inductor)."""
+    torch.manual_seed(0)
+    model = create_model("crl", "lite", 1, use_encoder=False)
+    torch.nn.init.normal_(model.tail.weight, std=0.01)
+    task = RestorationTask(model, PairSampler([synthetic(0, (96, 96))], patch=32), batch=2)
+    batch = task.sample(np.random.default_rng(0))
+    compiled = task.loss(batch, torch.compile(model, backend="eager"))
+    torch.testing.assert_close(compiled, task.loss(batch))
+
+
 def _arcnn_run(img, out, resume, until=None, grad_clip=0.0):
     """Ten seeded ARCNN steps on one picture, checkpointed every five."""
     torch.manual_seed(0)

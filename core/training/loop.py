@@ -103,7 +103,7 @@ def fit(task, *, steps: int, lr: float, device: torch.device, out_dir: str | Pat
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model = task.model.to(device, memory_format=torch.channels_last)
-    forward = rt.forward or model
+    forward = model if rt.forward is None else rt.forward
     if compile:
         forward = torch.compile(forward)
     params = task.parameters()

@@ -53,7 +53,7 @@ class RestorationTask:
     def loss(self, batch: tuple[torch.Tensor, ...],
              forward: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
         x, y, *tables = batch
-        out = (forward or self.model)(x, *tables)
+        out = (self.model if forward is None else forward)(x, *tables)
         loss = restoration_loss(out, y, self.fft_weight)
         if self.ranker is not None:
             self.ranker.to(x.device)
@@ -148,7 +148,7 @@ class ContrastiveTask:
         xq, xk, xh, quality = batch
         self.key_encoder.to(xq.device)
         self._momentum_update()
-        q = (forward or self.model)(xq, project=True)
+        q = (self.model if forward is None else forward)(xq, project=True)
         k, hard = self._keys(torch.cat([xk, xh])).chunk(2)
         loss = info_nce(q.float(), k.float(), self.queue.to(xq.device, copy=True), self.temperature,
                         hard.float(), self._same_tables(quality.to(xq.device)))  # copy: enqueue edits
@@ -189,7 +189,7 @@ class RankingTask:
     def loss(self, batch: tuple[torch.Tensor, ...],
              forward: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
         _, xk, xh, quality = batch
-        score_k, score_h = (forward or self.model)(torch.cat([xk, xh]), score=True).chunk(2)
+        score_k, score_h = (self.model if forward is None else forward)(torch.cat([xk, xh]), score=True).chunk(2)
         return ranking_loss(score_k, score_h, quality[:, 0], quality[:, 1], self.margin)
 
     def state_dict(self) -> dict[str, Any]:
