@@ -18,9 +18,9 @@ slice ends): fp16 weights and their calibration (``jpeg-restore calibrate`` on t
 staged in runs/ship/, scored as the command line runs them (calibration and pass-through
 included) on val-gray-bsd68 at Q10-Q100 and double compressed, and move into core/weights only
 if they gain at least as much as ``crl-lite-gray`` at every quality (``--force``: anyway); then
-``bench/model_card.py`` writes the card. ``ship color`` does the same for ``crl-color``, the
-chroma branch that ``bench/chroma_branch.py --luma crl-gray`` trained (runs/chroma/model.pt),
-against ``crl-lite-color`` on val-cbsd68.
+``bench/model_card.py`` writes the card. ``ship color`` does the same for ``crl-color``: the
+chroma branch that ``bench/chroma_branch.py`` trained (runs/chroma/model.pt; ideally with
+``--luma crl-gray``) under the shipped crl-gray, against ``crl-lite-color`` on val-cbsd68.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 PORTABLE = HERE / "campaign" / "checkpoint.pt"
 JR = str(Path(sys.executable).with_name("jpeg-restore"))
 sys.path.insert(0, str(HERE))
+import chroma_branch
 from sections import RESULTS
 from shapes import gains, score  # the same eval and gain as the shape screen
 
@@ -143,9 +144,10 @@ def ship(kind: str, force: bool) -> None:
 
     name, trained, reference, data = SHIPS[kind]
     info = MODELS[name]
-    model = load_model(trained)
-    if kind == "color" and model.cfg.luma != load_model("crl-gray").cfg:
-        sys.exit(f"{trained} was not trained under crl-gray: bench/chroma_branch.py --luma crl-gray")
+    if kind == "color" and not MODELS["crl-gray"].has_weights:
+        sys.exit("crl-color is built on the shipped crl-gray: ship gray first")
+    # colour: the trained chroma branch under the gray restorer as shipped now
+    model = chroma_branch.under(trained, "crl-gray") if kind == "color" else load_model(trained)
     staged = ROOT / "runs" / "ship" / f"{name}.pt"
     staged.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, staged, {**model.meta, "description": info.description}, half=True)

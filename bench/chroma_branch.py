@@ -41,17 +41,27 @@ def train(minutes: float, luma: str, threads: int) -> None:
                        check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def swapped(weights: Path, gray: str, dest: Path) -> Path:
-    """The trained model's chroma branch under the gray restorer ``gray``, saved to ``dest``."""
+def under(weights: Path, gray: str):
+    """The trained luma-chroma model's chroma branch under the gray restorer ``gray`` (a new
+    model; its metadata names that gray restorer)."""
     from napari_jpeg_restore.core.models import create_model
-    from napari_jpeg_restore.core.registry import load_model, save_weights
+    from napari_jpeg_restore.core.registry import load_model
     from napari_jpeg_restore.core.training.lineage import lineage
 
     trained, luma = load_model(weights), load_model(gray)
     model = create_model("luma-chroma", channels=3, luma=luma.cfg, chroma=trained.cfg.chroma)
     model.luma.load_state_dict(luma.state_dict())
     model.chroma.load_state_dict(trained.chroma.state_dict())
-    save_weights(model, dest, {**trained.meta, "luma": lineage(gray, luma.meta)})
+    model.meta = {**trained.meta, "luma": lineage(gray, luma.meta)}
+    return model
+
+
+def swapped(weights: Path, gray: str, dest: Path) -> Path:
+    """``under(weights, gray)`` saved to ``dest``."""
+    from napari_jpeg_restore.core.registry import save_weights
+
+    model = under(weights, gray)
+    save_weights(model, dest, model.meta)
     return dest
 
 
