@@ -49,11 +49,19 @@ def architecture(family: str, meta: dict, cfg) -> str:
         return "ARCNN (9x9/64, 7x7/32, 1x1/16, 5x5 convolutions, global residual)"
     if family == "luma-chroma":
         c = cfg.chroma
-        luma_preset = meta.get("luma", {}).get("options", {}).get("preset", "?")
+        luma_preset = gray_restorer(meta).get("options", {}).get("preset", "?")
         return (f"{crl_architecture(luma_preset, cfg.luma)} on the JFIF luma; chroma branch: a U-Net "
                 f"at 1/2-1/8 resolution, widths {'/'.join(map(str, c.widths))}, residual blocks "
                 f"{'/'.join(map(str, c.enc_blocks))} down and {'/'.join(map(str, c.dec_blocks))} up")
     return crl_architecture(meta.get("options", {}).get("preset", "?"), cfg)
+
+
+def gray_restorer(meta: dict) -> dict:
+    """A colour model's gray restorer's lineage: its ``--luma``, or that of the run it was
+    fine-tuned from (``--init`` of a whole luma-chroma model); {} for other models."""
+    while meta and not meta.get("luma"):
+        meta = meta.get("init")
+    return (meta or {}).get("luma") or {}
 
 
 def training_data(meta: dict) -> str:
@@ -83,7 +91,7 @@ def main() -> None:
     folder = "val-gray-bsd68" if info.channels == 1 else "val-cbsd68"
     images = load_images(expand(str(SHARED / folder))[: a.limit], info.channels)
     rows = evaluate_model(images, a.quality, model, device="cpu")
-    gray = run_chain(meta.get("luma") or {})  # a colour model's gray restorer, trained first
+    gray = run_chain(gray_restorer(meta))  # a colour model's gray restorer, trained first
     chain = [(" (gray restorer)", m) for m in gray] + [(" (chroma branch)" if gray else "", m)
                                                        for m in run_chain(meta)]
     arch = architecture(info.family, meta, model.cfg)

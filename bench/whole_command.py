@@ -24,10 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from napari_jpeg_restore.core.engines.default_model import default_model_name
 from napari_jpeg_restore.core.engines.machine import describe, isa
 from napari_jpeg_restore.core.engines.precision import resolve_precision
 from napari_jpeg_restore.core.engines.selection import have_openvino
 from napari_jpeg_restore.core.jpeg.codec import encode_jpeg
+from napari_jpeg_restore.core.registry import DEFAULT_MODELS
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -75,10 +77,6 @@ def timed(cmd: list[str]) -> dict:
     return res
 
 
-def model_args(model: str | None) -> list[str]:
-    return ["--model", model] if model else []
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -86,7 +84,7 @@ def main() -> None:
     ap.add_argument("--note", default="", help="a word on the machine's load, for the table")
     ap.add_argument("--out", default=str(RESULTS / "whole_command.md"))
     ap.add_argument("--model", help="restore the gray inputs with this model (a name or weights file) "
-                    "instead of the default; the section names it and is its own")
+                    "instead of the default; a section with other models than lite's names them")
     ap.add_argument("--color-model", help="the same for the colour input")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="whole-command-"))
@@ -96,8 +94,10 @@ def main() -> None:
     (tmp / "small.jpg").write_bytes(encode_jpeg(big[:64, :64], QUALITY))
     (tmp / "colour.jpg").write_bytes(encode_jpeg(four_megapixels(SHARED / "train-extra", "RGB"), QUALITY))
     exe = str(Path(sys.executable).with_name("jpeg-restore"))
-    named = [m for m in (a.model, a.color_model) if m]
-    lines = ["", f"## Whole command{''.join(f', `{m}`' for m in named)}, {time.strftime('%Y-%m-%d')}", "",
+    models = {"gray": a.model or default_model_name(1, "cpu"), "colour": a.color_model or default_model_name(3, "cpu")}
+    named = "" if list(models.values()) == [DEFAULT_MODELS[1], DEFAULT_MODELS[3]] else \
+        "".join(f", {kind} `{m}`" for kind, m in models.items())  # lite's sections stay unnamed
+    lines = ["", f"## Whole command{named}, {time.strftime('%Y-%m-%d')}", "",
              f"Machine: {describe()}; ISA: {isa()}; `--threads {a.threads}`; {a.note or 'load not noted'}.",
              f"Input: a {SIDE}x{SIDE} gray JPEG (Q{QUALITY}, four training photos; the same in colour "
              "for the RGB column); each command in a "
@@ -118,7 +118,7 @@ def main() -> None:
                 out = tmp / f"out-{engine}-{precision}-{name}-{r}"
                 res = timed([exe, "restore", str(tmp / f"{name}.jpg"), "-o", str(out), "--device", "cpu",
                              "--engine", engine, "--precision", precision, "--threads", str(a.threads),
-                             *model_args(a.color_model if name == "colour" else a.model)])
+                             "--model", models["colour" if name == "colour" else "gray"]])
                 if r:
                     store.append(res)
     numeric = resolve_precision("auto", "cpu")

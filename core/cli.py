@@ -289,7 +289,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from .evaluation.protocol import evaluate_model, format_table
     from .imageio.reading import load_images
     from .imageio.sources import expand
-    from .registry import default_model_name
+    from .engines.default_model import default_model_name
 
     model = None if a.jpeg_only else open_net(a.model or default_model_name(a.channels or 1),
                                               device=a.device, precision=a.precision, engine=a.engine)

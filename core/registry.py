@@ -14,7 +14,6 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .engines.precision import fast_bf16
 from .error_text import one_line
 from .imageio.filesystem import resolve, write_atomically
 from .jpeg.consistency import Calibration, calibration_path
@@ -71,8 +70,8 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
 ]}
 DEFAULT_MODELS = {1: "crl-lite-gray", 3: "crl-lite-color"}
 CUDA_MODELS = {1: "crl-base-gray", 3: "crl-base-color"}  # preferred on a GPU, when shipped
-# preferred, when shipped, on a CPU that computes bf16 natively (precision.fast_bf16) and on
-# CUDA after crl-base-*; lite elsewhere (speeds: bench/results/whole_command.md)
+# preferred, when shipped, on a CPU that computes bf16 natively and on CUDA after crl-base-*;
+# lite elsewhere (engines.default_model; speeds: bench/results/whole_command.md)
 FAST_CPU_MODELS = {1: "crl-gray", 3: "crl-color"}
 QUALITY_MODELS = {1: "cqe-lite-gray", 3: "cqe-lite-color"}
 
@@ -127,32 +126,16 @@ def available_models() -> list[ModelInfo]:
     return [*MODELS.values(), *user_models()]
 
 
-def default_model_name(channels: int, device: str | torch.device = "cpu") -> str:
-    """The default for gray (1) or colour (3) input, the first of these that is shipped:
-    ``crl-base-*`` on CUDA, ``crl-*`` (multi-scale) on CUDA and on a CPU that computes bf16
-    natively, ``crl-lite-*``; falls back to the other colour type's lite model."""
+def default_quality_model(channels: int) -> str:
+    """The encoder that estimates quality from pixels: ``cqe-lite-*`` where shipped (the other
+    colour type's if only that one is), else a lite restorer's encoder."""
     kind = 3 if channels >= 3 else 1
-    on_cuda = str(device).startswith("cuda")
-    preferred = [CUDA_MODELS[kind]] if on_cuda else []
-    if on_cuda or fast_bf16("cpu"):
-        preferred.append(FAST_CPU_MODELS[kind])
-    candidates = [*preferred, DEFAULT_MODELS[kind], DEFAULT_MODELS[4 - kind]]
+    candidates = (QUALITY_MODELS[kind], QUALITY_MODELS[4 - kind], DEFAULT_MODELS[kind], DEFAULT_MODELS[4 - kind])
     for name in candidates:
         if MODELS[name].has_weights:
             return name
-    raise ModelNotAvailableError(
-        f"no shipped weights for {candidates[-2]} or {candidates[-1]} yet; train one with "
-        "`jpeg-restore train` and pass --model PATH")
-
-
-def default_quality_model(channels: int) -> str:
-    """The encoder that estimates quality from pixels: ``cqe-lite-*`` where shipped (the other
-    colour type's if only that one is), else the default restorer's encoder."""
-    kind = 3 if channels >= 3 else 1
-    for name in (QUALITY_MODELS[kind], QUALITY_MODELS[4 - kind]):
-        if MODELS[name].has_weights:
-            return name
-    return default_model_name(channels)
+    raise ModelNotAvailableError(f"no shipped weights for {', '.join(candidates)} yet: nothing reads "
+                                 "quality from pixels")
 
 
 def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None,

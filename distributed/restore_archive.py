@@ -57,12 +57,8 @@ from napari_jpeg_restore.core.imageio.filesystem import parse_storage_options, s
 from napari_jpeg_restore.core.imageio.output_paths import extension
 from napari_jpeg_restore.core.jpeg.codec import DEFAULT_SKIP_ABOVE_QUALITY, quality_factor
 from napari_jpeg_restore.core.jpeg.consistency import calibration_path
-from napari_jpeg_restore.core.registry import (
-    MODELS,
-    default_model_name,
-    load_model,
-    resolve_weights,
-)
+from napari_jpeg_restore.core.engines.default_model import default_model_name
+from napari_jpeg_restore.core.registry import MODELS, load_model, resolve_weights
 from napari_jpeg_restore.core.restoration.options import RestoreOptions
 
 from ._common import credential_env, init_ray, redact, scrub

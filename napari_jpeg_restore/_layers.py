@@ -42,9 +42,9 @@ def resolve_model_spec(choice: str, weights: str | os.PathLike | None, channels:
     quality encoder), a registry name, the "weights file…" entry (then ``weights`` is used) or
     directly a path to a weights file.
     """
+    from napari_jpeg_restore.core.engines.default_model import default_model_name
     from napari_jpeg_restore.core.registry import (
         ModelNotAvailableError,
-        default_model_name,
         default_quality_model,
         resolve_weights,
     )

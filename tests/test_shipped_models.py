@@ -10,10 +10,10 @@ from napari_jpeg_restore.core.imageio.reading import load_images, read_image
 from napari_jpeg_restore.core.imageio.sources import expand
 from napari_jpeg_restore.core.jpeg.codec import compress
 from napari_jpeg_restore.core.pixels import to_channels
+from napari_jpeg_restore.core.engines.default_model import default_model_name
 from napari_jpeg_restore.core.registry import (
     MODELS,
     ModelNotAvailableError,
-    default_model_name,
     load_model,
 )
 

@@ -484,6 +484,10 @@ def test_init_of_a_luma_chroma_model_alone_fine_tunes_all_of_it_but_the_encoder(
     for part in ("luma", "chroma"):
         assert not torch.equal(getattr(model, part).tail.weight, getattr(old, part).tail.weight), part
     assert total_cpu_hours(model.meta) == pytest.approx(model.meta["cpu_hours"] + 1.0)
+    with pytest.raises(ValueError, match="as it was built"):  # options it cannot honour
+        train(TrainOptions(stage="restorer", data=str(tmp_path / "data"), channels=3, steps=1, batch=2,
+                           patch=32, init=str(tmp_path / "old.pt"), table_condition=True,
+                           out=str(tmp_path / "conditioned")))
 
 
 def test_init_of_a_luma_chroma_model_brings_its_chroma_branch_under_the_new_luma(tmp_path):

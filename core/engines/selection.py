@@ -19,11 +19,11 @@ from ..error_text import one_line
 from ..registry import (
     QUALITY_MODELS,
     ModelNotAvailableError,
-    default_model_name,
     default_quality_model,
     load_model,
     resolve_weights,
 )
+from .default_model import default_model_name
 from .device import cuda_present, resolve_device, thread_count
 from .net import NOT_A_RESTORER, Net, QualityNet
 from .openvino_net import OpenVinoNet, open_openvino, openvino_readout

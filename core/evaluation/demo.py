@@ -13,7 +13,7 @@ from ..imageio.reading import read_image
 from ..imageio.writing import write_image
 from ..jpeg.codec import compress
 from ..pixels import to_channels
-from ..registry import default_model_name
+from ..engines.default_model import default_model_name
 from ..restoration.image_restore import restore
 from .metrics import evaluate
 

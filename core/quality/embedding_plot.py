@@ -9,7 +9,8 @@ import numpy as np
 
 from ..imageio.reading import load_images
 from ..imageio.sources import expand
-from ..registry import default_model_name, load_model
+from ..engines.default_model import default_model_name
+from ..registry import load_model
 from .embedding import embed, project_2d, quality_crops, quality_ordering, unseen_between
 
 

@@ -28,7 +28,8 @@ from ..imageio.reading import ImageReadError, read_image
 from ..imageio.sources import expand
 from ..jpeg.traces import find_jpeg_grid
 from ..pixels import to_channels
-from ..registry import default_model_name, load_model, resolve_weights, user_model_path
+from ..engines.default_model import default_model_name
+from ..registry import load_model, resolve_weights, user_model_path
 from .options import FinetuneOptions, TrainOptions
 
 HELD_OUT_QUALITIES = (10, 20, 30, 40, 50)

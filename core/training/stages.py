@@ -72,6 +72,9 @@ def whole_colour_model(opts: TrainOptions, fetched: dict[str, str] | None = None
     src = load_model((fetched or {}).get(opts.init, opts.init))
     if not isinstance(src, LumaChroma):
         return None
+    if opts.encoder or opts.encoder_mode != "frozen" or opts.table_condition != src.cfg.condition:
+        raise ValueError(f"--init {opts.init}: a luma-chroma model is fine-tuned as it was built: "
+                         "no --encoder or --encoder-mode, and --table-condition exactly when it has it")
     model = model_from_config(src.cfg)
     model.luma_frozen = False
     return model
