@@ -102,8 +102,6 @@ def record() -> None:
     PORTABLE.parent.mkdir(exist_ok=True)
     save_checkpoint(PORTABLE, portable_checkpoint(state))
     scores = RUN / f"eval-{state['step']}.json"
-    if scores.is_file() and not set(QUALITIES) <= set(gains(scores)):
-        scores.unlink()  # scored before a quality joined QUALITIES
     with (RUN / "stdout.log").open("a") as log:
         score(PORTABLE, scores, log, qualities=QUALITIES)
     gain = gains(scores)
@@ -159,11 +157,11 @@ def ship(kind: str, force: bool) -> None:
     with (staged.parent / f"{name}.log").open("a") as log:
         subprocess.run([JR, "calibrate", str(staged), "--data", *train], check=True, stdout=log,
                        stderr=subprocess.STDOUT)
-        for weights, dest in ((staged, staged.with_suffix(".eval.json")),
-                              (reference, staged.with_name(f"{reference}.eval.json"))):
-            dest.unlink(missing_ok=True)
+        scored = {staged: staged.with_suffix(".eval.json"), reference: staged.with_name(f"{reference}.eval.json")}
+        for weights, dest in scored.items():
+            dest.unlink(missing_ok=True)  # the staged weights are new each time
             score(weights, dest, log, data, SHIP_QUALITIES)
-    new, old = gains(staged.with_suffix(".eval.json")), gains(staged.with_name(f"{reference}.eval.json"))
+    new, old = (gains(dest) for dest in scored.values())
     print(f"gain over JPEG on {data}, dB, as the command line runs each model:")
     for q in SHIP_QUALITIES:
         print(f"  Q{q:>6}  {name} {new[q]:+.3f}  {reference} {old[q]:+.3f}  ({new[q] - old[q]:+.3f})")

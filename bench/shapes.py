@@ -52,8 +52,9 @@ def train_and_score(preset: str) -> Path:
 
 def score(model: str | Path, dest: Path, log, data: str = "val-gray-bsd68",
           qualities: tuple[str, ...] = ("10", "40")) -> None:
-    """``jpeg-restore eval`` of ``model`` on a validation set into ``dest`` (JSON), unless there."""
-    if not dest.is_file():
+    """``jpeg-restore eval`` of ``model`` on a validation set into ``dest`` (JSON), unless it
+    holds every quality asked for already."""
+    if not (dest.is_file() and set(qualities) <= set(gains(dest))):
         subprocess.run([JR, "eval", "--data", str(DATA / data), "--quality", *qualities,
                         "--model", str(model), "--json", str(dest)],
                        check=True, stdout=log, stderr=subprocess.STDOUT)
