@@ -19,8 +19,9 @@ staged in runs/ship/, scored as the command line runs them (calibration and pass
 included) on val-gray-bsd68 at Q10-Q100 and double compressed, and move into core/weights only
 if they gain at least as much as ``crl-lite-gray`` at every quality (``--force``: anyway); then
 ``bench/model_card.py`` writes the card. ``ship color`` does the same for ``crl-color``: the
-chroma branch that ``bench/chroma_branch.py`` trained (runs/chroma/model.pt; ideally with
-``--luma crl-gray``) under the shipped crl-gray, against ``crl-lite-color`` on val-cbsd68.
+chroma branch that ``bench/chroma_branch.py`` trained (runs/chroma/model.pt, with ``--luma`` the
+gray restorer it goes under) under crl-gray where that is shipped, else under crl-lite-gray,
+against ``crl-lite-color`` on val-cbsd68.
 """
 from __future__ import annotations
 
@@ -153,10 +154,9 @@ def ship(kind: str, force: bool) -> None:
 
     name, trained, reference, data = SHIPS[kind]
     info = MODELS[name]
-    if kind == "color" and not MODELS["crl-gray"].has_weights:
-        sys.exit("crl-color is built on the shipped crl-gray: ship gray first")
-    # colour: the trained chroma branch under the gray restorer as shipped now
-    model = chroma_branch.under(trained, "crl-gray") if kind == "color" else load_model(trained)
+    # colour: the trained chroma branch under the best gray restorer shipped now
+    gray = "crl-gray" if MODELS["crl-gray"].has_weights else SOURCE
+    model = chroma_branch.under(trained, gray) if kind == "color" else load_model(trained)
     staged = ROOT / "runs" / "ship" / f"{name}.pt"
     staged.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, staged, {**model.meta, "description": info.description}, half=True)

@@ -1,13 +1,14 @@
 """Colour from the gray restorer (issue 34): train the light chroma branch of a luma-chroma model
 under a frozen gray restorer, then score it on val-cbsd68 against the colour model it would replace.
 
-    python bench/chroma_branch.py [--minutes 45] [--luma crl-lite-gray] [--weighting uniform] [--swap WEIGHTS]
+    python bench/chroma_branch.py [--minutes 45] [--luma crl-lite-gray] [--weighting uniform] [--double 0.2]
+                                  [--init WEIGHTS] [--swap WEIGHTS]
 
 The branch trains (``jpeg-restore train restorer --channels 3 --luma ...``, every image of
 ../shared/datasets/train-*, Q10-90 step 1 drawn uniformly (``--weighting inverse``: the shipped
-recipe's 1/q, which left the branch under crl-lite-gray 0.04 dB behind crl-lite-color at Q90), 20%
-double compression, batch 16 x 128 px) for ``--minutes`` of wall time, its lr's cosine ending with
-them.
+recipe's 1/q, which left the branch under crl-lite-gray 0.04 dB behind crl-lite-color at Q90),
+``--double`` of them compressed twice (default 20%), batch 16 x 128 px; ``--init``: going on from
+a trained branch) for ``--minutes`` of wall time, its lr's cosine ending with them.
 Rows, as ``jpeg-restore eval`` scores them at Q10-90 and double compressed (Q10, then Q30 on a
 shifted grid): ``crl-lite-color``, the luma-chroma model,
 and with ``--swap`` the same chroma branch under another gray restorer (e.g. the campaign's
@@ -27,7 +28,7 @@ QUALITIES = ("10", "20", "30", "40", "60", "90", "10+30")
 RUN = ROOT / "runs" / "chroma"
 
 
-def train(minutes: float, luma: str, weighting: str, threads: int) -> None:
+def train(minutes: float, luma: str, weighting: str, double: float, init: str | None, threads: int) -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     if (RUN / "model.pt").is_file():
         return
@@ -38,7 +39,8 @@ def train(minutes: float, luma: str, weighting: str, threads: int) -> None:
                         "--luma", luma, "--data", str(DATA / "train-*" / "*.jpg"),
                         "--steps", "1000000", "--time-budget", str(minutes * 60), "--batch", "16",
                         "--patch", "128", "--lr", "3e-4", "--grad-clip", "1",
-                        "--qualities", "10", "90", "1", "--weighting", weighting, "--double", "0.2",
+                        "--qualities", "10", "90", "1", "--weighting", weighting, "--double", str(double),
+                        *(["--init", init] if init else []),
                         "--log-every", "100", "--ckpt-every", "200", "--resume", "--out", str(RUN)],
                        check=True, stdout=log, stderr=subprocess.STDOUT)
 
@@ -73,13 +75,15 @@ def main() -> None:
     p.add_argument("--luma", default="crl-lite-gray", help="the frozen gray restorer (default: crl-lite-gray)")
     p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],
                    help="how training draws qualities (default: uniform)")
+    p.add_argument("--double", type=float, default=0.2, help="share of pairs compressed twice (default: 0.2)")
+    p.add_argument("--init", help="go on training this luma-chroma model's branch (default: a new branch)")
     p.add_argument("--swap", help="also score the chroma branch under this gray restorer")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     from napari_jpeg_restore.core.engines.machine import describe
     from napari_jpeg_restore.core.registry import load_model
 
-    train(a.minutes, a.luma, a.weighting, a.threads)
+    train(a.minutes, a.luma, a.weighting, a.double, a.init, a.threads)
     meta = load_model(RUN / "model.pt").meta
     models = {"crl-lite-color": "crl-lite-color", f"{a.luma} + chroma branch": RUN / "model.pt"}
     if a.swap:
@@ -97,13 +101,14 @@ def main() -> None:
             rows.append(f"| {name} | " + " | ".join(f"{g[q]:+.3f}" for q in QUALITIES) + " |")
             print(rows[-1], flush=True)
     steps = meta["steps"]
+    # the first recipe's section keeps its heading; others are named by what differs
+    recipe = "" if (a.weighting, a.double, a.init) == ("inverse", 0.2, None) else (
+        f", {a.weighting} quality draw, {a.double:.0%} double compression" + (f", from {a.init}" if a.init else ""))
     section = "\n".join([
-        "## Chroma branch under a frozen gray restorer, val-cbsd68"
-        + (", qualities drawn uniformly" if a.weighting == "uniform" else ""), "",
+        "## Chroma branch under a frozen gray restorer, val-cbsd68" + recipe, "",
         f"Machine: {describe()}", "",
-        f"Trained {steps} steps ({16 * 128 * 128 * steps / 1e9:.2f} GPx of patches, "
-        f"{meta['cpu_hours']:.2f} CPU-hours, {a.weighting} quality draw) under `{a.luma}`; 68 images, "
-        "gain over JPEG in dB.", "",
+        (f"Trained {steps} steps ({16 * 128 * 128 * steps / 1e9:.2f} GPx of patches, "
+         f"{meta['cpu_hours']:.2f} CPU-hours) under `{a.luma}`; 68 images, gain over JPEG in dB."), "",
         "| model | " + " | ".join(f"Q{q}" for q in QUALITIES) + " |",
         "|---|" + "---|" * len(QUALITIES), *rows, ""])
     write_section(RESULTS / "chroma_branch.md", "# Colour from the gray restorer: the chroma branch\n\n"

@@ -57,8 +57,8 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
     ModelInfo("crl-lite-color", "crl", 3, "contrastive-encoder restorer, CPU preset, RGB"),
     ModelInfo("crl-gray", "crl", 1, "contrastive-encoder restorer, multi-scale CPU preset "
               "(unet-narrow), grayscale"),
-    ModelInfo("crl-color", "luma-chroma", 3, "crl-gray on the luma and a light chroma branch, "
-              "multi-scale CPU preset, RGB"),
+    ModelInfo("crl-color", "luma-chroma", 3, "a gray contrastive-encoder restorer on the luma "
+              "and a light chroma branch, RGB"),
     ModelInfo("crl-base-gray", "crl", 1, "contrastive-encoder restorer, GPU-trained base preset, grayscale"),
     ModelInfo("crl-base-color", "crl", 3, "contrastive-encoder restorer, GPU-trained base preset, RGB"),
     ModelInfo("arcnn-gray", "arcnn", 1, "ARCNN baseline, grayscale"),

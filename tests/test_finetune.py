@@ -13,6 +13,7 @@ import torch
 from helpers import interrupt_at, synthetic
 from napari_jpeg_restore.core import registry
 from napari_jpeg_restore.core.cli import main
+from napari_jpeg_restore.core.engines.default_model import default_model_name
 from napari_jpeg_restore.core.imageio.reading import read_image
 from napari_jpeg_restore.core.imageio.writing import write_image
 from napari_jpeg_restore.core.pixels import to_channels
@@ -79,7 +80,7 @@ def test_plan_splits_skips_bad_files_and_trains_below_the_images_own_quality(tmp
         write_image(colour / f"c{i}.png", np.stack([synthetic(i + k, (192, 208)) for k in range(3)], -1))
     opts = {**TINY, "source": "auto"}
     plan = plan_finetune(FinetuneOptions((str(colour),), "mine", **opts), tmp_path / "run", print)
-    assert plan.source == "crl-lite-color" and plan.train_options.recolour
+    assert plan.source == default_model_name(3) and plan.train_options.recolour
     plan = plan_finetune(FinetuneOptions((str(colour),), "mine", recolour=False, **opts),
                          tmp_path / "run", print)
     assert not plan.train_options.recolour
