@@ -79,6 +79,13 @@ def _colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
     return to_ycc, torch.linalg.inv(to_ycc)
 
 
+def _mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (3x3) applied to the channels of ``x`` by products and sums, not a matrix
+    product: autocast and OpenVINO's bf16 leave those in fp32, where a bf16 colour conversion
+    cost 0.045 dB at Q90."""
+    return (matrix.to(x.dtype)[None, :, :, None, None] * x[:, None]).sum(2)
+
+
 class LumaChroma(nn.Module):
     """RGB restorer built on a gray one: ``luma`` restores Y, ``chroma`` restores Cb and Cr
     under it. ``frozen_part`` is what restorer training leaves as it is: the luma restorer
@@ -102,12 +109,12 @@ class LumaChroma(nn.Module):
         return self.luma if self.luma_frozen else self.luma.frozen_part
 
     def forward(self, x: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
-        ycc = torch.einsum("pc,nchw->nphw", self.to_ycc.to(x.dtype), x)
+        ycc = _mix(self.to_ycc, x)
         luma, chroma = ycc[:, :1], ycc[:, 1:]
         restored = self.luma(luma, tables)
         chroma = self.chroma(restored, luma, chroma)
         out = torch.cat([restored, chroma], 1)
-        return torch.einsum("cp,nphw->nchw", self.to_rgb.to(x.dtype), out)
+        return _mix(self.to_rgb, out)
 
 
 __all__ = ["ChromaBranch", "ChromaConfig", "LumaChroma", "LumaChromaConfig"]
