@@ -154,9 +154,10 @@ def ship(kind: str, force: bool) -> None:
 
     name, trained, reference, data = SHIPS[kind]
     info = MODELS[name]
-    # colour: the trained chroma branch under the best gray restorer shipped now
-    gray = "crl-gray" if MODELS["crl-gray"].has_weights else SOURCE
-    model = chroma_branch.under(trained, gray) if kind == "color" else load_model(trained)
+    if kind == "color":  # the trained chroma branch under the best gray restorer shipped now
+        model = chroma_branch.under(trained, "crl-gray" if MODELS["crl-gray"].has_weights else SOURCE)
+    else:
+        model = load_model(trained)
     staged = ROOT / "runs" / "ship" / f"{name}.pt"
     staged.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, staged, {**model.meta, "description": info.description}, half=True)
