@@ -5,16 +5,19 @@ up front (``TOTAL_STEPS``, one cosine over all of them) and run in slices, one p
     python bench/campaign.py record                # commit-sized checkpoint, validation, curve
     python bench/campaign.py ship gray|color       # crl-gray / crl-color into the package
 
-``slice`` resumes runs/campaign-unet-narrow/last.pt, or, on a machine without it, the committed portable
-checkpoint bench/campaign/checkpoint.pt (int8 kernels, Adam's moments started afresh). After
+Two stages (``--stage``): ``unet-narrow``, the blind run (runs/campaign-unet-narrow, stopped at
+step 22410), then ``unet-narrow+tables``, its export going on conditioned on the JPEG's luma
+table (runs/campaign-cond, the default). ``slice`` resumes the stage's last.pt, or, on a machine
+without it, its committed portable checkpoint (bench/campaign/checkpoint.pt,
+checkpoint-tables.pt: int8 kernels, Adam's moments started afresh). After
 ``--minutes`` it gives the run a Ctrl-C, which ends it after the current step with a checkpoint
 and an exported model, on any machine at any speed, then records. ``record`` writes the portable
 checkpoint, scores it on val-gray-bsd68 at Q10, Q40, Q80 and Q90 (68 images, the network alone as
 `jpeg-restore eval` runs it) and appends the point to bench/results/campaign.json, .md and .png
 (gain against training gigapixels and CPU-hours).
 
-``ship gray`` makes ``crl-gray`` of the run's exported model (runs/.../model.pt, written when a
-slice ends): fp16 weights and their calibration (``jpeg-restore calibrate`` on training crops) are
+``ship gray`` makes ``crl-gray`` of the last stage's exported model (runs/campaign-cond/model.pt,
+written when a slice ends): fp16 weights and their calibration (``jpeg-restore calibrate`` on training crops) are
 staged in runs/ship/, scored as the command line runs them (calibration and pass-through
 included) on val-gray-bsd68 at Q10-Q100 and double compressed, and move into core/weights only
 if they gain at least as much as ``crl-lite-gray`` at every quality (``--force``: anyway); then
@@ -74,48 +77,68 @@ RECIPE = ["--preset", PRESET, "--channels", "1", "--steps", str(TOTAL_STEPS), "-
 # network gained 0.43 dB less than lite (+0.90 against +1.33; Q70 -0.13) while level at 10, 40, 90
 QUALITIES = ("10", "40", "80", "90")
 
+# Stage 2 (2026-12-06): the blind run stopped at step 22410 (lr 1.6e-5, 0.26 dB behind lite at
+# Q80, level at Q10); a blind network cannot tell Q80 from Q40 and trades one for the other, so
+# its export goes on as a table-conditioned network (FiLM from the JPEG's luma table, started as
+# the identity: models.growth), its own cosine from lr 1e-4 over 85 minutes of two cores
+COND_PRESET = "unet-narrow+tables"
+COND_RUN = ROOT / "runs" / "campaign-cond"
+COND_PORTABLE = HERE / "campaign" / "checkpoint-tables.pt"
+COND_RECIPE = ["--preset", PRESET, "--channels", "1", "--steps", "100000", "--time-budget", "5100",
+               "--batch", str(BATCH), "--patch", str(PATCH), "--init", str(RUN / "model.pt"),
+               "--table-condition", "--lr", "1e-4", "--grad-clip", "1",
+               *RECIPE[RECIPE.index("--qualities"):]]
+STAGES = {PRESET: (RUN, PORTABLE, RECIPE), COND_PRESET: (COND_RUN, COND_PORTABLE, COND_RECIPE)}
 
-def run_slice(minutes: float, threads: int) -> None:
+
+def run_slice(stage: str, minutes: float, threads: int) -> None:
     from napari_jpeg_restore.core.training.checkpoint import load_checkpoint
 
-    RUN.mkdir(parents=True, exist_ok=True)
-    if not (RUN / "last.pt").is_file() and PORTABLE.is_file():
-        shutil.copyfile(PORTABLE, RUN / "last.pt")
-        print(f"resuming from the committed {PORTABLE.relative_to(ROOT)} (fresh Adam moments)")
-    step = load_checkpoint(RUN / "last.pt")["step"] if (RUN / "last.pt").is_file() else 0
-    print(f"slice: from step {step} for {minutes:g} minutes", flush=True)
-    with (RUN / "stdout.log").open("a") as log:
+    run_dir, portable, recipe = STAGES[stage]
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "last.pt").is_file() and portable.is_file():
+        shutil.copyfile(portable, run_dir / "last.pt")
+        print(f"resuming from the committed {portable.relative_to(ROOT)} (fresh Adam moments)")
+    step = load_checkpoint(run_dir / "last.pt")["step"] if (run_dir / "last.pt").is_file() else 0
+    print(f"{stage} slice: from step {step} for {minutes:g} minutes", flush=True)
+    with (run_dir / "stdout.log").open("a") as log:
         run = subprocess.Popen([JR, "train", "restorer", "--threads", str(threads),
-                                "--data", str(DATA / "train-*" / "*.jpg"), *RECIPE,
-                                "--resume", "--out", str(RUN)], stdout=log, stderr=subprocess.STDOUT)
+                                "--data", str(DATA / "train-*" / "*.jpg"), *recipe,
+                                "--resume", "--out", str(run_dir)], stdout=log, stderr=subprocess.STDOUT)
         try:
             run.wait(timeout=minutes * 60)
         except subprocess.TimeoutExpired:
             run.send_signal(signal.SIGINT)  # ends after the current step, as a Ctrl-C does
             run.wait()
     if run.returncode:
-        sys.exit(f"training failed (exit {run.returncode}); see {RUN / 'stdout.log'}")
-    record()  # what a session commits, ready before anything else can go wrong
+        sys.exit(f"training failed (exit {run.returncode}); see {run_dir / 'stdout.log'}")
+    record(stage)  # what a session commits, ready before anything else can go wrong
 
 
-def record() -> None:
+def record(stage: str) -> None:
     from napari_jpeg_restore.core.training.checkpoint import (
         load_checkpoint,
         portable_checkpoint,
         save_checkpoint,
     )
 
-    state = load_checkpoint(RUN / "last.pt")
-    PORTABLE.parent.mkdir(exist_ok=True)
-    save_checkpoint(PORTABLE, portable_checkpoint(state))
-    scores = RUN / f"eval-{state['step']}.json"
-    with (RUN / "stdout.log").open("a") as log:
-        score(PORTABLE, scores, log, qualities=QUALITIES)
+    run_dir, portable, _ = STAGES[stage]
+    state = load_checkpoint(run_dir / "last.pt")
+    portable.parent.mkdir(exist_ok=True)
+    save_checkpoint(portable, portable_checkpoint(state))
+    scores = run_dir / f"eval-{state['step']}.json"
+    with (run_dir / "stdout.log").open("a") as log:
+        score(portable, scores, log, qualities=QUALITIES)
     gain = gains(scores)
     points = json.loads(CURVE.read_text()) if CURVE.is_file() else []
-    points = [p for p in points if (p["preset"], p["step"]) != (PRESET, state["step"])] + [{
-        "preset": PRESET, "step": state["step"], "gigapixels": state["step"] * BATCH * PATCH**2 / 1e9,
-        "cpu_hours": state["wall_seconds"] * state["threads"] / 3600,
+    # stage 2 counts on from where stage 1 ended (its last point), stage 1 from lite
+    before = max((p for p in points if p["preset"] == PRESET), key=lambda p: p["step"]) \
+        if stage == COND_PRESET else {"step": 0, "cpu_hours": 0.0}
+    step = before["step"] + state["step"]
+    points = [p for p in points if (p["preset"], p["step"]) != (stage, step)] + [{
+        "preset": stage, "step": step, "gigapixels": step * BATCH * PATCH**2 / 1e9,
+        "cpu_hours": before["cpu_hours"] + state["wall_seconds"] * state["threads"] / 3600,
         **{f"q{q}": gain[q] for q in QUALITIES}, "machine": state["meta"].get("machine", "")}]
     CURVE.write_text(json.dumps(points, indent=1))
     cell = lambda p, q: f"{p[q]:+.3f}" if q in p else "-"  # noqa: E731
@@ -132,6 +155,10 @@ def record() -> None:
              "lite at every quality after 2.4 GPx, furthest at the top. CPU-hours count the steps "
              "a run kept: slices that ended on a machine that went away before they were committed "
              "are not counted (its 7400 point is one such branch).", "",
+             (f"`{COND_PRESET}` rows: stage 2, the blind run's step-22410 export going on as a "
+              "table-conditioned network (`--table-condition`: the JPEG's luma table scales and "
+              "shifts its decoder features; started as the identity), its own cosine from lr 1e-4 "
+              "over 85 minutes, the same data and draw; steps and CPU-hours count on from stage 1."), "",
              "| preset | step | GPx of patches | CPU-hours | Q10 gain dB | Q40 gain dB | Q80 gain dB | Q90 gain dB |",
              "|---|---|---|---|---|---|---|---|",
              *[f"| {p['preset']} | {p['step']} | {p['gigapixels']:.2f} | {p['cpu_hours']:.2f} | "
@@ -144,7 +171,7 @@ def record() -> None:
 
 SHIP_QUALITIES = ("10", "20", "30", "40", "50", "60", "70", "80", "90", "100", "10+30")
 # what each shipped name is made of, the model it must beat at every quality, and where
-SHIPS = {"gray": ("crl-gray", RUN / "model.pt", SOURCE, "val-gray-bsd68"),
+SHIPS = {"gray": ("crl-gray", COND_RUN / "model.pt", SOURCE, "val-gray-bsd68"),
          "color": ("crl-color", ROOT / "runs" / "chroma" / "model.pt", "crl-lite-color", "val-cbsd68")}
 
 
@@ -188,7 +215,7 @@ def plot(points: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for preset, style in (("unet", "x:"), (PRESET, "o-")):
+    for preset, style in (("unet", "x:"), (PRESET, "o-"), (COND_PRESET, "s--")):
         run = [p for p in points if p["preset"] == preset]
         for key, colour in (("q10", "C0"), ("q40", "C1"), ("q80", "C3"), ("q90", "C2")):
             at = [p for p in run if key in p]
@@ -208,18 +235,21 @@ def plot(points: list[dict]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("slice", help="resume the run, train for --minutes, then record")
+    stage = argparse.ArgumentParser(add_help=False)
+    stage.add_argument("--stage", choices=list(STAGES), default=COND_PRESET,
+                       help=f"which run (default: {COND_PRESET}, the current stage)")
+    s = sub.add_parser("slice", parents=[stage], help="resume the run, train for --minutes, then record")
     s.add_argument("--minutes", type=float, required=True)
     s.add_argument("--threads", type=int, default=2)
-    sub.add_parser("record", help="portable checkpoint, validation and curve after a slice")
+    sub.add_parser("record", parents=[stage], help="portable checkpoint, validation and curve after a slice")
     s = sub.add_parser("ship", help="crl-gray (or crl-color) into the package if it beats lite everywhere")
     s.add_argument("kind", choices=sorted(SHIPS))
     s.add_argument("--force", action="store_true", help="ship even where it is behind lite")
     a = p.parse_args()
     if a.command == "slice":
-        run_slice(a.minutes, a.threads)
+        run_slice(a.stage, a.minutes, a.threads)
     elif a.command == "record":
-        record()
+        record(a.stage)
     else:
         ship(a.kind, a.force)
 

@@ -27,9 +27,12 @@ def describe_run(meta: dict) -> str:
     text = (f"{meta.get('steps', '?')} steps (batch {o.get('batch', '?')}, {o.get('patch', '?')} px, Adam lr "
             f"{o.get('lr', '?')} cosine; Q{low}-{high} step {step}, {o.get('weighting', 'uniform')} weighting, "
             f"{o.get('double', 0.0):.0%} double-compressed, {o.get('clean', 0.0):.0%} clean identity pairs); {meta.get('cpu_hours', 0):.2f} CPU-hours")
-    grown = (meta.get("init") or {}).get("grown")
-    if grown:
-        text += f"; grown from the run before by {len(grown)} identity-initialised residual blocks ({', '.join(grown)})"
+    grown = (meta.get("init") or {}).get("grown") or []
+    blocks = [name for name in grown if name != "condition"]
+    if blocks:
+        text += f"; grown from the run before by {len(blocks)} identity-initialised residual blocks ({', '.join(blocks)})"
+    if "condition" in grown:
+        text += "; the run before's network given a table conditioning that starts as the identity"
     return text
 
 
@@ -40,7 +43,9 @@ def crl_architecture(preset: str, cfg) -> str:
              f"{'/'.join(map(str, cfg.dec_blocks))} on the expanding path" if multi else "")
     return (f"CRL {preset} preset, widths {'/'.join(map(str, cfg.widths))}, {cfg.top_blocks} top "
             f"residual blocks{paths}, local-attention blocks {cfg.mid_attention} middle / "
-            f"{cfg.bottom_attention} bottom")
+            f"{cfg.bottom_attention} bottom"
+            + ("; the JPEG's luma table scales and shifts the decoder's features at its three scales "
+               "(FiLM)" if getattr(cfg, "condition", False) else ""))
 
 
 def architecture(family: str, meta: dict, cfg) -> str:

@@ -56,7 +56,7 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
     ModelInfo("crl-lite-gray", "crl", 1, "contrastive-encoder restorer, CPU preset, grayscale"),
     ModelInfo("crl-lite-color", "crl", 3, "contrastive-encoder restorer, CPU preset, RGB"),
     ModelInfo("crl-gray", "crl", 1, "contrastive-encoder restorer, multi-scale CPU preset "
-              "(unet-narrow), grayscale"),
+              "(unet-narrow) conditioned on the JPEG's luma table, grayscale"),
     ModelInfo("crl-color", "luma-chroma", 3, "a gray contrastive-encoder restorer on the luma "
               "and a light chroma branch, RGB"),
     ModelInfo("crl-base-gray", "crl", 1, "contrastive-encoder restorer, GPU-trained base preset, grayscale"),
