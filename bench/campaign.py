@@ -76,10 +76,10 @@ RECIPE = ["--preset", PRESET, "--channels", "1", "--steps", str(TOTAL_STEPS), "-
 # scored after every slice; 90: where unet fell furthest behind; 80: where unet-narrow's step-18493
 # network gained 0.43 dB less than lite (+0.90 against +1.33; Q70 -0.13) while level at 10, 40, 90
 QUALITIES = ("10", "40", "80", "90")
-LITE_Q10 = 1.232  # crl-lite-gray's gain at Q10 as `jpeg-restore eval` runs it (the ship gate's)
+LITE = {"10": 1.232, "40": 1.344, "80": 1.332, "90": 1.550}  # crl-lite-gray as `jpeg-restore eval` runs it
 
 # Stage 2 (2026-12-06): the blind run stopped at step 22410 (lr 1.6e-5, 0.26 dB behind lite at
-# Q80, level at Q10); a blind network cannot tell Q80 from Q40 and trades one for the other, so
+# Q80, 0.03 at Q10); a blind network cannot tell Q80 from Q40 and trades one for the other, so
 # its export goes on as a table-conditioned network (FiLM from the JPEG's luma table, started as
 # the identity: models.growth), its own cosine from lr 1e-4 over 85 minutes of two cores
 COND_PRESET = "unet-narrow+tables"
@@ -157,7 +157,7 @@ def write_curve(points: list[dict]) -> None:
              "Gain over JPEG on val-gray-bsd68 (68 images), the network alone, as committed (the "
              "portable checkpoint). Written by `python bench/campaign.py record` after every "
              f"slice; shipped `{SOURCE}`, scored the same way (`jpeg-restore eval`, JPEG-consistent): "
-             f"{LITE_Q10:+.3f} / +1.344 / +1.332 / +1.550 dB at Q10 / Q40 / Q80 / Q90 (its card, the "
+             f"{' / '.join(f'{LITE[q]:+.3f}' for q in QUALITIES)} dB at Q10 / Q40 / Q80 / Q90 (its card, the "
              "network alone: +1.20 / +1.33 / +1.33 / +1.55).", "",
              "The first rows are the stopped `unet` run (from scratch, 32000 steps planned): behind "
              "lite at every quality after 2.4 GPx, furthest at the top. CPU-hours count the steps "
@@ -229,7 +229,7 @@ def plot(points: list[dict]) -> None:
             at = [p for p in run if key in p]
             ax.plot([p["gigapixels"] for p in at], [p[key] for p in at], style, color=colour,
                     label=f"{preset} Q{key[1:]}")
-    ax.axhline(LITE_Q10, color="C0", ls=":", lw=1, label=f"{SOURCE} Q10")
+    ax.axhline(LITE["10"], color="C0", ls=":", lw=1, label=f"{SOURCE} Q10")
     ax.axhline(1.55, color="C0", ls="--", lw=1, label="target Q10")
     ax.set_xlabel("training gigapixels (patches)")
     ax.set_ylabel("gain over JPEG, dB")
