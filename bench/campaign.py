@@ -5,18 +5,19 @@ up front (``TOTAL_STEPS``, one cosine over all of them) and run in slices, one p
     python bench/campaign.py record                # commit-sized checkpoint, validation, curve
     python bench/campaign.py ship gray|color       # crl-gray / crl-color into the package
 
-Two stages (``--stage``): ``unet-narrow``, the blind run (runs/campaign-unet-narrow, stopped at
-step 22410), then ``unet-narrow+tables``, its export going on conditioned on the JPEG's luma
-table (runs/campaign-cond, the default). ``slice`` resumes the stage's last.pt, or, on a machine
-without it, its committed portable checkpoint (bench/campaign/checkpoint.pt,
-checkpoint-tables.pt: int8 kernels, Adam's moments started afresh). After
+Stages (``--stage``, in ``STAGES``): ``unet-narrow``, the blind run (runs/campaign-unet-narrow,
+stopped at step 22410), then ``unet-narrow+tables``, its export going on conditioned on the
+JPEG's luma table (runs/campaign-cond), then that network on other quality draws (1/q, then
+1/sqrt(q): runs/campaign-cond-inv, runs/campaign-cond-sqrt, the default). ``slice`` resumes the
+stage's last.pt, or, on a machine without it, its committed portable checkpoint
+(bench/campaign/checkpoint*.pt: int8 kernels, Adam's moments started afresh). After
 ``--minutes`` it gives the run a Ctrl-C, which ends it after the current step with a checkpoint
 and an exported model, on any machine at any speed, then records. ``record`` writes the portable
 checkpoint, scores it on val-gray-bsd68 at Q10, Q40, Q80 and Q90 (68 images, the network alone as
 `jpeg-restore eval` runs it) and appends the point to bench/results/campaign.json, .md and .png
 (gain against training gigapixels and CPU-hours).
 
-``ship gray`` makes ``crl-gray`` of the last stage's exported model (runs/campaign-cond/model.pt,
+``ship gray`` makes ``crl-gray`` of the current stage's exported model (its run's model.pt,
 written when a slice ends): fp16 weights and their calibration (``jpeg-restore calibrate`` on training crops) are
 staged in runs/ship/, scored as the command line runs them (calibration and pass-through
 included) on val-gray-bsd68 at Q10-Q100 and double compressed, and move into core/weights only
@@ -84,12 +85,37 @@ LITE = {"10": 1.232, "40": 1.344, "80": 1.332, "90": 1.550}  # crl-lite-gray as 
 # the identity: models.growth), its own cosine from lr 1e-4 over 85 minutes of two cores
 COND_PRESET = "unet-narrow+tables"
 COND_RUN = ROOT / "runs" / "campaign-cond"
-COND_PORTABLE = HERE / "campaign" / "checkpoint-tables.pt"
 COND_RECIPE = ["--preset", PRESET, "--channels", "1", "--steps", "100000", "--time-budget", "5100",
                "--batch", str(BATCH), "--patch", str(PATCH), "--init", str(RUN / "model.pt"),
                "--table-condition", "--lr", "1e-4", "--grad-clip", "1",
                *RECIPE[RECIPE.index("--qualities"):]]
-STAGES = {PRESET: (RUN, PORTABLE, RECIPE), COND_PRESET: (COND_RUN, COND_PORTABLE, COND_RECIPE)}
+
+
+def _then(recipe: list[str], init: Path, **changes: str) -> list[str]:
+    """``recipe`` started from ``init`` with some of its options changed (``time_budget="2100"``)."""
+    out = [*recipe]
+    out[out.index("--init") + 1] = str(init)
+    for key, value in changes.items():
+        out[out.index("--" + key.replace("_", "-")) + 1] = value
+    return out
+
+
+# Stage 3 (2026-12-06): stage 2's export on a 1/q draw, its own cosine from lr 3e-5 over 35
+# minutes (lifted Q10-20, lowered Q70-80); stage 4 (2026-12-06): stage 3's export on the draw
+# between the two (1/sqrt(q)), lr 3e-5 over 80 minutes
+INV_STAGE, SQRT_STAGE = "tables, 1/q draw", "tables, 1/sqrt(q) draw"
+INV_RUN, SQRT_RUN = ROOT / "runs" / "campaign-cond-inv", ROOT / "runs" / "campaign-cond-sqrt"
+# stage -> (run folder, committed portable checkpoint, recipe), in the order they ran: each
+# stage's steps and CPU-hours count on from the stage before it
+STAGES = {
+    PRESET: (RUN, PORTABLE, RECIPE),
+    COND_PRESET: (COND_RUN, HERE / "campaign" / "checkpoint-tables.pt", COND_RECIPE),
+    INV_STAGE: (INV_RUN, HERE / "campaign" / "checkpoint-tables-inverse.pt",
+                _then(COND_RECIPE, COND_RUN / "model.pt", time_budget="2100", lr="3e-5", weighting="inverse")),
+    SQRT_STAGE: (SQRT_RUN, HERE / "campaign" / "checkpoint-tables-inverse-sqrt.pt",
+                 _then(COND_RECIPE, INV_RUN / "model.pt", time_budget="4800", lr="3e-5", weighting="inverse-sqrt")),
+}
+CURRENT = SQRT_STAGE
 
 
 def run_slice(stage: str, minutes: float, threads: int) -> None:
@@ -133,9 +159,10 @@ def record(stage: str) -> None:
         score(portable, scores, log, qualities=QUALITIES)
     gain = gains(scores)
     points = json.loads(CURVE.read_text()) if CURVE.is_file() else []
-    # stage 2 counts on from where stage 1 ended (its last point), stage 1 from lite
-    before = max((p for p in points if p["preset"] == PRESET), key=lambda p: p["step"]) \
-        if stage == COND_PRESET else {"step": 0, "cpu_hours": 0.0}
+    # a stage counts on from where the stage before it ended (its last point), stage 1 from lite
+    order = list(STAGES)
+    before = max((p for p in points if p["preset"] == order[order.index(stage) - 1]), key=lambda p: p["step"]) \
+        if stage != PRESET else {"step": 0, "cpu_hours": 0.0}
     step = before["step"] + state["step"]
     points = [p for p in points if (p["preset"], p["step"]) != (stage, step)] + [{
         "preset": stage, "step": step, "gigapixels": step * BATCH * PATCH**2 / 1e9,
@@ -166,7 +193,10 @@ def write_curve(points: list[dict]) -> None:
              (f"`{COND_PRESET}` rows: stage 2, the blind run's step-22410 export going on as a "
               "table-conditioned network (`--table-condition`: the JPEG's luma table scales and "
               "shifts its decoder features; started as the identity), its own cosine from lr 1e-4 "
-              "over 85 minutes, the same data and draw; steps and CPU-hours count on from stage 1."), "",
+              "over 85 minutes, the same data and draw; steps and CPU-hours count on from stage 1. "
+              f"`{INV_STAGE}`: stage 3, stage 2's export drawing qualities by 1/q (lr 3e-5 cosine, 35 "
+              f"minutes); `{SQRT_STAGE}`: stage 4, stage 3's export drawing by 1/sqrt(q) (lr 3e-5, "
+              "80 minutes)."), "",
              "| preset | step | GPx of patches | CPU-hours | Q10 gain dB | Q40 gain dB | Q80 gain dB | Q90 gain dB |",
              "|---|---|---|---|---|---|---|---|",
              *[f"| {p['preset']} | {p['step']} | {p['gigapixels']:.2f} | {p['cpu_hours']:.2f} | "
@@ -179,7 +209,7 @@ def write_curve(points: list[dict]) -> None:
 
 SHIP_QUALITIES = ("10", "20", "30", "40", "50", "60", "70", "80", "90", "100", "10+30")
 # what each shipped name is made of, the model it must beat at every quality, and where
-SHIPS = {"gray": ("crl-gray", COND_RUN / "model.pt", SOURCE, "val-gray-bsd68"),
+SHIPS = {"gray": ("crl-gray", STAGES[CURRENT][0] / "model.pt", SOURCE, "val-gray-bsd68"),
          "color": ("crl-color", ROOT / "runs" / "chroma" / "model.pt", "crl-lite-color", "val-cbsd68")}
 
 
@@ -223,7 +253,8 @@ def plot(points: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    for preset, style in (("unet", "x:"), (PRESET, "o-"), (COND_PRESET, "s--")):
+    styles = dict(zip(["unet", *STAGES], ["x:", "o-", "s--", "^-.", "D-."]))
+    for preset, style in styles.items():
         run = [p for p in points if p["preset"] == preset]
         for key, colour in (("q10", "C0"), ("q40", "C1"), ("q80", "C3"), ("q90", "C2")):
             at = [p for p in run if key in p]
@@ -244,8 +275,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     stage = argparse.ArgumentParser(add_help=False)
-    stage.add_argument("--stage", choices=list(STAGES), default=COND_PRESET,
-                       help=f"which run (default: {COND_PRESET}, the current stage)")
+    stage.add_argument("--stage", choices=list(STAGES), default=CURRENT,
+                       help=f"which run (default: {CURRENT!r}, the current stage)")
     s = sub.add_parser("slice", parents=[stage], help="resume the run, train for --minutes, then record")
     s.add_argument("--minutes", type=float, required=True)
     s.add_argument("--threads", type=int, default=2)

@@ -216,6 +216,10 @@ def test_pair_sampler_weighting_and_double_compression():
     img = synthetic(0, (96, 96))
     inverse = PairSampler([img], patch=32, qualities=(10, 90, 10), weighting="inverse")
     assert inverse._p[0] == pytest.approx(9 * inverse._p[-1])  # p(Q10) / p(Q90) = 90 / 10
+    root = PairSampler([img], patch=32, qualities=(10, 90, 10), weighting="inverse-sqrt")
+    assert root._p[0] == pytest.approx(3 * root._p[-1])  # sqrt(90 / 10)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        PairSampler([img], patch=32, weighting="square")
     rng = np.random.default_rng(0)
     qs = [inverse._quality(rng) for _ in range(4000)]
     assert np.mean(np.array(qs) == 10) > 2 * np.mean(np.array(qs) == 50)

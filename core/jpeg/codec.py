@@ -114,6 +114,10 @@ def double_compress(image: np.ndarray, q1: int, q2: int,
     return out
 
 
+# how training draws a quality from its levels: p(q) ~ q ** -power
+WEIGHTINGS = {"uniform": 0.0, "inverse": 1.0, "inverse-sqrt": 0.5}
+
+
 def quality_levels(low: int = 10, high: int = 90, step: int = 10) -> np.ndarray:
     """The qualities ``low, low + step, ..., <= high``."""
     if step < 1 or not 1 <= low <= high <= 100:

@@ -9,10 +9,15 @@ import numpy as np
 import torch
 
 from ..imageio.reading import read_image
-from ..jpeg.codec import compress, double_compress, ijg_table, quality_levels, random_quality
+from ..jpeg.codec import (
+    WEIGHTINGS,
+    compress,
+    double_compress,
+    ijg_table,
+    quality_levels,
+    random_quality,
+)
 from ..pixels import to_channels
-
-WEIGHTINGS = ("uniform", "inverse")
 
 
 class ImageShard(Sequence):
@@ -84,7 +89,8 @@ class PairSampler:
     """(JPEG, clean) patch pairs: augment a clean crop, compress it at a random quality.
 
     ``weighting="inverse"`` draws quality ``q`` with probability proportional to ``1/q`` (more
-    low-quality samples, whose errors dominate); ``double`` is the share of pairs compressed twice
+    low-quality samples, whose errors dominate), ``"inverse-sqrt"`` proportional to ``1/sqrt(q)``
+    (between that and uniform); ``double`` is the share of pairs compressed twice
     (second quality at least the first, on an 8x8 grid shifted by a random offset); ``clean`` is
     the share of identity pairs (the clean crop as input), which teaches the model to leave
     never-compressed and near-lossless inputs as they are; ``recolour`` turns each RGB crop's
@@ -105,13 +111,13 @@ class PairSampler:
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+            raise ValueError(f"weighting must be one of {tuple(WEIGHTINGS)}, got {self.weighting!r}")
         if not 0.0 <= self.double <= 1.0:
             raise ValueError(f"double must be a fraction in [0, 1], got {self.double}")
         if not 0.0 <= self.clean <= 1.0:
             raise ValueError(f"clean must be a fraction in [0, 1], got {self.clean}")
         self._levels = quality_levels(*self.qualities)
-        w = 1.0 / self._levels if self.weighting == "inverse" else np.ones(len(self._levels))
+        w = self._levels.astype(np.float64) ** -WEIGHTINGS[self.weighting]
         self._p = w / w.sum()
 
     def _quality(self, rng: np.random.Generator) -> int:

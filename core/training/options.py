@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..imageio.filesystem import parse_storage_options
-from ..jpeg.codec import quality_factor
+from ..jpeg.codec import WEIGHTINGS, quality_factor
 
 STAGES = ("encoder", "ranker", "restorer", "arcnn")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: the loop has no loss scaling
@@ -34,7 +34,7 @@ class TrainOptions:
     init: str | None = None  # fine-tune: start from these weights (fresh optimizer and schedule)
     luma: str | None = None  # restorer, RGB: this gray restorer on the luma (frozen), a chroma branch
     qualities: tuple[int, int, int] = (10, 90, 10)  # low, high, step
-    weighting: str = "uniform"  # uniform | inverse (restorer/arcnn quality sampling)
+    weighting: str = "uniform"  # uniform | inverse | inverse-sqrt (restorer/arcnn quality sampling)
     double: float = 0.0  # share of double-compressed training pairs (restorer/arcnn)
     clean: float = 0.0  # share of identity (clean -> clean) training pairs (restorer/arcnn)
     recolour: bool = False  # restorer/arcnn: turn each colour crop's hues by a random angle
@@ -139,8 +139,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "training under this gray restorer (bench/results/chroma_branch.md)")
     p.add_argument("--qualities", type=int, nargs=3, default=[10, 90, 10], metavar=("LOW", "HIGH", "STEP"),
                    help="training qualities low..high in steps (default: 10 90 10)")
-    p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],
-                   help="restorer/arcnn: draw quality q uniformly or with probability ~ 1/q")
+    p.add_argument("--weighting", default="uniform", choices=list(WEIGHTINGS),
+                   help="restorer/arcnn: draw quality q uniformly, with probability ~ 1/q or ~ 1/sqrt(q)")
     p.add_argument("--double", type=float, default=0.0,
                    help="restorer/arcnn: share of pairs compressed twice on shifted grids (default: 0)")
     p.add_argument("--clean", type=float, default=0.0,
