@@ -256,6 +256,8 @@ def plot(points: list[dict]) -> None:
     styles = dict(zip(["unet", *STAGES], ["x:", "o-", "s--", "^-.", "D-."]))
     for preset, style in styles.items():
         run = [p for p in points if p["preset"] == preset]
+        if not run:
+            continue
         for key, colour in (("q10", "C0"), ("q40", "C1"), ("q80", "C3"), ("q90", "C2")):
             at = [p for p in run if key in p]
             ax.plot([p["gigapixels"] for p in at], [p[key] for p in at], style, color=colour,
