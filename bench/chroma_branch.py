@@ -21,6 +21,7 @@ import argparse
 import subprocess
 from pathlib import Path
 
+from napari_jpeg_restore.core.jpeg.codec import WEIGHTINGS
 from sections import RESULTS, write_section
 from shapes import DATA, JR, ROOT, gains, score
 
@@ -73,7 +74,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=45.0, help="training wall time (default: 45)")
     p.add_argument("--luma", default="crl-lite-gray", help="the frozen gray restorer (default: crl-lite-gray)")
-    p.add_argument("--weighting", default="uniform", choices=["uniform", "inverse"],
+    p.add_argument("--weighting", default="uniform", choices=list(WEIGHTINGS),
                    help="how training draws qualities (default: uniform)")
     p.add_argument("--double", type=float, default=0.2, help="share of pairs compressed twice (default: 0.2)")
     p.add_argument("--init", help="go on training this luma-chroma model's branch (default: a new branch)")
