@@ -444,13 +444,15 @@ def test_ctrl_c_ends_a_cli_run_with_a_checkpoint_that_resumes(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == stopped + 2
 
 
-def test_luma_option_trains_a_chroma_branch_under_the_frozen_gray_restorer(tmp_path):
+@pytest.mark.parametrize("condition", [False, True], ids=["blind", "table-conditioned"])
+def test_luma_option_trains_a_chroma_branch_under_the_frozen_gray_restorer(tmp_path, condition):
+    """Under a table-conditioned gray restorer (crl-gray) the pairs bring their tables."""
     from napari_jpeg_restore.core.registry import save_weights
 
     rgb = np.dstack([synthetic(i, (128, 160)) for i in range(3)])
     write_image(tmp_path / "data" / "im.png", rgb)
     torch.manual_seed(0)
-    gray = create_model("crl", "lite", 1)
+    gray = create_model("crl", "lite", 1, condition=condition)
     for p in gray.tail.parameters():
         torch.nn.init.normal_(p, std=0.01)
     save_weights(gray, tmp_path / "gray.pt", {"steps": 5})
@@ -458,6 +460,7 @@ def test_luma_option_trains_a_chroma_branch_under_the_frozen_gray_restorer(tmp_p
                 lr=1e-3, luma=str(tmp_path / "gray.pt"))
     model = load_model(train(TrainOptions(**opts, out=str(tmp_path / "run"))))
     assert type(model).__name__ == "LumaChroma" and model.meta["luma"]["steps"] == 5
+    assert model.cfg.condition == condition
     for name, p in gray.state_dict().items():  # the gray restorer stayed as it was
         torch.testing.assert_close(model.luma.state_dict()[name], p, rtol=0, atol=0)
     assert model.chroma.tail.weight.abs().sum() > 0  # the chroma branch learned

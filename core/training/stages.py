@@ -113,9 +113,10 @@ def build_task(opts: TrainOptions, images, model: nn.Module,
                                temperature=opts.temperature, gather=gather,
                                same_tables=opts.positives == "tables",
                                quality_span=opts.quality_span)
+    # tables for any conditioned model: a grown one, or a colour model on a conditioned gray restorer
     sampler = PairSampler(images, patch=opts.patch, qualities=tuple(opts.qualities),
                           weighting=opts.weighting, double=opts.double, clean=opts.clean,
-                          tables=opts.table_condition, recolour=opts.recolour)
+                          tables=bool(getattr(model.cfg, "condition", False)), recolour=opts.recolour)
     ranker = load_model((fetched or {}).get(opts.ranker, opts.ranker)) if opts.ranker else None
     if ranker is not None and not isinstance(ranker, QualityEncoder):
         raise ValueError(f"--ranker {opts.ranker}: not a ranker (train one with the ranker stage)")
