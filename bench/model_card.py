@@ -13,6 +13,7 @@ from pathlib import Path
 from napari_jpeg_restore.core.evaluation.protocol import evaluate_model, format_table
 from napari_jpeg_restore.core.imageio.reading import load_images
 from napari_jpeg_restore.core.imageio.sources import expand
+from napari_jpeg_restore.core.models import takes_tables
 from napari_jpeg_restore.core.registry import MODELS, load_model
 from napari_jpeg_restore.core.training.lineage import run_chain, total_cpu_hours
 
@@ -45,7 +46,7 @@ def crl_architecture(preset: str, cfg) -> str:
             f"residual blocks{paths}, local-attention blocks {cfg.mid_attention} middle / "
             f"{cfg.bottom_attention} bottom"
             + ("; the JPEG's luma table scales and shifts the decoder's features at its three scales "
-               "(FiLM)" if getattr(cfg, "condition", False) else ""))
+               "(FiLM)" if takes_tables(cfg) else ""))
 
 
 def architecture(family: str, meta: dict, cfg) -> str:

@@ -27,7 +27,7 @@ class TorchNet:
     def __post_init__(self) -> None:
         import torch
 
-        from ..models import QualityEncoder
+        from ..models import QualityEncoder, takes_tables
 
         if isinstance(self.module, QualityEncoder):
             raise TypeError(NOT_A_RESTORER)
@@ -36,7 +36,7 @@ class TorchNet:
         cfg = self.module.cfg
         self.in_channels = cfg.in_channels
         self.stride = max(8, getattr(cfg, "stride", 1))
-        self.conditioned = bool(getattr(cfg, "condition", False))
+        self.conditioned = takes_tables(cfg)
         self.calibration = getattr(self.module, "calibration", None)
 
     def __call__(self, x: np.ndarray, tables: np.ndarray | None = None) -> np.ndarray:

@@ -130,6 +130,12 @@ def create_model(family: str, preset: str = "lite", channels: int = 1, **overrid
     return model_from_config(build_config(family, preset, channels, **overrides))
 
 
+def takes_tables(cfg) -> bool:
+    """Whether a model of this config needs the JPEG's luma table: a table-conditioned CRL
+    restorer, or a luma-chroma model on one (ARCNN and encoder configs have no such field)."""
+    return bool(getattr(cfg, "condition", False))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -154,4 +160,5 @@ __all__ = [
     "count_parameters",
     "create_model",
     "model_from_config",
+    "takes_tables",
 ]

@@ -96,6 +96,8 @@ def plan_finetune(options: FinetuneOptions, run_dir: str | Path,
                   log: Callable[[str], None] = print) -> FinetunePlan:
     """Survey the images (unreadable or small ones are skipped with a line each), split them,
     read the source's training recipe and make the run's :class:`TrainOptions`."""
+    from ..models import takes_tables
+
     dest = user_model_path(options.name)
     if dest.exists() and not options.replace:
         raise ValueError(f"a model named {options.name!r} exists ({dest}); choose another name "
@@ -139,7 +141,7 @@ def plan_finetune(options: FinetuneOptions, run_dir: str | Path,
         lr=options.lr, init=str(resolve_weights(source, so)), qualities=(low, high, 1),
         weighting=recipe.get("weighting", "uniform"), double=recipe.get("double", 0.0),
         clean=recipe.get("clean", 0.0), recolour=options.recolour and channels == 3,
-        table_condition=bool(getattr(src.cfg, "condition", False)),
+        table_condition=takes_tables(src.cfg),
         val_data=held, val_images=len(held), val_qualities=val_q, keep_best=True,
         val_every=10**9, val_seconds=max(30.0, options.minutes * 60 / 8), log_every=100,
         ckpt_every=10**9, time_budget=options.minutes * 60, device=options.device,

@@ -14,7 +14,14 @@ from torch import nn
 from ..engines.machine import describe
 from ..imageio.reading import load_images
 from ..imageio.sources import expand
-from ..models import LumaChroma, QualityEncoder, Restorer, create_model, model_from_config
+from ..models import (
+    LumaChroma,
+    QualityEncoder,
+    Restorer,
+    create_model,
+    model_from_config,
+    takes_tables,
+)
 from ..models.growth import load_grown
 from ..registry import load_model, save_weights
 from .data import ContrastiveSampler, ImageShard, PairSampler
@@ -116,7 +123,7 @@ def build_task(opts: TrainOptions, images, model: nn.Module,
     # tables for any conditioned model: a grown one, or a colour model on a conditioned gray restorer
     sampler = PairSampler(images, patch=opts.patch, qualities=tuple(opts.qualities),
                           weighting=opts.weighting, double=opts.double, clean=opts.clean,
-                          tables=bool(getattr(model.cfg, "condition", False)), recolour=opts.recolour)
+                          tables=takes_tables(model.cfg), recolour=opts.recolour)
     ranker = load_model((fetched or {}).get(opts.ranker, opts.ranker)) if opts.ranker else None
     if ranker is not None and not isinstance(ranker, QualityEncoder):
         raise ValueError(f"--ranker {opts.ranker}: not a ranker (train one with the ranker stage)")
