@@ -61,6 +61,13 @@ def under(weights: Path, gray: str):
     return model
 
 
+def shown(weights: str) -> str:
+    """A weights file as the results name it: relative to the repository when it lies inside,
+    so that a rerun from another folder replaces its section."""
+    path = Path(weights).resolve()
+    return str(path.relative_to(ROOT)) if path.is_file() and path.is_relative_to(ROOT) else weights
+
+
 def swapped(weights: Path, gray: str, dest: Path) -> Path:
     """``under(weights, gray)`` saved to ``dest``."""
     from napari_jpeg_restore.core.registry import save_weights
@@ -104,9 +111,10 @@ def main() -> None:
     steps = meta["steps"]
     # the first recipe's section keeps its heading; others are named by what differs
     recipe = "" if (a.weighting, a.double, a.init) == ("inverse", 0.2, None) else (
-        f", {a.weighting} quality draw, {a.double:.0%} double compression" + (f", from {a.init}" if a.init else ""))
+        f", {a.weighting} quality draw, {a.double:.0%} double compression"
+        + (f", from {shown(a.init)}" if a.init else ""))
     section = "\n".join([
-        "## Chroma branch under a frozen gray restorer, val-cbsd68" + recipe, "",
+        f"## Chroma branch under a frozen `{a.luma}`, val-cbsd68" + recipe, "",
         f"Machine: {describe()}", "",
         (f"Trained {steps} steps ({16 * 128 * 128 * steps / 1e9:.2f} GPx of patches, "
          f"{meta['cpu_hours']:.2f} CPU-hours) under `{a.luma}`; 68 images, gain over JPEG in dB."), "",

@@ -456,8 +456,8 @@ def test_luma_option_trains_a_chroma_branch_under_the_frozen_gray_restorer(tmp_p
     for p in gray.tail.parameters():
         torch.nn.init.normal_(p, std=0.01)
     save_weights(gray, tmp_path / "gray.pt", {"steps": 5})
-    opts = dict(stage="restorer", data=str(tmp_path / "data"), channels=3, steps=4, batch=2, patch=32,
-                lr=1e-3, luma=str(tmp_path / "gray.pt"))
+    opts = {"stage": "restorer", "data": str(tmp_path / "data"), "channels": 3, "steps": 4, "batch": 2,
+            "patch": 32, "lr": 1e-3, "luma": str(tmp_path / "gray.pt")}
     model = load_model(train(TrainOptions(**opts, out=str(tmp_path / "run"))))
     assert type(model).__name__ == "LumaChroma" and model.meta["luma"]["steps"] == 5
     assert model.cfg.condition == condition
