@@ -9,6 +9,10 @@ from pathlib import Path
 # wait stall 10-35x when another process keeps a core busy (tiny training step, 2 threads,
 # one core loaded: 3.6 s spinning, 0.21 s passive); the suite must not depend on a quiet host.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Ray starts its workers at niceness 15 so that they yield to its own daemons; beside processes
+# that keep the cores busy they then get a few percent of a core, and a Ray test takes minutes
+# to hours. The test clusters (ray.init here, `ray start` in a subprocess) run them at 0.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import numpy as np
 import pytest
